@@ -1,0 +1,83 @@
+"""The exception tree of Expert Router. Status codes live in the gateway, not here.
+
+    ExpertRouterError
+    ├── ConfigError            a config file or flag is invalid (names the field)
+    ├── ArtifactError          a classifier artifact is missing, corrupt or of another version
+    ├── CorpusError            a training/evaluation corpus cannot be read (names file and line)
+    ├── RequestError           a client request is malformed (names the field)
+    ├── RoutingError           no replica can take the request
+    │   └── NoCapacity         every candidate is saturated and the wait queue timed out
+    └── BackendError           an upstream expert failed (raised inside backends/ only)
+        ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
+        ├── BackendTimeout         the upstream did not answer in time
+        ├── BackendStatusError     the upstream answered with an error status
+        └── BackendProtocolError   the upstream answered something we cannot parse
+"""
+
+from __future__ import annotations
+
+
+class ExpertRouterError(Exception):
+    """Base class of every error raised on purpose by this package."""
+
+
+class ConfigError(ExpertRouterError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class ArtifactError(ExpertRouterError):
+    """A classifier artifact cannot be loaded; the message names the file."""
+
+
+class CorpusError(ExpertRouterError):
+    """A corpus record cannot be read; the message names the file and line."""
+
+
+class RequestError(ExpertRouterError):
+    """A client request is malformed."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RoutingError(ExpertRouterError):
+    """No replica can take the request."""
+
+
+class NoCapacity(RoutingError):
+    """Every candidate replica is saturated and the wait queue timed out."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendError(ExpertRouterError):
+    """An upstream expert failed."""
+
+    retryable: bool = False
+
+
+class BackendUnavailable(BackendError):
+    """The upstream could not be reached or sent nothing: safe to retry on another replica."""
+
+    retryable = True
+
+
+class BackendTimeout(BackendError):
+    """The upstream did not answer in time."""
+
+
+class BackendStatusError(BackendError):
+    """The upstream answered with an error status; ``body`` is its error payload."""
+
+    def __init__(self, message: str, *, status: int, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retryable = status in (502, 503, 504)
+
+
+class BackendProtocolError(BackendError):
+    """The upstream answered something that does not parse."""
