@@ -1,0 +1,236 @@
+"""The fast inference path: a trained classifier folded into a few numpy arrays.
+
+``weights`` (vocabulary x D) already holds idf x SVD components (divided by the scaler's scale
+for ``standard``), so a prompt's feature vector is a count-weighted sum of the rows of its
+in-vocabulary terms, normalised; the cluster is the nearest centroid (squared Euclidean).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from expert_router.classify.analyzer import TOKEN_PATTERN
+from expert_router.classify.artifact import read_array, read_manifest
+from expert_router.errors import ArtifactError
+
+FloatArray = npt.NDArray[np.float64]
+DEFAULT_TEMPERATURE = 0.1
+_FINDALL = re.compile(TOKEN_PATTERN).findall
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Prediction:
+    """Where one prompt goes: ``cluster`` (nearest centroid) and why.
+
+    ``distances`` are squared Euclidean distances to every centroid, ``scores`` are
+    softmax(-distances / T), ``ranked`` lists clusters nearest first, and ``reason`` is
+    ``"nearest"``, or ``"empty"`` (no token at all) / ``"no_known_terms"`` (tokens, none in the
+    vocabulary): both then take the documented fallback route, the centroid nearest to the
+    feature vector of a document without terms.
+    """
+
+    cluster: int
+    distances: FloatArray
+    scores: FloatArray
+    ranked: tuple[int, ...]
+    reason: str
+
+
+def _softmax_rows(d: FloatArray, temperature: float) -> FloatArray:
+    logits = -(d - d.min(axis=-1, keepdims=True)) / temperature
+    e = np.exp(logits)
+    out: FloatArray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+class Classifier:
+    """A loaded, read-only prompt classifier; thread-safe and cheap to call inline."""
+
+    def __init__(self, manifest: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None:
+        self.manifest = manifest
+        params = manifest["parameters"]
+        self.scaler: str = params["scaler"]
+        self.temperature: float = float(params.get("temperature", DEFAULT_TEMPERATURE))
+        vocab: list[str] = manifest["vocabulary"]
+        self.vocabulary: dict[str, int] = {t: i for i, t in enumerate(vocab)}
+        self._terms = vocab
+        self._weights = arrays["weights"]
+        self._idf = arrays["idf"].astype(np.float64)
+        self._centroids = arrays["centroids"].astype(np.float64)
+        self._offset = arrays["offset"].astype(np.float64)
+        self._scale = arrays["scale"].astype(np.float64)
+        self.n_clusters: int = int(self._centroids.shape[0])
+        self._csq = (self._centroids**2).sum(axis=1)
+        self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
+        # The defined route for a prompt without known terms: its TF-IDF row is all zeros.
+        zero = self._finish(np.zeros(self._centroids.shape[1]))
+        self._fallback_d = ((zero - self._centroids) ** 2).sum(axis=1)
+
+    # -- features -------------------------------------------------------------------------
+    def _finish(self, z: FloatArray) -> FloatArray:
+        """Raw projection (counts @ weights, one row or many) -> final feature vector(s)."""
+        out: FloatArray
+        if self.scaler == "l2":
+            norm = np.sqrt((z * z).sum(axis=-1, keepdims=True))
+            out = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
+        else:
+            out = z - self._offset  # standard: tf-idf norm already divided out by the caller
+        return out
+
+    def _prediction(self, d: FloatArray, reason: str) -> Prediction:
+        order = np.argsort(d, kind="stable")
+        return Prediction(
+            cluster=int(order[0]),
+            distances=d,
+            scores=_softmax_rows(d, self.temperature),
+            ranked=tuple(order.tolist()),
+            reason=reason,
+        )
+
+    def predict(self, text: str) -> Prediction:
+        """Classify one prompt; never raises on a ``str``.
+
+        >>> clf = load()
+        >>> p = clf.predict("The goalkeeper saved a penalty in the final minute.")
+        >>> 0 <= p.cluster < clf.n_clusters and p.reason
+        'nearest'
+        """
+        tokens = _FINDALL(text.lower())
+        if not tokens:
+            return self._prediction(self._fallback_d.copy(), "empty")
+        get = self.vocabulary.get
+        ids: list[int] = []
+        counts: list[int] = []
+        for token, count in Counter(tokens).items():
+            i = get(token)
+            if i is not None:
+                ids.append(i)
+                counts.append(count)
+        if not ids:
+            return self._prediction(self._fallback_d.copy(), "no_known_terms")
+        c = np.array(counts, dtype=np.float64)
+        z = c @ self._weights[ids]
+        if self.scaler == "l2":
+            z = z / np.sqrt(z @ z) if z.any() else z
+        else:
+            tfidf = c * self._idf[ids]
+            z = z / np.sqrt(tfidf @ tfidf) - self._offset
+        d = np.maximum(z @ z + self._csq + z @ self._ct2, 0.0)
+        return self._prediction(d, "nearest")
+
+    def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify many prompts at once (one sparse product); same results as ``predict``."""
+        from scipy import sparse
+
+        n = len(texts)
+        if n == 0:
+            return []
+        get = self.vocabulary.get
+        indptr = [0]
+        indices: list[int] = []
+        data: list[int] = []
+        reasons: list[str] = []
+        for text in texts:
+            tokens = _FINDALL(text.lower())
+            before = len(indices)
+            for token, count in Counter(tokens).items():
+                i = get(token)
+                if i is not None:
+                    indices.append(i)
+                    data.append(count)
+            indptr.append(len(indices))
+            reasons.append(
+                "nearest" if len(indices) > before else ("no_known_terms" if tokens else "empty")
+            )
+        vocab_size = self._weights.shape[0]
+        counts = sparse.csr_matrix(
+            (
+                np.asarray(data, np.float64),
+                np.asarray(indices, np.int64),
+                np.asarray(indptr, np.int64),
+            ),
+            shape=(n, vocab_size),
+        )
+        z = np.asarray(counts @ self._weights, dtype=np.float64)
+        if self.scaler == "l2":
+            z = self._finish(z)
+        else:
+            tfidf = counts.multiply(self._idf[None, :]).tocsr()
+            norm = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)))
+            z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0) - self._offset
+        d = np.maximum((z * z).sum(axis=1, keepdims=True) + self._csq + z @ self._ct2, 0.0)
+        for row, reason in enumerate(reasons):
+            if reason != "nearest":
+                d[row] = self._fallback_d
+        scores = _softmax_rows(d, self.temperature)
+        order = np.argsort(d, axis=1, kind="stable")
+        return [
+            Prediction(int(o[0]), d[r], scores[r], tuple(o.tolist()), reasons[r])
+            for r, o in enumerate(order)
+        ]
+
+    # -- inspection -----------------------------------------------------------------------
+    def term_weights(self) -> FloatArray:
+        """Each centroid mapped back to term space (K x vocabulary), for naming clusters."""
+        comps_t = self._weights.astype(np.float64) / self._idf[:, None]
+        centroids = self._centroids
+        if self.scaler == "standard":
+            comps_t = comps_t * self._scale
+            centroids = centroids * self._scale + self._offset * self._scale
+        out: FloatArray = centroids @ comps_t.T
+        return out
+
+    def top_terms(self, n: int) -> list[list[str]]:
+        """The ``n`` highest-weighted terms of every cluster, strongest first."""
+        weights = self.term_weights()
+        n = max(0, min(n, weights.shape[1]))
+        top = np.argsort(-weights, axis=1, kind="stable")[:, :n]
+        return [[self._terms[i] for i in row] for row in top]
+
+
+def default_model_dir() -> Path:
+    """The bundled model shipped as package data."""
+    return Path(str(resources.files("expert_router") / "data" / "default_model"))
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Classifier:
+    """Load a classifier directory (the bundled model when ``path`` is None).
+
+    Raises :class:`ArtifactError` naming the file when it is missing, corrupt, truncated or
+    of another format version.
+    """
+    model_dir = Path(path) if path is not None else default_model_dir()
+    manifest = read_manifest(model_dir)
+    arrays = {
+        name: read_array(model_dir, manifest, name)
+        for name in ("weights", "idf", "centroids", "offset", "scale")
+    }
+    vocab = manifest.get("vocabulary")
+    mpath = model_dir / "manifest.json"
+    if not isinstance(vocab, list) or len(vocab) != arrays["weights"].shape[0]:
+        raise ArtifactError(f"{mpath}: vocabulary does not match weights.npy")
+    if manifest.get("parameters", {}).get("scaler") not in ("l2", "standard"):
+        raise ArtifactError(f"{mpath}: unknown or missing parameters.scaler")
+    dims = arrays["weights"].shape[1]
+    if (
+        arrays["centroids"].ndim != 2
+        or arrays["centroids"].shape[1] != dims
+        or arrays["centroids"].shape[0] < 1
+    ):
+        raise ArtifactError(f"{model_dir / 'centroids.npy'}: shape does not match weights.npy")
+    for name in ("offset", "scale"):
+        if arrays[name].shape != (dims,):
+            raise ArtifactError(f"{model_dir / (name + '.npy')}: shape does not match weights.npy")
+    if arrays["idf"].shape != (len(vocab),) or not (arrays["idf"] > 0).all():
+        raise ArtifactError(f"{model_dir / 'idf.npy'}: idf must be positive, one per term")
+    return Classifier(manifest, arrays)
