@@ -68,7 +68,8 @@ def test_options_change_the_directives() -> None:
     assert _directive(text, "keepalive") == ["32"]
     assert _directive(text, "proxy_read_timeout") == ["90s"]
     assert _directive(text, "client_max_body_size") == ["16m"]
-    assert _directive(text, "access_log") == ["logs/access.log"]
+    assert _directive(text, "access_log") == ["logs/access.log upstream"]
+    assert "upstream=$upstream_addr" in text
     assert _directive(text, "daemon") == ["on"]
 
 
