@@ -1,0 +1,40 @@
+"""Upstream protocol adapters, chosen by the replica URL's scheme.
+
+A new protocol is one module with a ``make(settings) -> Backend`` factory plus one entry in
+``REGISTRY``; the gateway never branches on the kind of backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from expert_router.backends import openai
+from expert_router.backends.base import Backend, BackendRequest, BackendSettings, UpstreamResponse
+from expert_router.errors import ConfigError
+
+REGISTRY: dict[str, Callable[[BackendSettings], Backend]] = {
+    "http": openai.make,
+    "https": openai.make,
+}
+
+
+def make_backend(protocol: str, settings: BackendSettings) -> Backend:
+    """The adapter for ``protocol`` (a URL scheme); ``ConfigError`` for an unknown one."""
+    try:
+        factory = REGISTRY[protocol]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(
+            f"{settings.url}: unknown protocol {protocol!r} (known: {known})"
+        ) from None
+    return factory(settings)
+
+
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "BackendRequest",
+    "BackendSettings",
+    "UpstreamResponse",
+    "make_backend",
+]

@@ -1,0 +1,232 @@
+"""The gateway object: builds pools and backends from the config, owns the upstream session,
+the health checker and the metrics, and serves the non-proxy routes (models, route, health,
+ready, metrics, 404). The proxy routes themselves live in ``gateway/proxy.py``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from expert_router.backends import BackendSettings, make_backend
+from expert_router.config import DEFAULT_CLUSTER, GatewayConfig
+from expert_router.errors import ConfigError, RequestError
+from expert_router.gateway.health import HealthChecker
+from expert_router.gateway.metrics import GatewayMetrics
+from expert_router.gateway.pools import Fleet, Pool, Replica
+from expert_router.gateway.responses import error_response, json_response
+from expert_router.routing import RoutingPolicy
+from expert_router.wire.openai import classify_text, parse_body
+
+
+class PredictionLike(Protocol):
+    @property
+    def cluster(self) -> int: ...
+
+    @property
+    def ranked(self) -> Sequence[int]: ...
+
+    @property
+    def scores(self) -> Any: ...
+
+
+class ClassifierLike(Protocol):
+    """What the gateway needs of ``expert_router.classify``'s classifier."""
+
+    @property
+    def n_clusters(self) -> int: ...
+
+    def predict(self, text: str) -> PredictionLike: ...
+
+
+def load_classifier(model: str | None) -> ClassifierLike:
+    from expert_router.classify import load
+
+    clf: ClassifierLike = load(model)
+    return clf
+
+
+class Gateway:
+    """One gateway instance; ``await start()`` inside the loop, ``await close()`` to stop."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        classifier: ClassifierLike | None = None,
+        *,
+        multiproc_dir: str | None = None,
+        probes: bool = True,
+    ) -> None:
+        self.config = config
+        self.classifier = classifier or load_classifier(config.classifier.model)
+        self.metrics = GatewayMetrics(multiproc_dir)
+        self.text_mode = config.classifier.text
+        self.max_body = config.limits.max_body_bytes
+        self._keys = [k.encode() for k in config.api_keys]
+        self._probes = probes
+        self.session: aiohttp.ClientSession | None = None
+        self.fleet: Fleet | None = None
+        self.health: HealthChecker | None = None
+        self.started = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        connector = aiohttp.TCPConnector(
+            limit=cfg.limits.max_connections, limit_per_host=0, keepalive_timeout=30.0
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+        self.fleet = self._build_fleet(self.session)
+        self.health = HealthChecker(self.fleet, cfg.health)
+        if self._probes:
+            self.health.start()
+
+    async def close(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
+        if self.session is not None:
+            await self.session.close()
+
+    def _build_fleet(self, session: aiohttp.ClientSession) -> Fleet:
+        cfg = self.config
+        n = self.classifier.n_clusters
+        for key in cfg.experts:
+            if key != DEFAULT_CLUSTER and int(key) >= n:
+                raise ConfigError(f"experts.{key}: the classifier has clusters 0..{n - 1} only")
+        by_url: dict[str, Replica] = {}
+        names: set[str] = set()
+        pools: dict[str, Pool] = {}
+        built: dict[str, Pool] = {}
+        for key, pool_cfg in cfg.experts.items():
+            replicas = []
+            for rc in pool_cfg.replicas:
+                r = by_url.get(rc.url)
+                if r is None:
+                    settings = BackendSettings(
+                        url=rc.url,
+                        session=session,
+                        connect_timeout=cfg.timeouts.connect,
+                        first_byte_timeout=cfg.timeouts.first_byte,
+                        read_timeout=cfg.timeouts.read,
+                        api_key=rc.api_key,
+                    )
+                    name = rc.label
+                    while name in names:
+                        name += "'"
+                    names.add(name)
+                    r = Replica(
+                        name=name,
+                        url=rc.url,
+                        backend=make_backend(rc.protocol, settings),
+                        model=rc.model,
+                        max_concurrency=rc.max_concurrency,
+                        weight=rc.weight,
+                    )
+                    by_url[rc.url] = r
+                replicas.append(r)
+            built[key] = Pool(key, replicas)
+        for c in range(n):
+            pool = built.get(str(c)) or built.get(DEFAULT_CLUSTER)
+            if pool is None:
+                raise ConfigError(f"experts: cluster {c} has no pool (add it or a '*' pool)")
+            pools[str(c)] = pool
+        policy = RoutingPolicy(cfg.spillover.policy, max_distance=cfg.spillover.max_distance)
+        return Fleet(
+            pools,
+            policy,
+            self.metrics,
+            queue_size=cfg.limits.queue_size,
+            queue_timeout=cfg.limits.queue_timeout,
+            eject_after=cfg.health.eject_after,
+        )
+
+    # -- shared helpers ----------------------------------------------------------------------
+    def authorized(self, request: web.Request) -> bool:
+        if not self._keys:
+            return True
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        given = header[7:].strip().encode()
+        ok = False
+        for key in self._keys:
+            ok |= hmac.compare_digest(given, key)
+        return ok
+
+    @staticmethod
+    def unauthorized() -> web.Response:
+        return error_response(
+            401,
+            "Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
+
+    # -- routes ------------------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        if not self.authorized(request):
+            return self.unauthorized()
+        ids = [self.config.model_name]
+        assert self.fleet is not None
+        for r in self.fleet.replicas.values():
+            if r.model and r.model not in ids:
+                ids.append(r.model)
+        created = int(self.started)
+        data = [
+            {"id": i, "object": "model", "created": created, "owned_by": owner}
+            for i, owner in zip(ids, ["expert-router"] + ["upstream"] * len(ids), strict=False)
+        ]
+        return json_response({"object": "list", "data": data})
+
+    async def route(self, request: web.Request) -> web.Response:
+        """Classification and the replica that would be chosen; no upstream call."""
+        if not self.authorized(request):
+            return self.unauthorized()
+        body = await request.read()
+        try:
+            parsed = parse_body(body, "chat" if b'"messages"' in body else "completion")
+        except RequestError as exc:
+            return error_response(400, str(exc), param=exc.param, code="invalid_request")
+        t0 = time.perf_counter()
+        pred = self.classifier.predict(classify_text(parsed, self.text_mode))
+        classify_ms = (time.perf_counter() - t0) * 1000
+        assert self.fleet is not None
+        d = self.fleet.decide(pred)
+        r = self.fleet.replicas.get(d.replica or "")
+        return json_response(
+            {
+                "cluster": d.cluster,
+                "nearest": d.nearest,
+                "ranked": [int(c) for c in pred.ranked],
+                "scores": [float(s) for s in pred.scores],
+                "replica": d.replica,
+                "url": r.url if r else None,
+                "reason": d.reason,
+                "classify_ms": classify_ms,
+            }
+        )
+
+    async def live(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        assert self.fleet is not None
+        healthy = sum(r.healthy for r in self.fleet.replicas.values())
+        body = {"status": "ready" if healthy else "unavailable", "healthy_replicas": healthy}
+        return json_response(body, 200 if healthy else 503)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type}
+        )
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        return error_response(
+            404, f"Unknown route: {request.method} {request.path}", code="unknown_url"
+        )

@@ -1,0 +1,218 @@
+"""The hot path: POST /v1/chat/completions and /v1/completions.
+
+Read and check the body once, classify inline, reserve a replica, forward the original
+bytes, relay the answer chunk by chunk. Failures before the first byte retry elsewhere;
+failures after it end the stream with an SSE error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from time import perf_counter
+from typing import Any
+
+from aiohttp import web
+
+from expert_router.backends import BackendRequest, UpstreamResponse
+from expert_router.errors import BackendError, RequestError, RoutingError
+from expert_router.gateway.app import Gateway, PredictionLike
+from expert_router.gateway.pools import Replica
+from expert_router.gateway.responses import error_response, for_exception, stream_error_event
+from expert_router.routing import RouteDecision
+from expert_router.wire.openai import Kind, ParsedRequest, classify_text, parse_body, with_model
+
+access_log = logging.getLogger("expert_router.access")
+NONE = "none"
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Proxy:
+    """The two proxy handlers of one gateway."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat", "/v1/chat/completions")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "completion", "/v1/completions")
+
+    async def _handle(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+        t0 = perf_counter()
+        gw = self.gw
+        headers = {"x-expert-router-cluster": NONE}
+        if not gw.authorized(request):
+            return self._done(request, gw.unauthorized(), headers, t0)
+        length = request.content_length
+        if length is not None and length > gw.max_body:
+            return self._done(request, _too_large(gw.max_body, headers), headers, t0)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._done(request, _too_large(gw.max_body, headers), headers, t0)
+        try:
+            parsed = parse_body(body, kind)
+        except RequestError as exc:
+            return self._done(request, for_exception(exc, headers), headers, t0)
+        t1 = perf_counter()
+        pred = gw.classifier.predict(classify_text(parsed, gw.text_mode))
+        t2 = perf_counter()
+        gw.metrics.classify_seconds.observe(t2 - t1)
+        headers["x-expert-router-cluster"] = str(pred.cluster)
+        fleet = gw.fleet
+        assert fleet is not None
+        try:
+            decision = await fleet.acquire(pred)
+        except RoutingError as exc:
+            headers["Server-Timing"] = _timing(t1, t2, perf_counter())
+            return self._done(request, for_exception(exc, headers), headers, t0)
+        t3 = perf_counter()
+        headers["Server-Timing"] = _timing(t1, t2, t3)
+        return await self._forward(request, path, parsed, body, pred, decision, headers, t0)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        path: str,
+        parsed: ParsedRequest,
+        body: bytes,
+        pred: PredictionLike,
+        decision: RouteDecision,
+        headers: dict[str, str],
+        t0: float,
+    ) -> web.StreamResponse:
+        gw = self.gw
+        fleet = gw.fleet
+        assert fleet is not None
+        metrics = gw.metrics
+        exclude: list[str] = []
+        while True:
+            assert decision.replica is not None
+            replica = fleet.replicas[decision.replica]
+            headers["x-expert-router-cluster"] = decision.cluster
+            headers["x-expert-router-replica"] = replica.name
+            breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
+            t_sent = perf_counter()
+            if not exclude:
+                metrics.overhead_seconds.observe(t_sent - t0)
+            try:
+                up = await replica.backend.start(breq)
+            except BackendError as exc:
+                fleet.release(replica)
+                fleet.record_failure(replica, type(exc).__name__)
+                if not exc.retryable or len(exclude) >= gw.config.limits.retries:
+                    return self._done(request, for_exception(exc, headers), headers, t0, decision)
+                exclude.append(replica.name)
+                metrics.retries.labels(replica.name).inc()
+                try:
+                    decision = await fleet.acquire(pred, exclude)
+                except RoutingError:
+                    return self._done(request, for_exception(exc, headers), headers, t0, decision)
+                continue
+            except BaseException:
+                fleet.release(replica)
+                raise
+            break
+        try:
+            return await self._relay(request, up, replica, parsed, headers, t_sent, t0, decision)
+        finally:
+            up.close()
+            fleet.release(replica)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        up: UpstreamResponse,
+        replica: Replica,
+        parsed: ParsedRequest,
+        headers: dict[str, str],
+        t_sent: float,
+        t0: float,
+        decision: RouteDecision,
+    ) -> web.StreamResponse:
+        gw = self.gw
+        fleet = gw.fleet
+        assert fleet is not None
+        headers["Content-Type"] = up.content_type
+        if not parsed.stream:
+            try:
+                data = await up.read()
+            except BackendError as exc:
+                fleet.record_failure(replica, type(exc).__name__)
+                return self._done(request, for_exception(exc, headers), headers, t0, decision)
+            gw.metrics.ttft_seconds.labels(replica.name).observe(perf_counter() - t_sent)
+            fleet.record_success(replica)
+            resp = web.Response(body=data, status=up.status, headers=headers)
+            return self._done(request, resp, headers, t0, decision)
+        if up.content_type.startswith("text/event-stream"):
+            headers.update(_SSE_HEADERS)
+        stream = web.StreamResponse(status=up.status, headers=headers)
+        await stream.prepare(request)
+        status = up.status
+        first = True
+        try:
+            async for chunk in up.chunks():
+                if first:
+                    gw.metrics.ttft_seconds.labels(replica.name).observe(perf_counter() - t_sent)
+                    first = False
+                await stream.write(chunk)
+            fleet.record_success(replica)
+        except BackendError as exc:
+            status = 502
+            fleet.record_failure(replica, "stream_interrupted")
+            try:
+                await stream.write(stream_error_event(exc))
+            except ConnectionError:
+                pass
+        except ConnectionError:
+            # The client went away; closing `up` (in the caller) cancels the upstream request.
+            return self._done(request, stream, headers, t0, decision, 499)
+        except asyncio.CancelledError:
+            self._done(request, stream, headers, t0, decision, 499)
+            raise
+        await stream.write_eof()
+        return self._done(request, stream, headers, t0, decision, status)
+
+    def _done(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        headers: dict[str, str],
+        t0: float,
+        decision: RouteDecision | None = None,
+        status: int | None = None,
+    ) -> web.StreamResponse:
+        code = status or resp.status
+        cluster = headers.get("x-expert-router-cluster", NONE)
+        replica = headers.get("x-expert-router-replica", NONE)
+        self.gw.metrics.count_request(cluster, replica, code)
+        if self.gw.config.access_log:
+            entry: dict[str, Any] = {
+                "method": request.method,
+                "path": request.path,
+                "status": code,
+                "cluster": cluster,
+                "replica": replica,
+                "reason": decision.reason if decision else None,
+                "duration_ms": round((perf_counter() - t0) * 1000, 3),
+                "remote": request.remote,
+            }
+            access_log.info(json.dumps(entry))
+        return resp
+
+
+def _timing(t1: float, t2: float, t3: float) -> str:
+    return f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
+
+
+def _too_large(limit: int, headers: dict[str, str]) -> web.Response:
+    return error_response(
+        413,
+        f"request body exceeds {limit} bytes",
+        param=None,
+        code="request_too_large",
+        headers=headers,
+    )

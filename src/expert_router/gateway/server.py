@@ -1,0 +1,200 @@
+"""Run a gateway: ``serve_gateway`` (async context manager in the caller's loop, for tests and
+benchmarks) and ``run_gateway`` (blocking, for the CLI; uvloop when installed, ``workers`` >
+1 = that many processes sharing the port through SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import queue
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from expert_router.config import GatewayConfig
+from expert_router.errors import ExpertRouterError
+from expert_router.gateway.app import ClassifierLike, Gateway
+from expert_router.gateway.proxy import Proxy
+
+
+def build_app(gw: Gateway) -> web.Application:
+    """The aiohttp application of a gateway (no middlewares: the hot path stays lean)."""
+    app = web.Application(client_max_size=gw.max_body, handler_args={"tcp_keepalive": True})
+    proxy = Proxy(gw)
+    r = app.router
+    r.add_post("/v1/chat/completions", proxy.chat)
+    r.add_post("/v1/completions", proxy.completions)
+    r.add_get("/v1/models", gw.models)
+    r.add_post("/v1/route", gw.route)
+    r.add_get("/health", gw.live)
+    r.add_get("/ready", gw.ready)
+    r.add_get("/metrics", gw.prometheus)
+    r.add_route("*", "/{tail:.*}", gw.not_found)
+    return app
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway: its base URL and the ``Gateway`` object (fleet, metrics)."""
+
+    url: str
+    port: int
+    gateway: Gateway
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(
+    config: GatewayConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    classifier: ClassifierLike | None = None,
+    reuse_port: bool = False,
+    multiproc_dir: str | None = None,
+    probes: bool = True,
+) -> AsyncIterator[RunningGateway]:
+    """Serve ``config`` in the running loop until the block exits.
+
+    >>> async with serve_gateway(cfg, port=0) as gw:   # doctest: +SKIP
+    ...     print(gw.url)
+    """
+    gw = Gateway(config, classifier, multiproc_dir=multiproc_dir, probes=probes)
+    await gw.start()
+    runner = web.AppRunner(build_app(gw), access_log=None, handler_cancellation=True)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
+        await site.start()
+        bound = runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        yield RunningGateway(f"http://{shown}:{bound}", bound, gw)
+    finally:
+        await runner.cleanup()
+        await gw.close()
+
+
+async def _serve_until_signal(
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    multiproc_dir: str | None,
+    on_ready: Callable[[str], None],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with serve_gateway(
+        config, host=host, port=port, reuse_port=reuse_port, multiproc_dir=multiproc_dir
+    ) as gw:
+        on_ready(gw.url)
+        await stop.wait()
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def _worker_main(
+    config_data: dict[str, Any],
+    host: str,
+    port: int,
+    multiproc_dir: str | None,
+    ready: Any,
+) -> None:
+    config = GatewayConfig.model_validate(config_data)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM
+
+    def on_ready(url: str) -> None:
+        ready.put(url)
+
+    _run(
+        _serve_until_signal(
+            config, host, port, reuse_port=True, multiproc_dir=multiproc_dir, on_ready=on_ready
+        )
+    )
+
+
+def free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_gateway(
+    config: GatewayConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    multiproc_dir: str | None = None,
+    on_ready: Callable[[str], None] = lambda url: None,
+) -> None:
+    """Serve until SIGINT/SIGTERM. With ``workers`` > 1, ``multiproc_dir`` must be an empty
+    directory named by ``PROMETHEUS_MULTIPROC_DIR`` in the environment (the CLI sets both)."""
+    if workers <= 1:
+        _run(
+            _serve_until_signal(
+                config, host, port, reuse_port=False, multiproc_dir=None, on_ready=on_ready
+            )
+        )
+        return
+    if port == 0:
+        port = free_port(host)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    data = config.model_dump(mode="json")
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(data, host, port, multiproc_dir, ready),
+            name=f"gateway-worker-{i}",
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    url = ""
+    started = 0
+    while started < len(procs) and not stopping:
+        try:
+            url = ready.get(timeout=0.5)
+            started += 1
+        except queue.Empty:
+            if any(p.exitcode is not None for p in procs):
+                stop(signal.SIGTERM, None)
+                msg = f"a gateway worker failed to start on {host}:{port}"
+                raise ExpertRouterError(msg) from None
+    on_ready(url)
+    for p in procs:
+        p.join()
+    if not stopping and any(p.exitcode for p in procs):
+        print("expert-router serve: a worker exited unexpectedly", file=sys.stderr)
