@@ -8,8 +8,6 @@ in-vocabulary terms, normalised; the cluster is the nearest centroid (squared Eu
 from __future__ import annotations
 
 import os
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -19,13 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from expert_router.classify.analyzer import TOKEN_PATTERN
 from expert_router.classify.artifact import read_array, read_manifest
+from expert_router.classify.terms import TermCounter, has_tokens
 from expert_router.errors import ArtifactError
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TEMPERATURE = 0.1
-_FINDALL = re.compile(TOKEN_PATTERN).findall
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -64,7 +61,8 @@ class Classifier:
         vocab: list[str] = manifest["vocabulary"]
         self.vocabulary: dict[str, int] = {t: i for i, t in enumerate(vocab)}
         self._terms = vocab
-        self._weights = arrays["weights"]
+        self._ids_of = TermCounter(self.vocabulary).ids
+        self._weights = np.ascontiguousarray(arrays["weights"])
         self._idf = arrays["idf"].astype(np.float64)
         self._centroids = arrays["centroids"].astype(np.float64)
         self._offset = arrays["offset"].astype(np.float64)
@@ -72,30 +70,17 @@ class Classifier:
         self.n_clusters: int = int(self._centroids.shape[0])
         self._csq = (self._centroids**2).sum(axis=1)
         self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
-        # The defined route for a prompt without known terms: its TF-IDF row is all zeros.
-        zero = self._finish(np.zeros(self._centroids.shape[1]))
+        # The defined route for a prompt without known terms: its TF-IDF row is all zeros,
+        # so it goes where the scikit-learn pipeline would send an empty document.
+        zero = np.zeros(self._centroids.shape[1]) if self.scaler == "l2" else -self._offset
         self._fallback_d = ((zero - self._centroids) ** 2).sum(axis=1)
 
-    # -- features -------------------------------------------------------------------------
-    def _finish(self, z: FloatArray) -> FloatArray:
-        """Raw projection (counts @ weights, one row or many) -> final feature vector(s)."""
-        out: FloatArray
-        if self.scaler == "l2":
-            norm = np.sqrt((z * z).sum(axis=-1, keepdims=True))
-            out = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
-        else:
-            out = z - self._offset  # standard: tf-idf norm already divided out by the caller
-        return out
-
     def _prediction(self, d: FloatArray, reason: str) -> Prediction:
-        order = np.argsort(d, kind="stable")
-        return Prediction(
-            cluster=int(order[0]),
-            distances=d,
-            scores=_softmax_rows(d, self.temperature),
-            ranked=tuple(order.tolist()),
-            reason=reason,
-        )
+        order = np.argsort(d, kind="stable").tolist()
+        return Prediction(order[0], d, _softmax_rows(d, self.temperature), tuple(order), reason)
+
+    def _fallback(self, text: str) -> str:
+        return "no_known_terms" if has_tokens(text) else "empty"
 
     def predict(self, text: str) -> Prediction:
         """Classify one prompt; never raises on a ``str``.
@@ -105,25 +90,16 @@ class Classifier:
         >>> 0 <= p.cluster < clf.n_clusters and p.reason
         'nearest'
         """
-        tokens = _FINDALL(text.lower())
-        if not tokens:
-            return self._prediction(self._fallback_d.copy(), "empty")
-        get = self.vocabulary.get
-        ids: list[int] = []
-        counts: list[int] = []
-        for token, count in Counter(tokens).items():
-            i = get(token)
-            if i is not None:
-                ids.append(i)
-                counts.append(count)
-        if not ids:
-            return self._prediction(self._fallback_d.copy(), "no_known_terms")
-        c = np.array(counts, dtype=np.float64)
-        z = c @ self._weights[ids]
+        ids = self._ids_of(text)
+        if not ids.size:
+            return self._prediction(self._fallback_d.copy(), self._fallback(text))
+        z = self._weights.take(ids, axis=0).sum(axis=0).astype(np.float64)
         if self.scaler == "l2":
-            z = z / np.sqrt(z @ z) if z.any() else z
+            zz = z @ z
+            z = z / np.sqrt(zz) if zz > 0.0 else z
         else:
-            tfidf = c * self._idf[ids]
+            unique, counts = np.unique(ids, return_counts=True)
+            tfidf = counts * self._idf.take(unique)
             z = z / np.sqrt(tfidf @ tfidf) - self._offset
         d = np.maximum(z @ z + self._csq + z @ self._ct2, 0.0)
         return self._prediction(d, "nearest")
@@ -135,48 +111,33 @@ class Classifier:
         n = len(texts)
         if n == 0:
             return []
-        get = self.vocabulary.get
-        indptr = [0]
-        indices: list[int] = []
-        data: list[int] = []
-        reasons: list[str] = []
-        for text in texts:
-            tokens = _FINDALL(text.lower())
-            before = len(indices)
-            for token, count in Counter(tokens).items():
-                i = get(token)
-                if i is not None:
-                    indices.append(i)
-                    data.append(count)
-            indptr.append(len(indices))
-            reasons.append(
-                "nearest" if len(indices) > before else ("no_known_terms" if tokens else "empty")
-            )
+        ids_of = self._ids_of
+        parts = [ids_of(text) for text in texts]
+        lengths = np.fromiter((p.size for p in parts), dtype=np.int64, count=n)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.concatenate(parts)
         vocab_size = self._weights.shape[0]
-        counts = sparse.csr_matrix(
-            (
-                np.asarray(data, np.float64),
-                np.asarray(indices, np.int64),
-                np.asarray(indptr, np.int64),
-            ),
-            shape=(n, vocab_size),
-        )
+        ones = np.ones(indices.size, dtype=self._weights.dtype)
+        counts = sparse.csr_matrix((ones, indices, indptr), shape=(n, vocab_size))
         z = np.asarray(counts @ self._weights, dtype=np.float64)
         if self.scaler == "l2":
-            z = self._finish(z)
+            norm = np.sqrt((z * z).sum(axis=1, keepdims=True))
+            z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
         else:
+            counts.sum_duplicates()
             tfidf = counts.multiply(self._idf[None, :]).tocsr()
             norm = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)))
             z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0) - self._offset
         d = np.maximum((z * z).sum(axis=1, keepdims=True) + self._csq + z @ self._ct2, 0.0)
-        for row, reason in enumerate(reasons):
-            if reason != "nearest":
-                d[row] = self._fallback_d
+        reasons = ["nearest"] * n
+        for row in np.flatnonzero(lengths == 0).tolist():
+            d[row] = self._fallback_d
+            reasons[row] = self._fallback(texts[row])
         scores = _softmax_rows(d, self.temperature)
-        order = np.argsort(d, axis=1, kind="stable")
+        order = np.argsort(d, axis=1, kind="stable").tolist()
         return [
-            Prediction(int(o[0]), d[r], scores[r], tuple(o.tolist()), reasons[r])
-            for r, o in enumerate(order)
+            Prediction(o[0], d[r], scores[r], tuple(o), reasons[r]) for r, o in enumerate(order)
         ]
 
     # -- inspection -----------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Fast term lookup for inference: text -> vocabulary ids, the same terms as the analyzer.
+
+UTF-8 bytes are lower-cased and cut at ASCII non-word bytes with one ``bytes.translate`` and
+``split``; common non-word non-ASCII characters (curly quotes, dashes, nbsp, ...) become spaces;
+only runs still holding non-ASCII bytes go through the Unicode regex. Text with a capital sigma
+(whose lower case depends on context) or lone surrogates takes the exact regex path.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from itertools import repeat
+
+import numpy as np
+import numpy.typing as npt
+
+IdArray = npt.NDArray[np.intp]
+
+_WORD_BYTES = frozenset((string.ascii_lowercase + string.digits + "_").encode())
+# A-Z -> a-z, other ASCII word bytes kept, ASCII non-word -> space, non-ASCII bytes kept.
+_TABLE = bytes(
+    c + 32 if 65 <= c <= 90 else (c if c in _WORD_BYTES or c >= 128 else 32) for c in range(256)
+)
+# Equivalent to scikit-learn's (?u)\b\w\w+\b under findall: a match always spans a whole run.
+_UNICODE_WORDS = re.compile(r"\w\w+").findall
+_IS_WORD = re.compile(r"\w").match
+
+
+def _nonword_pattern() -> re.Pattern[bytes]:
+    """UTF-8 of frequent non-ASCII non-word characters (Latin-1 symbols, general punctuation)."""
+    codes = [*range(0x80, 0xC0), *range(0x2000, 0x2070), 0x20AC, 0x2122, 0x3010, 0x3011, 0xFEFF]
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    for code in codes:
+        if not _IS_WORD(chr(code)):
+            data = chr(code).encode()
+            groups[data[:-1]].append(data[-1])
+    alternatives = [
+        re.escape(prefix) + b"[" + b"".join(b"\\x%02x" % b for b in last) + b"]"
+        for prefix, last in groups.items()
+    ]
+    return re.compile(b"|".join(alternatives))
+
+
+_NONWORD_SUB = _nonword_pattern().sub
+_WIDE_RUNS = re.compile(rb"(?<![^ ])[^ \x80-\xff]*[\x80-\xff][^ ]*").findall
+
+
+class TermCounter:
+    """Maps text to the ids of its in-vocabulary terms, one id per occurrence."""
+
+    __slots__ = ("_bytes_get", "_str_get")
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self._str_get = vocabulary.get
+        self._bytes_get = {t.encode(): i for t, i in vocabulary.items() if t.isascii()}.get
+
+    def ids(self, text: str) -> IdArray:
+        """Vocabulary ids of the terms of ``text``, repeated once per occurrence, any order.
+
+        >>> TermCounter({"cat": 0, "café": 1}).ids("Cat, CAFÉ and cat!").tolist()
+        [0, 0, 1]
+        """
+        if text.isascii():
+            cut = text.encode().translate(_TABLE)
+            wide = None
+        elif "\u03a3" in text:
+            return self._exact(text)
+        else:
+            try:
+                cut = _NONWORD_SUB(b" ", text.encode().translate(_TABLE))
+            except UnicodeEncodeError:  # lone surrogates
+                return self._exact(text)
+            wide = None if cut.isascii() else _WIDE_RUNS(cut)
+        runs = cut.split()
+        ids = np.fromiter(map(self._bytes_get, runs, repeat(-1)), dtype=np.intp, count=len(runs))
+        ids = ids[ids >= 0]
+        if wide:
+            get = self._str_get
+            more = [
+                i
+                for run in wide
+                for token in _UNICODE_WORDS(run.decode().lower())
+                if (i := get(token)) is not None
+            ]
+            if more:
+                ids = np.concatenate([ids, np.array(more, dtype=np.intp)])
+        return ids
+
+    def _exact(self, text: str) -> IdArray:
+        get = self._str_get
+        found = [i for t in _UNICODE_WORDS(text.lower()) if (i := get(t)) is not None]
+        return np.array(found, dtype=np.intp)
+
+
+def has_tokens(text: str) -> bool:
+    """True if the analyzer sees any token at all (before dropping numbers and stop words)."""
+    return bool(_UNICODE_WORDS(text.lower()))
