@@ -1,11 +1,14 @@
 """Offline helpers for the deployment tests: load the manifests under deploy/, render a
-kustomization (resources, strategic-merge patches by name, image tags) without kubectl, and
-validate every object against the Kubernetes JSON schemas bundled by `kubernetes-validate`.
+kustomization (resources, strategic-merge patches by name, image tags) without kubectl,
+validate objects against the Kubernetes JSON schemas bundled by `kubernetes-validate`, read
+Dockerfiles, and pull metric and label names out of the Grafana dashboard's PromQL.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,15 @@ K8S = DEPLOY / "kubernetes"
 # The oldest and the newest Kubernetes minor versions the manifests must be valid for.
 K8S_VERSIONS = ("1.29", kv.latest_version())
 KUSTOMIZATION = "kustomization.yaml"
+DASHBOARD = DEPLOY / "grafana" / "expert-router.json"
+# Labels Prometheus itself attaches to every scraped series.
+TARGET_LABELS = {"instance", "job", "pod", "namespace"}
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or"}
+KEYWORDS |= {"unless", "offset", "inf", "nan"}
+IDENT = re.compile(r"(?<![\w.$:])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
+SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
 Obj = dict[str, Any]
 
@@ -156,3 +168,27 @@ def exec_form(args: str) -> list[str]:
     if not (isinstance(parsed, list) and all(isinstance(a, str) for a in parsed)):
         raise ValueError(f"not exec form: {args}")
     return parsed
+
+
+def parse(expr: str) -> tuple[set[str], set[str], set[str]]:
+    """(metric names, matcher labels, grouping labels) used in one PromQL expression."""
+    selectors = SELECTOR.findall(expr)
+    matched = {label for _, body in selectors for label in MATCHER.findall(body)}
+    grouped = {g.strip() for body in GROUPING.findall(expr) for g in body.split(",") if g.strip()}
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", bare)
+    bare = GROUPING.sub(" ", bare)
+    names = {n for n in IDENT.findall(bare) if n.lower() not in KEYWORDS}
+    return names, matched, grouped
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return data
+
+
+def queries() -> list[str]:
+    d = dashboard()
+    exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in d["templating"]["list"] if v["type"] == "query"]
+    return exprs

@@ -3,25 +3,13 @@ metrics (and labels) that the gateway's metrics module really exports."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import pytest
-from deploy_helpers import DEPLOY
+from deploy_helpers import TARGET_LABELS, dashboard, parse, queries
 from prometheus_client.metrics import MetricWrapperBase
 
 from expert_router.gateway.metrics import GatewayMetrics
-
-DASHBOARD = DEPLOY / "grafana" / "expert-router.json"
-# Labels Prometheus itself attaches to every scraped series.
-TARGET_LABELS = {"instance", "job", "pod", "namespace"}
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or"}
-KEYWORDS |= {"unless", "offset", "inf", "nan"}
-IDENT = re.compile(r"(?<![\w.$:])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
-SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
-MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
-GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
 
 def exported() -> dict[str, set[str]]:
@@ -44,30 +32,6 @@ def exported() -> dict[str, set[str]]:
         else:
             out[family.name] = names
     return out
-
-
-def parse(expr: str) -> tuple[set[str], set[str], set[str]]:
-    """(metric names, matcher labels, grouping labels) used in one PromQL expression."""
-    selectors = SELECTOR.findall(expr)
-    matched = {label for _, body in selectors for label in MATCHER.findall(body)}
-    grouped = {g.strip() for body in GROUPING.findall(expr) for g in body.split(",") if g.strip()}
-    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", bare)
-    bare = GROUPING.sub(" ", bare)
-    names = {n for n in IDENT.findall(bare) if n.lower() not in KEYWORDS}
-    return names, matched, grouped
-
-
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return data
-
-
-def queries() -> list[str]:
-    d = dashboard()
-    exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
-    exprs += [v["definition"] for v in d["templating"]["list"] if v["type"] == "query"]
-    return exprs
 
 
 def test_the_parser_finds_names_and_labels() -> None:

@@ -25,7 +25,10 @@ from deploy_helpers import (
     validate,
 )
 
+from expert_router.classify import default_model_dir, load
 from expert_router.cli.main import build_parser
+from expert_router.config import GatewayConfig, validate_gateway_config
+from expert_router.errors import ConfigError
 
 MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != KUSTOMIZATION)
 KDIRS = kustomization_dirs()
@@ -147,6 +150,11 @@ def test_objects_refer_to_each_other_consistently(kdir: Path) -> None:
     assert gw["livenessProbe"]["httpGet"]["path"] == "/health"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert gw[probe]["httpGet"]["port"] in ports
+    # The pod is given its preStop pause plus a minute for streams to drain after SIGTERM.
+    pre_stop = gw["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(pre_stop[1]) + 60
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == ports["http"]
     assert annotations["prometheus.io/path"] == "/metrics"
@@ -232,3 +240,49 @@ def _canonical(obj: object) -> object:
             return sorted(items, key=lambda i: str(i["name"]))  # type: ignore[index]
         return items
     return obj
+
+
+def _gateway_config(kdir: Path) -> GatewayConfig:
+    cm = find(render(kdir), "ConfigMap")
+    return validate_gateway_config(yaml.safe_load(cm["data"]["gateway.yaml"]), source=str(kdir))
+
+
+@pytest.mark.parametrize("kdir", KDIRS, ids=_rel)
+def test_the_shipped_gateway_config_is_valid_and_covers_every_cluster(kdir: Path) -> None:
+    config = _gateway_config(kdir)
+    clusters = {str(k) for k in range(load().n_clusters)}
+    assert clusters <= set(config.experts) or "*" in config.experts
+    for pool in config.experts.values():
+        for replica in pool.replicas:
+            assert replica.protocol == "http" and replica.max_concurrency
+
+
+def test_the_base_uses_the_bundled_model_and_the_overlay_only_adds_model() -> None:
+    assert _gateway_config(BASE).classifier.model is None
+    overlay_dir = K8S / "overlays" / "with-model"
+    assert find(render(overlay_dir), "ConfigMap") == find(render(BASE), "ConfigMap")
+    dep = find(render(overlay_dir), "Deployment")
+    args = _serve_args(dep)
+    base_args = _serve_args(find(render(BASE), "Deployment"))
+    assert args[: len(base_args)] == base_args and args[len(base_args) :][0] == "--model"
+    model = build_parser().parse_args(args).model
+    # --model names the read-only mount the initContainer filled from the model image.
+    mounts = {m["mountPath"]: m for m in gateway_container(dep)["volumeMounts"]}
+    assert mounts[model]["readOnly"] is True
+    (init,) = dep["spec"]["template"]["spec"]["initContainers"]
+    assert init["volumeMounts"] == [{"name": mounts[model]["name"], "mountPath": model}]
+    assert init["command"][-1].endswith(f" {model}/")
+
+
+def test_a_bad_gateway_config_in_the_configmap_is_caught() -> None:
+    cm = find(render(BASE), "ConfigMap")
+    data = yaml.safe_load(cm["data"]["gateway.yaml"])
+    data["experts"]["0"]["replicas"][0]["max_concurency"] = 8
+    with pytest.raises(ConfigError, match=r"experts\.0\.replicas\[0\]\.max_concurency"):
+        validate_gateway_config(data)
+
+
+def test_the_model_is_too_big_for_a_configmap() -> None:
+    """Why the overlay ships the model in an image: a ConfigMap holds at most 1 MiB."""
+    size = sum(p.stat().st_size for p in default_model_dir().iterdir())
+    assert size > 2**20
