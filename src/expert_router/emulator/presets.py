@@ -149,6 +149,11 @@ _BASE: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 
+# TensorRT-LLM's default per-iteration token budget (max_num_tokens) on the GPU presets.
+for _name, _fields in _BASE.items():
+    if _name != "cpu-tiny":
+        _fields.setdefault("prefill_chunk", 8192)
+
 PRESETS: dict[str, Preset] = {
     name: _validate({"name": name, **d}, name) for name, d in _BASE.items()
 }

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import socket
@@ -235,12 +234,20 @@ async def serve_fleet(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    ports: Sequence[int] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Fleet]:
-    """Run one expert per preset on ports ``port``..``port+N-1`` (all free ports if 0)."""
+    """Run one expert per preset on ports ``port``..``port+N-1`` (free ports if 0).
+
+    ``ports`` gives each expert's port explicitly instead (0 = any free port).
+    """
+    if ports is None:
+        ports = [port + i if port else 0 for i in range(len(presets))]
+    if len(ports) != len(presets):
+        raise ValueError(f"{len(ports)} ports for {len(presets)} presets")
     servers = [
-        EmulatorServer(get_preset(p, **overrides), host=host, port=port + i if port else 0)
-        for i, p in enumerate(presets)
+        EmulatorServer(get_preset(p, **overrides), host=host, port=pt)
+        for p, pt in zip(presets, ports, strict=True)
     ]
     started: list[EmulatorServer] = []
     try:
@@ -249,5 +256,4 @@ async def serve_fleet(
             started.append(server)
         yield Fleet(servers)
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(s.stop() for s in started))
+        await asyncio.gather(*(s.stop() for s in started), return_exceptions=True)

@@ -1,0 +1,105 @@
+"""``expert-router emulate``: serve emulated experts (OpenAI API) until interrupted.
+
+One expert (``--preset``), N identical experts on consecutive ports (``--fleet N``) or a mixed
+fleet from YAML (``--fleet-config``), all in one process and one event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """Flags that replace preset fields (shared with ``simulate``)."""
+    g = parser.add_argument_group("preset overrides")
+    g.add_argument("--max-batch", type=int, help="most sequences running at once")
+    g.add_argument("--kv-tokens", type=int, help="KV-cache capacity in tokens")
+    g.add_argument("--prefill-chunk", type=int, help="token budget per iteration")
+    g.add_argument("--tpot-ms", type=float, help="fixed TPOT in ms (replaces the model)")
+    g.add_argument("--ttft-ms", type=float, help="fixed TTFT in ms (with --tpot-ms)")
+    g.add_argument("--eos-mean-tokens", type=float, help="mean answer length without ignore_eos")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("max_batch", "kv_tokens", "prefill_chunk", "tpot_ms", "ttft_ms", "eos_mean_tokens")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "model_name", None):
+        out["model_name"] = args.model_name
+    return out
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "emulate",
+        help="serve emulated GPU experts over the OpenAI API",
+        description="Serve emulated experts (continuous batching, modelled GPU timing).",
+    )
+    p.add_argument(
+        "--preset",
+        default="cpu-tiny",
+        help="A, B, C, D, llama3-8b-h100, llama3-70b-h100, cpu-tiny, or a preset YAML file",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (first port of a fleet)")
+    p.add_argument("--fleet", type=int, default=1, metavar="N", help="run N experts")
+    p.add_argument("--fleet-config", metavar="FILE", help="a mixed fleet from YAML")
+    p.add_argument("--model-name", help="model name served by /v1/models")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    add_overrides(p)
+    p.set_defaults(func=run)
+
+
+def _list_presets() -> int:
+    from expert_router.emulator.presets import PRESETS
+
+    for name, preset in PRESETS.items():
+        t = preset.roofline().describe()
+        print(
+            f"{name:16} {preset.model_name:22} batch {preset.max_batch:4}  "
+            f"KV {preset.kv_capacity:8} tokens  TPOT@1 {t['tpot_batch1_ms']:6.2f} ms  "
+            f"{preset.description}"
+        )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from expert_router.emulator.fleet import load_fleet_config
+    from expert_router.emulator.presets import Preset, get_preset
+    from expert_router.emulator.server import serve_fleet
+    from expert_router.errors import ConfigError
+
+    if args.list_presets:
+        return _list_presets()
+    host: str = args.host
+    members: list[tuple[Preset, int]]
+    if args.fleet_config:
+        cfg = load_fleet_config(Path(args.fleet_config))
+        members = cfg.members(Path(args.fleet_config).parent)
+        host = cfg.host
+    else:
+        if args.fleet < 1:
+            raise ConfigError(f"--fleet must be >= 1, got {args.fleet}")
+        preset = get_preset(args.preset, **overrides(args))
+        members = [(preset, args.port + i if args.port else 0) for i in range(args.fleet)]
+
+    async def main() -> None:
+        presets = [p for p, _ in members]
+        try:
+            async with serve_fleet(presets, host=host, ports=[pt for _, pt in members]) as fleet:
+                for s in fleet.servers:
+                    print(f"{s.model_name} ({s.preset.name}) on {s.url}", flush=True)
+                await asyncio.Event().wait()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}") from exc
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,140 @@
+"""``expert-router simulate``: the user sweep in virtual time against emulated experts.
+
+Writes the live bench's layout: ``DIR/users-<N>/{records.parquet,summary.json}`` per user
+count, then ``DIR/sweep.csv``, the figures and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from expert_router.cli.emulate import add_overrides, overrides
+from expert_router.errors import ConfigError
+
+
+def parse_users(spec: str) -> list[int]:
+    """``"1,100,200,...,1000"`` -> [1, 100, 200, ..., 1000]; ``...`` repeats the last step.
+
+    >>> parse_users("1,100,200,...,500")
+    [1, 100, 200, 300, 400, 500]
+    """
+    out: list[int] = []
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    for i, part in enumerate(parts):
+        if part == "...":
+            if len(out) < 2 or i + 1 >= len(parts) or parts[i + 1] == "...":
+                raise ConfigError(f"--users: '...' needs two numbers before and one after: {spec}")
+            step, stop = out[-1] - out[-2], int(parts[i + 1])
+            if step <= 0:
+                raise ConfigError(f"--users: '...' needs an increasing sequence: {spec}")
+            out.extend(range(out[-1] + step, stop, step))
+            continue
+        try:
+            value = int(part)
+        except ValueError as exc:
+            raise ConfigError(f"--users: not a number: {part!r}") from exc
+        if value < 1:
+            raise ConfigError(f"--users: user counts must be >= 1, got {value}")
+        out.append(value)
+    if not out:
+        raise ConfigError("--users: give at least one user count")
+    return list(dict.fromkeys(out))
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="run the user sweep against emulated experts in virtual time",
+        description="Simulate users against emulated experts in virtual time (seconds of wall "
+        "time for hours of serving); writes the same records and summaries as `bench`.",
+    )
+    p.add_argument("--preset", required=True, help="A, B, C, D, ... or a preset YAML file")
+    p.add_argument("--users", default="1,100,200,...,1000", help="user counts, e.g. 1,100,...,1000")
+    p.add_argument("--output-tokens", type=int, default=1200, help="tokens per answer (1200)")
+    p.add_argument("--base-tokens", type=int, default=335, help="base prompt tokens (335)")
+    p.add_argument("--continuation-tokens", type=int, default=1535, help="continuation (1535)")
+    p.add_argument("--jitter", type=int, default=30, help="± tokens on prompt lengths (30)")
+    p.add_argument("--turns", type=int, default=2, help="requests per user (2: base + cont.)")
+    p.add_argument("--repeat", type=int, default=1, help="repetitions per user count")
+    p.add_argument("--distribution", default="uniform", help="uniform | normal | weights:...")
+    p.add_argument("--clusters", type=int, default=8, help="topic clusters (8)")
+    p.add_argument("--experts", type=int, help="engines (default: 1 for tp>1 presets, else 8)")
+    p.add_argument("--ramp", type=float, default=0.0, help="spread user starts over S seconds")
+    p.add_argument("--window", type=float, default=60.0, help="time-bucket width in s (60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="name of the configuration in the report (default: preset)")
+    p.add_argument("--out", required=True, help="output directory")
+    add_overrides(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from expert_router.bench.report import users_dir, write_sweep
+    from expert_router.bench.store import write_run
+    from expert_router.bench.summary import summarize
+    from expert_router.emulator.presets import get_preset
+    from expert_router.emulator.virtual import SimWorkload, default_experts, simulate_repetitions
+
+    preset = get_preset(args.preset, **overrides(args))
+    users = parse_users(args.users)
+    experts = args.experts or default_experts(preset)
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
+    out = Path(args.out)
+    console = Console(stderr=True)
+    summaries: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"simulating {preset.name}", total=len(users))
+        for n in users:
+            workload = SimWorkload(
+                users=n,
+                output_tokens=args.output_tokens,
+                base_tokens=args.base_tokens,
+                continuation_tokens=args.continuation_tokens,
+                jitter=args.jitter,
+                turns=args.turns,
+                distribution=args.distribution,
+                clusters=args.clusters,
+                ramp_s=args.ramp,
+                seed=args.seed,
+            )
+            t0 = time.perf_counter()
+            records = simulate_repetitions(
+                preset, workload, n_engines=experts, repetitions=args.repeat
+            )
+            summary = summarize(records, users=n, window_s=args.window)
+            summary["simulation"] = {
+                "preset": preset.model_dump(mode="json"),
+                "experts": experts,
+                "workload": {k: getattr(workload, k) for k in workload.__slots__},
+                "wall_s": time.perf_counter() - t0,
+                "virtual_s": max((r.end for r in records), default=0.0),
+            }
+            write_run(users_dir(out, n), records, summary)
+            summaries.append(summary)
+            progress.advance(task)
+    write_sweep(out, summaries, name=args.name or preset.name)
+    wall = time.perf_counter() - started
+    console.print(f"{len(users)} user counts x {args.repeat} in {wall:.1f} s wall -> {out}")
+    table = Table("users", "TTFT s", "TPOT ms", "throughput tok/s", "virtual s", "wall s")
+    for s in summaries:
+        sim = s["simulation"]
+        table.add_row(
+            str(s["users"]),
+            f"{s['ttft'].get('mean') or 0:.3f}",
+            f"{1e3 * (s['tpot'].get('mean') or 0):.2f}",
+            f"{s.get('throughput') or 0:.0f}",
+            f"{sim['virtual_s']:.1f}",
+            f"{sim['wall_s']:.2f}",
+        )
+    Console().print(table)
+    return 0
