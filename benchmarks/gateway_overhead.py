@@ -1,0 +1,211 @@
+"""Gateway overhead: the same emulated fleet measured direct, through nginx, through the gateway.
+
+One run starts an emulator fleet, nginx (round robin over it), ``expert-router serve`` (and
+LiteLLM's proxy when installed), then drives each with the load generator in its own process:
+first-token latency at 1 user and at many concurrent streaming users, the latency each proxy
+ADDS over direct, and SSE events relayed per CPU-second of the proxy process. Prints, never
+asserts.
+
+    python benchmarks/gateway_overhead.py            # full run (a few minutes)
+    python benchmarks/gateway_overhead.py --quick    # short windows, fewer users
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _stack import DEFAULT_LITELLM_VENV, Stack, Target, install_litellm, run_loadgen
+
+PROTOCOLS = ("openai",)  # "triton-grpc" comes with the Triton issue: a loadgen streamer + fleet
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short windows and 200 users")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="openai")
+    p.add_argument("--users", default=None, help="user counts, comma-separated (1,1000)")
+    p.add_argument("--fleet", type=int, default=4, help="emulated experts (one process)")
+    p.add_argument("--preset", default="cpu-tiny")
+    p.add_argument("--tpot-ms", type=float, default=100.0, help="fixed emulated TPOT")
+    p.add_argument("--ttft-ms", type=float, default=5.0, help="fixed emulated TTFT")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--route", choices=("chat", "completions"), default="chat")
+    p.add_argument("--window-s", type=float, default=None, help="measured seconds per case")
+    p.add_argument("--rounds", type=int, default=1, help="repeat; medians are reported")
+    p.add_argument("--targets", default="direct,nginx,gateway,litellm")
+    p.add_argument("--litellm-venv", type=Path, default=DEFAULT_LITELLM_VENV)
+    p.add_argument(
+        "--install-litellm", action="store_true", help="pip install litellm[proxy] there"
+    )
+    p.add_argument("--pin", action="store_true", help="load generator on its own core")
+    p.add_argument("--out", type=Path, default=None, help="write all results as JSON")
+    return p.parse_args(argv)
+
+
+def _case_args(args: argparse.Namespace, users: int) -> tuple[list[str], float]:
+    window = args.window_s or (4.0 if args.quick else 15.0 if users == 1 else 30.0)
+    request_s = args.ttft_ms / 1e3 + args.max_tokens * args.tpot_ms / 1e3
+    ramp = 0.0 if users == 1 else max(2.0, request_s * 2)
+    warmup = 1.0 if users == 1 else ramp + request_s
+    cli = ["--users", str(users), "--max-tokens", str(args.max_tokens), "--route", args.route]
+    cli += ["--protocol", args.protocol, "--ramp-s", str(ramp), "--warmup-s", str(warmup)]
+    cli += ["--duration-s", str(window), "--drain-s", "30", "--sample-s", str(window)]
+    return cli, warmup + window + 60 + request_s
+
+
+def _median(results: list[dict[str, Any]], *keys: str) -> float:
+    values = []
+    for r in results:
+        v: Any = r
+        for k in keys:
+            v = v[k]
+        values.append(float(v))
+    return statistics.median(values)
+
+
+def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users: int) -> dict:
+    cli, timeout = _case_args(args, users)
+    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for _ in range(args.rounds):
+        for target in targets:
+            print(f"  {users:>5} users -> {target.name} ...", file=sys.stderr, flush=True)
+            runs[target.name].append(run_loadgen(stack, target, cli, timeout))
+    out = {}
+    for name, results in runs.items():
+        out[name] = {
+            "p50_ms": _median(results, "ttft_ms", "p50"),
+            "p99_ms": _median(results, "ttft_ms", "p99"),
+            "requests": int(_median(results, "ok_in_window")),
+            "failed": int(sum(r["requests_failed"] for r in results)),
+            "events_per_s": _median(results, "events_per_s"),
+            "cpu_s": _median(results, "watched_cpu_s"),
+            "events_per_cpu_s": _median(results, "events_per_cpu_s"),
+            "first_errors": results[-1]["first_errors"],
+        }
+    return out
+
+
+def report(all_results: dict[int, dict[str, Any]]) -> list[str]:
+    lines = []
+    head = f"{'users':>6} {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8}"
+    head += f" {'reqs':>6} {'fail':>4} {'ev/s':>8} {'proxy CPU s':>11} {'ev/CPU-s':>9}"
+    lines.append(head)
+    for users, res in all_results.items():
+        direct = res.get("direct")
+        for name, r in res.items():
+            add50 = r["p50_ms"] - direct["p50_ms"] if direct and name != "direct" else None
+            add99 = r["p99_ms"] - direct["p99_ms"] if direct and name != "direct" else None
+            epc = r["events_per_cpu_s"]
+            lines.append(
+                f"{users:>6} {name:<8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{_fmt(add50):>8} {_fmt(add99):>8} {r['requests']:>6} {r['failed']:>4} "
+                f"{r['events_per_s']:>8.0f} {r['cpu_s'] if name != 'direct' else 0:>11.2f} "
+                f"{'-' if name == 'direct' or epc != epc else f'{epc:.0f}':>9}"
+            )
+            if r["first_errors"]:
+                lines.append(f"         errors: {r['first_errors'][:2]}")
+    lines.append("")
+    lines += ratios(all_results)
+    return lines
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.2f}"
+
+
+def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
+    lines = []
+    for users, res in all_results.items():
+        d, n = res.get("direct"), res.get("nginx")
+        if not d:
+            continue
+        for name in ("gateway", "litellm"):
+            g = res.get(name)
+            if not g:
+                continue
+            add50, add99 = g["p50_ms"] - d["p50_ms"], g["p99_ms"] - d["p99_ms"]
+            line = f"{users:>5} users, {name}: added p50 {add50:+.2f} ms"
+            if users == 1:
+                line += f" (target <= 0.5 ms for the gateway: {_verdict(add50 <= 0.5)})"
+            else:
+                line += f" (target <= 1 ms: {_verdict(add50 <= 1.0)})"
+            lines.append(line)
+            if n and users > 1:
+                n99 = n["p99_ms"] - d["p99_ms"]
+                ratio99 = add99 / n99 if n99 > 0 else float("inf")
+                epc = g["events_per_cpu_s"] / n["events_per_cpu_s"]
+                lines.append(
+                    f"      added p99 {add99:+.2f} ms vs nginx {n99:+.2f} ms: ratio {ratio99:.2f}"
+                    f" (target <= 1.5: {_verdict(ratio99 <= 1.5)})"
+                )
+                lines.append(
+                    f"      events per CPU-second {g['events_per_cpu_s']:.0f} vs nginx "
+                    f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f}"
+                    f" (target >= 0.6: {_verdict(epc >= 0.6)})"
+                )
+    return lines
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    users = [int(u) for u in (args.users or ("1,200" if args.quick else "1,1000")).split(",")]
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    notes: list[str] = []
+    if "litellm" in wanted and args.install_litellm:
+        notes.append(f"litellm: {install_litellm(args.litellm_venv)}")
+    emu_extra = ["--tpot-ms", str(args.tpot_ms), "--ttft-ms", str(args.ttft_ms)]
+    emu_extra += ["--max-batch", str(max(users) + 64)]
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="gateway-overhead-") as tmp:
+        stack = Stack(Path(tmp), pin=args.pin)
+        try:
+            experts, model = stack.emulator(args.fleet, args.preset, emu_extra)
+            targets = [Target("direct", experts, None, model)]
+            if "nginx" in wanted:
+                targets.append(stack.nginx(experts, model))
+            if "gateway" in wanted:
+                targets.append(stack.gateway(experts, model))
+            if "litellm" in wanted:
+                lite = stack.litellm(args.litellm_venv, experts, model)
+                if isinstance(lite, str):
+                    notes.append(f"litellm skipped: {lite}")
+                else:
+                    targets.append(lite)
+            results = {u: measure(args, stack, targets, u) for u in users}
+        finally:
+            stack.close()
+    print(
+        f"gateway_overhead: protocol={args.protocol} fleet={args.fleet} preset={args.preset} "
+        f"tpot={args.tpot_ms}ms ttft={args.ttft_ms}ms max_tokens={args.max_tokens} "
+        f"route={args.route} rounds={args.rounds} pin={args.pin} "
+        f"({time.time() - started:.0f} s)"
+    )
+    print("first-token latency (ms), added = target - direct; ev/CPU-s = events per proxy CPU-s")
+    for line in report(results):
+        print(line)
+    for note in notes:
+        print(note)
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {"args": vars(args) | {"out": str(args.out)}, "results": results},
+                default=str,
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
