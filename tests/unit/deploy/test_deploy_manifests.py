@@ -30,7 +30,9 @@ from expert_router.cli.main import build_parser
 from expert_router.config import GatewayConfig, validate_gateway_config
 from expert_router.errors import ConfigError
 
-MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != KUSTOMIZATION)
+MANIFESTS = sorted(
+    p for ext in ("yaml", "yml") for p in DEPLOY.rglob(f"*.{ext}") if p.name != KUSTOMIZATION
+)
 KDIRS = kustomization_dirs()
 BASE = K8S / "base"
 CONFIG_PATH = "/etc/expert-router/gateway.yaml"
