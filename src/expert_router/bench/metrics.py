@@ -30,6 +30,21 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def nearest_rank(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile by nearest rank: the ``ceil(q/100 * n)``-th smallest value.
+
+    Always one of the values; at least ``q`` % of the values are <= it.
+
+    >>> nearest_rank([5.0, 1.0, 3.0], 99), nearest_rank([1.0, 2.0, 3.0, 4.0], 50)
+    (5.0, 2.0)
+    """
+    if len(values) == 0:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered) - 1e-9))
+    return float(ordered[rank - 1])
+
+
 def describe(values: Sequence[float]) -> Stats:
     """Count, mean, population sd, min, p50, p90, p99 and max of ``values`` (``None`` if empty)."""
     if len(values) == 0:
@@ -134,11 +149,12 @@ class SessionThroughput:
 def session_throughput(records: Sequence[RequestRecord]) -> SessionThroughput:
     """Throughput of the n99 users whose every response finished within the p99 response time.
 
-    p99 is taken over the response times of all successful requests. A user belongs to the
-    n99 set when all its requests succeeded and each took at most p99. Over that set,
+    p99 is the nearest-rank 99th percentile of the response times of all successful requests
+    (an observed response time). A user belongs to the n99 set when all its requests
+    succeeded and each took at most p99. Over that set,
     ``t_S = min start``, ``t_E = max end`` and ``Th = sum(tokens) / (t_E - t_S)``.
     """
-    p99 = percentile(response_times(records), 99)
+    p99 = nearest_rank(response_times(records), 99)
     if p99 is None:
         return SessionThroughput(None, 0, 0, None, None, None)
     by_user: dict[tuple[int, int], list[RequestRecord]] = defaultdict(list)
@@ -147,7 +163,7 @@ def session_throughput(records: Sequence[RequestRecord]) -> SessionThroughput:
     inside = [
         rs
         for rs in by_user.values()
-        if all(r.status == "ok" and response_time(r) <= p99 * (1 + 1e-12) for r in rs)
+        if all(r.status == "ok" and response_time(r) <= p99 for r in rs)
     ]
     if not inside:
         return SessionThroughput(None, 0, 0, None, None, p99)

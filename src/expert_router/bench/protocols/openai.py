@@ -1,0 +1,110 @@
+"""The OpenAI-compatible streaming client (vLLM, SGLang, TGI, llama.cpp, the emulator, the gateway).
+
+Asks for exactly ``max_tokens`` tokens (``max_tokens``, ``min_tokens``, ``ignore_eos``), reads
+the SSE stream with ``iter_any`` and stamps each network read once with ``perf_counter_ns``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from expert_router.bench.protocols.base import ClientSettings, Message, StreamFailed, StreamSink
+from expert_router.wire.sse import SSEDecoder
+
+_now = time.perf_counter_ns
+
+
+class OpenAIClient:
+    """Streams chat or text completions from one OpenAI-compatible base URL."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        base = settings.target.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[:-3]
+        path = "/v1/chat/completions" if settings.endpoint == "chat" else "/v1/completions"
+        self.url = base + path
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if settings.api_key:
+            self._headers["Authorization"] = f"Bearer {settings.api_key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.settings.request_timeout,
+                    sock_connect=self.settings.connect_timeout,
+                ),
+            )
+        return self._session
+
+    def body(self, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
+        """The request body: exactly ``max_tokens`` output tokens, streamed."""
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "stream": True,
+            "max_tokens": max_tokens,
+            "min_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0.0,
+        }
+        if self.settings.endpoint == "chat":
+            body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        else:
+            body["prompt"] = "\n\n".join(m.content for m in messages)
+        return body
+
+    async def stream(self, messages: Sequence[Message], max_tokens: int, sink: StreamSink) -> None:
+        data = json.dumps(self.body(messages, max_tokens)).encode()
+        chat = self.settings.endpoint == "chat"
+        async with self._get_session().post(self.url, data=data, headers=self._headers) as resp:
+            sink.headers(resp.status, resp.headers)
+            if resp.status != 200:
+                detail = (await resp.read())[:300].decode("utf-8", errors="replace")
+                raise StreamFailed(f"HTTP {resp.status}: {detail}", http_status=resp.status)
+            decoder = SSEDecoder()
+            async for raw in resp.content.iter_any():
+                t = _now()
+                for event in decoder.feed(raw):
+                    if event == "[DONE]":
+                        return
+                    text = _text(event, chat)
+                    if text:
+                        sink.text(t, text)
+        raise StreamFailed("stream ended without [DONE]", http_status=200)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _text(event: str, chat: bool) -> str | None:
+    """The generated text carried by one SSE event; raises on an in-stream error event."""
+    try:
+        obj = json.loads(event)
+    except ValueError as exc:
+        raise StreamFailed(f"unparseable event: {event[:100]!r}", http_status=200) from exc
+    if not isinstance(obj, dict):
+        return None
+    if "error" in obj:
+        err = obj["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        raise StreamFailed(f"in-stream error: {msg}", http_status=200)
+    choices = obj.get("choices")
+    if not choices:
+        return None
+    choice = choices[0]
+    if chat:
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+    else:
+        text = choice.get("text")
+    return text if isinstance(text, str) else None

@@ -1,0 +1,218 @@
+"""``expert-router bench``: drive a server with N concurrent users and characterise it.
+
+For each user count, ``--repeat`` runs of the paper's workload (base + continuation prompts,
+exactly ``--output-tokens`` each); writes records, summary.json, sweep.csv, PNGs and an HTML
+report under ``--out``. ``--calibrate`` measures the client's own timing error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from expert_router.errors import ConfigError
+
+DEFAULT_USERS = "1,100,200,...,1000"
+
+
+def parse_users(text: str) -> list[int]:
+    """``"1,100,200,...,500"`` -> [1, 100, 200, 300, 400, 500]; ``...`` continues the step.
+
+    >>> parse_users("1,2,...,4,10")
+    [1, 2, 3, 4, 10]
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    out: list[int] = []
+    try:
+        for i, part in enumerate(parts):
+            if part == "...":
+                if len(out) < 2 or i + 1 >= len(parts):
+                    raise ConfigError(
+                        f"--users: '...' needs two values before and one after: {text!r}"
+                    )
+                step, last = out[-1] - out[-2], int(parts[i + 1])
+                if step <= 0:
+                    raise ConfigError(f"--users: '...' needs an increasing step: {text!r}")
+                out.extend(range(out[-1] + step, last, step))
+            else:
+                out.append(int(part))
+    except ValueError as exc:
+        raise ConfigError(f"--users: expected comma-separated integers, got {text!r}") from exc
+    if not out or any(u < 1 for u in out):
+        raise ConfigError(f"--users: every user count must be >= 1, got {text!r}")
+    return list(dict.fromkeys(out))
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark a server with N concurrent users (the paper's workload and metrics)",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--target", help="base URL of an OpenAI-compatible server or the gateway")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--protocol", default="openai", help="client protocol")
+    p.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    p.add_argument("--served-model", default="default", help="the 'model' field sent")
+    p.add_argument("--api-key", default=None, help="bearer token sent to the target")
+    p.add_argument("--users", default=DEFAULT_USERS, help="user counts, e.g. 1,100,200,...,1000")
+    p.add_argument("--repeat", type=int, default=1, help="runs per user count (paper: 10)")
+    p.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="prompt source: JSONL(.gz) with 'text', or text; default: built-in C4",
+    )
+    p.add_argument("--output-tokens", type=int, default=1200)
+    p.add_argument("--base-tokens", type=int, default=335)
+    p.add_argument("--continuation-tokens", type=int, default=1535)
+    p.add_argument("--jitter", type=int, default=30, help="± tokens on prompt targets")
+    p.add_argument(
+        "--distribution",
+        default="uniform",
+        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="router model labelling prompts (default: the bundled one)",
+    )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="client processes, or 'auto' (one per --users-per-worker users)",
+    )
+    p.add_argument("--users-per-worker", type=int, default=500)
+    p.add_argument("--ramp", type=float, default=0.0, help="seconds over which users start")
+    p.add_argument("--window", type=float, default=60.0, help="time-bucket width (s)")
+    p.add_argument("--request-timeout", type=float, default=900.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="configuration name in reports")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure the client's timing error against a paced reference server",
+    )
+    p.add_argument("--calib-ttft-ms", type=float, default=100.0)
+    p.add_argument("--calib-tpot-ms", type=float, default=100.0)
+    p.add_argument("--quiet", action="store_true", help="no live progress display")
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from expert_router.bench.progress import Progress
+    from expert_router.bench.protocols import ClientSettings
+    from expert_router.bench.runner import SweepConfig, run_sweep
+    from expert_router.bench.workload import (
+        ClassifierLabeller,
+        Workload,
+        WorkloadConfig,
+        load_documents,
+    )
+
+    if not args.calibrate and not args.target:
+        raise ConfigError("--target URL is required (or --calibrate)")
+    if args.repeat < 1:
+        raise ConfigError("--repeat must be >= 1")
+    workers = None if args.workers == "auto" else _int(args.workers, "--workers")
+    users = parse_users(args.users)
+    log = _log(args.quiet)
+    cfg = WorkloadConfig(
+        base_tokens=args.base_tokens,
+        continuation_tokens=args.continuation_tokens,
+        output_tokens=args.output_tokens,
+        jitter=args.jitter,
+        distribution=args.distribution,
+        seed=args.seed,
+    )
+    workload = Workload(load_documents(args.dataset), ClassifierLabeller(args.model), cfg)
+    log(f"{len(workload.prompts)} base prompts; per cluster: {workload.cluster_sizes()}")
+
+    def sweep(target: str, on_run: Any = None) -> list[dict[str, Any]]:
+        config = SweepConfig(
+            settings=ClientSettings(
+                target=target,
+                model=args.served_model,
+                endpoint=args.endpoint,
+                api_key=args.api_key,
+                request_timeout=args.request_timeout,
+            ),
+            users=users,
+            repeat=args.repeat,
+            protocol=args.protocol,
+            workers=workers,
+            users_per_worker=args.users_per_worker,
+            ramp_s=args.ramp,
+            window_s=args.window,
+            name=args.name or args.out.name,
+            meta={"calibrate": args.calibrate},
+        )
+        with Progress(enabled=not args.quiet) as progress:
+            return run_sweep(workload, config, args.out, progress=progress, log=log, on_run=on_run)
+
+    if not args.calibrate:
+        sweep(args.target)
+        log(f"wrote {args.out}/report.html")
+        return 0
+    return _calibrate(args, sweep, log)
+
+
+def _calibrate(args: argparse.Namespace, sweep: Any, log: Any) -> int:
+    import json
+
+    from expert_router.bench.calibrate import RECV, reference_server, relative_recv, timing_errors
+
+    results: dict[int, list[dict[str, Any]]] = {}
+
+    def on_run(records: list[Any], t0_ns: int) -> None:
+        relative_recv(records, t0_ns)
+        errs = timing_errors(records, ttft_ms=args.calib_ttft_ms, tpot_ms=args.calib_tpot_ms)
+        results.setdefault(records[0].users if records else 0, []).append(errs)
+        for r in records:
+            r.server_timing.pop(RECV, None)
+
+    with reference_server(args.calib_ttft_ms, args.calib_tpot_ms) as srv:
+        sweep(srv.url, on_run)
+    report = {
+        "ttft_ms": args.calib_ttft_ms,
+        "tpot_ms": args.calib_tpot_ms,
+        "server_lag_ms": srv.server_lag,
+        "runs": {str(u): runs for u, runs in results.items()},
+    }
+    (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("users  TTFT err mean/p99 (ms)  TPOT err mean/p99 (ms)  token lag p50/p99 (ms)  events/s")
+    for u, runs in results.items():
+        for e in runs:
+            t, p, g = e["ttft_error_ms"], e["tpot_error_ms"], e["token_lag_ms"]
+            print(
+                f"{u:>5}  {_f(t['mean'])} / {_f(t['p99'])}      {_f(p['mean'])} / {_f(p['p99'])}"
+                f"      {_f(g['p50'])} / {_f(g['p99'])}      {_f(e['events_per_s'], 0)}"
+            )
+    log(f"reference server lag: {srv.server_lag}; wrote {args.out}/calibration.json")
+    return 0
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return f"{x:8.{digits}f}" if isinstance(x, int | float) else "       -"
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: expected an integer or 'auto', got {text!r}") from exc
+    if value < 1:
+        raise ConfigError(f"{flag}: must be >= 1")
+    return value
+
+
+def _log(quiet: bool) -> Any:
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
