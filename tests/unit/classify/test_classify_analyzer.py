@@ -1,0 +1,85 @@
+"""The analyzer and the fast term lookup reproduce scikit-learn's tokens exactly."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+from expert_router.classify.analyzer import STOP_WORDS, analyze, raw_tokens
+from expert_router.classify.terms import TermCounter, has_tokens
+
+SKLEARN = CountVectorizer().build_analyzer()
+
+# Text that mixes ASCII words, digits, punctuation, accents, curly quotes, Greek capitals
+# (context-dependent lower case), combining marks, CJK, emoji and lone surrogates.
+ALPHABET = st.sampled_from(
+    list("abcXYZ019_ .,;:'’“”-—\n\t")
+    + ["é", "É", "ß", "İ", "Σ", "σ", "ς", "Ω", "\u0301", "\u212a", "日", "🙂", "²", "½", "\xa0"]
+    + ["\u2019", "\u2028", "\ufeff", "\ud800", "\x85", "\x1c", "Ⅷ", "٣", "ª"]
+)
+TEXT = st.one_of(st.text(), st.text(alphabet=ALPHABET, max_size=60))
+
+
+def c_btm(text: str) -> list[str]:
+    """scikit-learn's tokens with c-BTM's number placeholder and stop words removed."""
+    return [t for t in SKLEARN(text) if not t[0].isdigit() and t not in ENGLISH_STOP_WORDS]
+
+
+def test_stop_words_are_sklearns() -> None:
+    assert STOP_WORDS == ENGLISH_STOP_WORDS
+    assert len(STOP_WORDS) == 318
+
+
+def test_examples() -> None:
+    assert analyze("The 3 Quick brown foxes, 4th of July! x_y café") == [
+        "quick",
+        "brown",
+        "foxes",
+        "july",
+        "x_y",
+        "café",
+    ]
+    assert analyze("") == []
+    assert analyze("a I 42 1st the") == []
+    assert raw_tokens("a I 42 1st the") == ["42", "1st", "the"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT)
+def test_analyzer_matches_sklearn(text: str) -> None:
+    assert raw_tokens(text) == SKLEARN(text)
+    assert analyze(text) == c_btm(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT, st.lists(TEXT, max_size=4))
+def test_fast_lookup_counts_the_same_terms(text: str, extra: list[str]) -> None:
+    # The vocabulary holds every analyzer token of the text (and of some other texts),
+    # minus a few, so both known and unknown tokens occur.
+    vocab_terms = sorted({t for s in [text, *extra] for t in analyze(s)})[::1]
+    dropped = set(vocab_terms[::3])
+    vocab = {t: i for i, t in enumerate(t for t in vocab_terms if t not in dropped)}
+    expected = Counter(vocab[t] for t in analyze(text) if t in vocab)
+    got = Counter(TermCounter(vocab).ids(text).tolist())
+    assert got == expected
+    assert has_tokens(text) == bool(SKLEARN(text))
+
+
+def test_fast_lookup_on_tricky_cases() -> None:
+    vocab = {t: i for i, t in enumerate(["cat", "café", "kelvin", "don", "σοφια", "straße"])}
+    counter = TermCounter(vocab)
+    cases = [
+        "CAT cat Cat",
+        "Café’s CAFÉ",
+        "\u212aelvin kelvin",  # Kelvin sign lower-cases to ASCII k
+        "don’t “cat”",
+        "ΣΟΦΙΑ σοφια",
+        "STRASSE Straße",
+        "cat\ud800cat cat",
+    ]
+    for text in cases:
+        expected = Counter(vocab[t] for t in analyze(text) if t in vocab)
+        assert Counter(counter.ids(text).tolist()) == expected, text
