@@ -19,7 +19,7 @@ from expert_router.emulator.engine import Engine, EngineRequest
 from expert_router.emulator.presets import Preset
 from expert_router.errors import ConfigError
 
-_START, _BEGIN, _END = 0, 1, 2
+_START, _BEGIN, _END, _SEND = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,9 @@ class SimWorkload:
     followup_min_tokens: int = 16
     ramp_s: float = 0.0
     """Users start evenly spread over ``[0, ramp_s)`` (all at 0 by default)."""
+    turnaround_s: float = 0.001
+    """Client turnaround: a follow-up is sent this long after the answer's last token (the
+    live client's receive + send over loopback), so it misses the iteration already begun."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +91,7 @@ class Simulation:
         self._seq = 0
         self._rid = 0
         self.records: list[RequestRecord] = []
+        self._later: dict[int, tuple[int, int, int]] = {}
         w = workload
         rng = np.random.default_rng([w.seed, w.users, repetition])
         self.clusters = sample_clusters(
@@ -151,7 +155,12 @@ class Simulation:
         if turn.turn + 1 < self.workload.turns:
             w = self.workload
             history = record.prompt_tokens + req.generated + w.followup_min_tokens
-            self._send(turn.user, turn.turn + 1, max(self.targets[turn.user], history))
+            prompt = max(self.targets[turn.user], history)
+            if w.turnaround_s <= 0:
+                self._send(turn.user, turn.turn + 1, prompt)
+            else:
+                self._later[self._seq + 1] = (turn.user, turn.turn + 1, prompt)
+                self._push(now + w.turnaround_s, _SEND, self._seq + 1)
 
     def run(self) -> list[RequestRecord]:
         """Simulate until every user is done; returns the records in completion order."""
@@ -165,6 +174,9 @@ class Simulation:
             self.now = t
             if kind == _START:
                 self._send(idx, 0, self.base[idx])
+                continue
+            if kind == _SEND:
+                self._send(*self._later.pop(idx))
                 continue
             engine = engines[idx]
             if kind == _END:
