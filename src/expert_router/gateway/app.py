@@ -161,11 +161,12 @@ class Gateway:
         return ok
 
     @staticmethod
-    def unauthorized() -> web.Response:
+    def unauthorized(headers: dict[str, str] | None = None) -> web.Response:
         return error_response(
             401,
             "Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
             code="invalid_api_key",
+            headers=headers,
         )
 
     # -- routes ------------------------------------------------------------------------------

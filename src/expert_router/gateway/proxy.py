@@ -45,7 +45,7 @@ class Proxy:
         gw = self.gw
         headers = {"x-expert-router-cluster": NONE}
         if not gw.authorized(request):
-            return self._done(request, gw.unauthorized(), headers, t0)
+            return self._done(request, gw.unauthorized(headers), headers, t0)
         length = request.content_length
         if length is not None and length > gw.max_body:
             return self._done(request, _too_large(gw.max_body, headers), headers, t0)

@@ -32,7 +32,7 @@ class SSEDecoder:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> Iterator[str]:
-        self._buf += chunk.replace(b"\r\n", b"\n")
+        self._buf = (self._buf + chunk).replace(b"\r\n", b"\n")
         while True:
             end = self._buf.find(b"\n\n")
             if end < 0:

@@ -1,0 +1,129 @@
+"""Failures: a replica killed mid-run fails over, mid-stream failures end with an error event,
+passive ejection after N failures and re-admission when probes pass again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import chat_body, make_config, post
+
+from expert_router.emulator import serve_emulator
+from expert_router.emulator.presets import get_preset
+from expert_router.emulator.server import EmulatorServer
+from expert_router.wire.sse import SSEDecoder
+
+pytestmark = pytest.mark.integration
+CHAT = "/v1/chat/completions"
+
+
+async def stream_events(s: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, list[str]]:
+    events: list[str] = []
+    decoder = SSEDecoder()
+    async with s.post(url + CHAT, json=body) as resp:
+        async for chunk in resp.content.iter_any():
+            events.extend(decoder.feed(chunk))
+        return resp.status, events
+
+
+async def test_replica_killed_mid_run_fails_over(gateway: Any, two_topics: Any) -> None:
+    text = two_topics[0]
+    async with serve_emulator("cpu-tiny", tpot_ms=10) as keep:
+        doomed = EmulatorServer(get_preset("cpu-tiny", tpot_ms=10))
+        await doomed.start()
+        try:
+            cfg = make_config({"*": [keep.url, doomed.url]}, health={"eject_after": 2})
+            async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+                body = chat_body(text, stream=True, max_tokens=150)  # ~1.5 s per stream
+                running = [asyncio.create_task(stream_events(s, g.url, body)) for _ in range(6)]
+                await asyncio.sleep(0.2)
+                await doomed.stop()  # killed with streams in flight
+                results = await asyncio.wait_for(asyncio.gather(*running), 10)
+                for status, events in results:
+                    assert status == 200
+                    last = events[-1]
+                    # a complete stream, or one that ends with an error event: never a hang
+                    assert last == "[DONE]" or json.loads(last)["error"]["code"] == (
+                        "upstream_interrupted"
+                    )
+                assert any(events[-1] != "[DONE]" for _, events in results)
+                # new requests all succeed on the surviving replica
+                after = [
+                    await post(s, g.url + CHAT, chat_body(text, max_tokens=2)) for _ in range(8)
+                ]
+                assert [a[0] for a in after] == [200] * 8
+                assert {a[1]["x-expert-router-replica"] for a in after} == {
+                    keep.url.removeprefix("http://")
+                }
+                fleet = g.gateway.fleet
+                dead = fleet.replicas[doomed.url.removeprefix("http://")]
+                assert not dead.healthy
+                metrics = g.gateway.metrics.render().decode()
+                assert "expert_router_ejections_total" in metrics
+        finally:
+            await doomed.stop()
+
+
+async def test_retry_before_first_byte_and_readmission(gateway: Any, two_topics: Any) -> None:
+    async with serve_emulator("cpu-tiny", tpot_ms=1) as live:
+        doomed = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1))
+        await doomed.start()
+        port = int(doomed.url.rsplit(":", 1)[1])
+        await doomed.stop()  # nothing listens there now
+        cfg = make_config(
+            {"*": [live.url, doomed.url]},
+            health={"interval": 0.1, "eject_after": 3},
+        )
+        async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+            fleet = g.gateway.fleet
+            dead = fleet.replicas[f"127.0.0.1:{port}"]
+            for _ in range(10):
+                status, _, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
+                assert status == 200  # connection refused -> retried on the live replica
+            for _ in range(50):
+                if not dead.healthy:
+                    break
+                await asyncio.sleep(0.05)
+            assert not dead.healthy
+            async with s.get(g.url + "/ready") as resp:
+                assert resp.status == 200  # one healthy replica is enough
+            revived = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1), port=port)
+            await revived.start()
+            try:
+                for _ in range(50):
+                    if dead.healthy:
+                        break
+                    await asyncio.sleep(0.05)
+                assert dead.healthy
+                seen = set()
+                for _ in range(20):
+                    _, hdrs, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
+                    seen.add(hdrs["x-expert-router-replica"])
+                assert f"127.0.0.1:{port}" in seen
+            finally:
+                await revived.stop()
+            text = g.gateway.metrics.render().decode()
+            assert f'expert_router_retries_total{{replica="127.0.0.1:{port}"}}' in text
+            assert 'expert_router_route_decisions_total{reason="failover"}' in text
+
+
+async def test_all_replicas_down_is_503_then_ready_fails(gateway: Any, two_topics: Any) -> None:
+    doomed = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1))
+    await doomed.start()
+    await doomed.stop()
+    cfg = make_config({"*": [doomed.url]}, health={"interval": 0.05, "eject_after": 1})
+    async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+        for _ in range(100):
+            if not g.gateway.fleet.any_healthy():
+                break
+            await asyncio.sleep(0.02)
+        async with s.get(g.url + "/ready") as resp:
+            assert resp.status == 503
+        status, hdrs, raw = await post(s, g.url + CHAT, chat_body(two_topics[0]))
+        assert status == 503
+        assert json.loads(raw)["error"]["code"] == "no_healthy_replica"
+        assert hdrs["Retry-After"] == "1"
+        assert hdrs["x-expert-router-cluster"] == str(two_topics[1])

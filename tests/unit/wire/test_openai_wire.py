@@ -1,0 +1,89 @@
+"""Request checks, the text the classifier reads, model rewriting, SSE encode/decode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from expert_router.errors import RequestError
+from expert_router.wire.openai import classify_text, error_body, parse_body, with_model
+from expert_router.wire.sse import SSEDecoder, encode_event
+
+CONV = {
+    "model": "m",
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url"}]},
+    ],
+}
+
+
+def test_classify_text_modes() -> None:
+    req = parse_body(json.dumps(CONV).encode(), "chat")
+    assert classify_text(req, "last_user") == "second"
+    assert classify_text(req, "all_user") == "first question\nsecond"
+    assert classify_text(req, "full") == "be brief\nfirst question\nan answer\nsecond"
+    only_system = parse_body(b'{"messages": [{"role": "system", "content": "x"}]}', "chat")
+    assert classify_text(only_system) == "x"
+    comp = parse_body(b'{"prompt": ["a", "b", 3]}', "completion")
+    assert classify_text(comp) == "a\nb"
+    assert classify_text(parse_body(b'{"prompt": "p"}', "completion"), "full") == "p"
+
+
+def test_parse_keeps_unknown_fields_and_reads_flags() -> None:
+    req = parse_body(b'{"prompt": "x", "stream": true, "model": "m", "foo": [1]}', "completion")
+    assert (req.kind, req.stream, req.model, req.payload["foo"]) == ("completion", True, "m", [1])
+    assert parse_body(b'{"prompt": "x", "stream": null}', "completion").stream is False
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "param"),
+    [
+        (b"nope", "chat", None),
+        (b"\xff\xfe", "chat", None),
+        (b'"str"', "chat", None),
+        (b"{}", "chat", "messages"),
+        (b'{"messages": {}}', "chat", "messages"),
+        (b'{"messages": [{"role": 1}]}', "chat", "messages[0].role"),
+        (
+            b'{"messages": [{"role": "user"}, {"role": "user", "content": 1}]}',
+            "chat",
+            "messages[1].content",
+        ),  # fmt: skip
+        (b'{"prompt": true}', "completion", "prompt"),
+        (b'{"prompt": [true]}', "completion", "prompt"),
+        (b'{"prompt": "x", "stream": 1}', "completion", "stream"),
+        (b'{"prompt": "x", "model": []}', "completion", "model"),
+    ],
+)
+def test_errors_name_param(body: bytes, kind: str, param: str | None) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_body(body, kind)  # type: ignore[arg-type]
+    assert info.value.param == param
+
+
+def test_with_model_rewrites_only_when_needed() -> None:
+    raw = b'{"model": "a",  "prompt": "x", "extra": {"k": 1}}'
+    req = parse_body(raw, "completion")
+    assert with_model(req, raw, None) is raw
+    assert with_model(req, raw, "a") is raw
+    assert json.loads(with_model(req, raw, "b")) == {"model": "b", "prompt": "x", "extra": {"k": 1}}
+
+
+def test_error_body_shape() -> None:
+    assert error_body("m", param="p", code="c") == {
+        "error": {"message": "m", "type": "invalid_request_error", "param": "p", "code": "c"}
+    }
+
+
+def test_sse_round_trip_in_arbitrary_pieces() -> None:
+    stream = encode_event({"a": 1}) + b"data: [DONE]\r\n\r\n" + b": comment\n\n"
+    for size in (1, 2, 5, len(stream)):
+        d = SSEDecoder()
+        out = [e for i in range(0, len(stream), size) for e in d.feed(stream[i : i + size])]
+        assert out == ['{"a":1}', "[DONE]"]
+    multi = SSEDecoder()
+    assert list(multi.feed(b"data: a\ndata: b\n\n")) == ["a\nb"]
