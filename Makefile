@@ -29,6 +29,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/classify_latency.py
+	$(BIN)/python benchmarks/routing_quality.py
 
 # Rebuild the bundled default router from the C4 sample (see docs/classifier.md).
 model: $(STAMP)
