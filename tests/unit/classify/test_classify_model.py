@@ -49,8 +49,15 @@ def check_same_clusters(model: Model, texts: list[str], tol: float) -> None:
 
 
 def test_fast_path_matches_sklearn_l2(l2_model: Model, corpus: tuple[list[str], list[str]]) -> None:
-    unseen, _ = make_corpus(1500, seed=99)
-    check_same_clusters(l2_model, corpus[0] + unseen + ["", "the and 42", "???"], tol=1e-5)
+    unseen, labels = make_corpus(1500, seed=99)
+    # Documents half from one topic, half from another sit near cluster boundaries.
+    mixed = [
+        a[: len(a) // 2] + " " + b[len(b) // 2 :]
+        for a, b, la, lb in zip(unseen, unseen[1:], labels, labels[1:], strict=False)
+        if la != lb
+    ][:500]
+    texts = corpus[0] + unseen + mixed + ["", "the and 42", "???"]
+    check_same_clusters(l2_model, texts, tol=1e-5)
 
 
 def test_fast_path_matches_sklearn_standard(
