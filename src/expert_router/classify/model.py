@@ -68,6 +68,7 @@ class Classifier:
         self._offset = arrays["offset"].astype(np.float64)
         self._scale = arrays["scale"].astype(np.float64)
         self.n_clusters: int = int(self._centroids.shape[0])
+        self._inv_t = 1.0 / self.temperature
         self._csq = (self._centroids**2).sum(axis=1)
         self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
         # The defined route for a prompt without known terms: its TF-IDF row is all zeros,
@@ -76,8 +77,10 @@ class Classifier:
         self._fallback_d = ((zero - self._centroids) ** 2).sum(axis=1)
 
     def _prediction(self, d: FloatArray, reason: str) -> Prediction:
-        order = np.argsort(d, kind="stable").tolist()
-        return Prediction(order[0], d, _softmax_rows(d, self.temperature), tuple(order), reason)
+        order = d.argsort(kind="stable").tolist()
+        e = np.exp((d[order[0]] - d) * self._inv_t)
+        e /= e.sum()
+        return Prediction(order[0], d, e, tuple(order), reason)
 
     def _fallback(self, text: str) -> str:
         return "no_known_terms" if has_tokens(text) else "empty"
@@ -182,6 +185,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Classifier:
         raise ArtifactError(f"{mpath}: vocabulary does not match weights.npy")
     if manifest.get("parameters", {}).get("scaler") not in ("l2", "standard"):
         raise ArtifactError(f"{mpath}: unknown or missing parameters.scaler")
+    temperature = manifest["parameters"].get("temperature", DEFAULT_TEMPERATURE)
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ArtifactError(f"{mpath}: parameters.temperature must be a positive number")
     dims = arrays["weights"].shape[1]
     if (
         arrays["centroids"].ndim != 2
