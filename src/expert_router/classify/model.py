@@ -179,25 +179,43 @@ def load(path: str | os.PathLike[str] | None = None) -> Classifier:
         name: read_array(model_dir, manifest, name)
         for name in ("weights", "idf", "centroids", "offset", "scale")
     }
-    vocab = manifest.get("vocabulary")
+    _validate(model_dir, manifest, arrays)
+    return Classifier(manifest, arrays)
+
+
+def _validate(
+    model_dir: Path, manifest: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]
+) -> None:
+    """Cross-checks between manifest and arrays; raises ArtifactError naming the file."""
     mpath = model_dir / "manifest.json"
-    if not isinstance(vocab, list) or len(vocab) != arrays["weights"].shape[0]:
+    for name, array in arrays.items():
+        if array.dtype.kind != "f":
+            raise ArtifactError(
+                f"{model_dir / (name + '.npy')}: expected floats, got {array.dtype}"
+            )
+    weights = arrays["weights"]
+    if weights.ndim != 2 or weights.shape[1] < 1:
+        raise ArtifactError(f"{model_dir / 'weights.npy'}: expected a vocabulary x dims matrix")
+    vocab = manifest.get("vocabulary")
+    if (
+        not isinstance(vocab, list)
+        or len(vocab) != weights.shape[0]
+        or not all(isinstance(t, str) for t in vocab)
+        or len(set(vocab)) != len(vocab)
+    ):
         raise ArtifactError(f"{mpath}: vocabulary does not match weights.npy")
-    if manifest.get("parameters", {}).get("scaler") not in ("l2", "standard"):
+    params = manifest.get("parameters")
+    if not isinstance(params, dict) or params.get("scaler") not in ("l2", "standard"):
         raise ArtifactError(f"{mpath}: unknown or missing parameters.scaler")
-    temperature = manifest["parameters"].get("temperature", DEFAULT_TEMPERATURE)
+    temperature = params.get("temperature", DEFAULT_TEMPERATURE)
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ArtifactError(f"{mpath}: parameters.temperature must be a positive number")
-    dims = arrays["weights"].shape[1]
-    if (
-        arrays["centroids"].ndim != 2
-        or arrays["centroids"].shape[1] != dims
-        or arrays["centroids"].shape[0] < 1
-    ):
+    dims = weights.shape[1]
+    centroids = arrays["centroids"]
+    if centroids.ndim != 2 or centroids.shape[1] != dims or centroids.shape[0] < 1:
         raise ArtifactError(f"{model_dir / 'centroids.npy'}: shape does not match weights.npy")
     for name in ("offset", "scale"):
         if arrays[name].shape != (dims,):
             raise ArtifactError(f"{model_dir / (name + '.npy')}: shape does not match weights.npy")
     if arrays["idf"].shape != (len(vocab),) or not (arrays["idf"] > 0).all():
         raise ArtifactError(f"{model_dir / 'idf.npy'}: idf must be positive, one per term")
-    return Classifier(manifest, arrays)

@@ -138,3 +138,44 @@ def test_bundled_model_is_small_and_loads_fast() -> None:
     # The target is < 200 ms (benchmarks/classify_latency.py prints it); this shared, noisy
     # machine gets a generous margin.
     assert sorted(times)[1] < 1.0
+
+
+def _rewrite(model: Path, **arrays: np.ndarray) -> None:
+    manifest = read_manifest(model)
+    full = {n: np.load(model / f"{n}.npy") for n in manifest["arrays"]}
+    full.update(arrays)
+    keep = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "arrays")}
+    save_artifact(model, keep, full)
+
+
+def test_consistent_but_wrong_arrays_are_refused(model: Path) -> None:
+    _rewrite(model)
+    load(model)  # a faithful rewrite loads
+    weights = np.load(model / "weights.npy")
+    _rewrite(model, weights=weights.astype(np.int32))
+    with pytest.raises(ArtifactError, match=r"weights\.npy: expected floats"):
+        load(model)
+    _rewrite(model, weights=weights, centroids=np.zeros((8, 7)))
+    with pytest.raises(ArtifactError, match=r"centroids\.npy: shape does not match"):
+        load(model)
+    _rewrite(model, centroids=np.zeros((8, 100)), idf=-np.ones(weights.shape[0]))
+    with pytest.raises(ArtifactError, match=r"idf\.npy: idf must be positive"):
+        load(model)
+    _rewrite(model, idf=np.ones(weights.shape[0]), scale=np.array([np.nan] * 100))
+    with pytest.raises(ArtifactError, match=r"scale\.npy: array 'scale' holds NaN"):
+        load(model)
+
+
+def test_duplicate_terms_and_bad_parameters(model: Path) -> None:
+    manifest = json.loads((model / "manifest.json").read_text())
+    good = json.dumps(manifest)
+    manifest["vocabulary"][1] = manifest["vocabulary"][0]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="vocabulary does not match"):
+        load(model)
+    for params in ({"scaler": "minmax"}, {"scaler": "l2", "temperature": 0}, None):
+        manifest = json.loads(good)
+        manifest["parameters"] = params
+        (model / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=r"manifest\.json: .*parameters"):
+            load(model)
