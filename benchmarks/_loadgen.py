@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Record:
     """One request: times in ns (perf_counter_ns), 0 when not reached."""
 
     start_ns: int
+    headers_ns: int = 0
     first_ns: int = 0
     end_ns: int = 0
     events: int = 0
@@ -101,6 +103,7 @@ class OpenAIStreamer:
         rec = Record(start_ns=time.perf_counter_ns())
         try:
             async with self.session.post(url, json=self._body(user, seq)) as resp:
+                rec.headers_ns = time.perf_counter_ns()
                 if resp.status != 200:
                     rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                     return rec
@@ -110,7 +113,7 @@ class OpenAIStreamer:
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
                         rec.ok = rec.first_ns > 0
-                        break
+                        continue  # read to the end, so the connection goes back to the pool
                     rec.events += 1
                     self.counters.events += 1
                     if not rec.first_ns and self._has_token(payload):
@@ -184,7 +187,20 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def _user(streamer: Streamer, user: int, c: Counters, stop: asyncio.Event, delay: float):
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": values[-1] if values else float("nan"),
+        "mean": sum(values) / len(values) if values else float("nan"),
+    }
+
+
+async def _user(
+    streamer: Streamer, user: int, c: Counters, stop: asyncio.Event, delay: float, think: float
+) -> None:
+    rng = random.Random(user)
     await asyncio.sleep(delay)
     seq = 0
     while not stop.is_set():
@@ -193,6 +209,8 @@ async def _user(streamer: Streamer, user: int, c: Counters, stop: asyncio.Event,
         c.finished += 1
         c.records.append(rec)
         seq += 1
+        if think > 0:
+            await asyncio.sleep(rng.uniform(0.0, think))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +221,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = asyncio.Event()
     ramp = args.ramp_s
     tasks = [
-        asyncio.create_task(_user(streamer, u, counters, stop, ramp * u / args.users))
+        asyncio.create_task(
+            _user(streamer, u, counters, stop, ramp * u / args.users, args.think_ms / 1e3)
+        )
         for u in range(args.users)
     ]
     samples: list[dict[str, float]] = []
@@ -235,6 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     window = [r for r in counters.records if w0_ns <= r.start_ns < w1_ns]
     ttft = sorted((r.first_ns - r.start_ns) / 1e6 for r in window if r.ok)
+    ttfb = sorted((r.headers_ns - r.start_ns) / 1e6 for r in window if r.ok)
     errors = [r.error for r in counters.records if not r.ok]
     cpu = cpu1 - cpu0
     return {
@@ -249,13 +270,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_failed": len(errors),
         "requests_unfinished": counters.started - counters.finished,
         "first_errors": errors[:5],
-        "ttft_ms": {
-            "p50": percentile(ttft, 50),
-            "p90": percentile(ttft, 90),
-            "p99": percentile(ttft, 99),
-            "max": ttft[-1] if ttft else float("nan"),
-            "mean": sum(ttft) / len(ttft) if ttft else float("nan"),
-        },
+        "ttft_ms": _stats(ttft),
+        "headers_ms": _stats(ttfb),
         "events_in_window": ev1 - ev0,
         "events_per_s": (ev1 - ev0) / ((w1_ns - w0_ns) / 1e9),
         "watched_cpu_s": cpu,
@@ -276,6 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--ramp-s", type=float, default=0.0, help="spread user starts over this")
     p.add_argument("--warmup-s", type=float, default=1.0)
+    p.add_argument("--think-ms", type=float, default=0.0, help="pause U(0, this) between")
     p.add_argument("--duration-s", type=float, default=10.0, help="measured window")
     p.add_argument("--drain-s", type=float, default=60.0, help="wait for in-flight at the end")
     p.add_argument("--sample-s", type=float, default=5.0, help="RSS/CPU sample interval")
