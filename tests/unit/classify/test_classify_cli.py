@@ -109,3 +109,28 @@ def test_metrics_by_hand() -> None:
     )
     q = quality([0, 1, 0, 1], ["x", "x", "y", "y"], n_clusters=2)
     assert q.nmi == pytest.approx(0.0, abs=1e-12) and q.purity == 0.5
+
+
+def test_classify_reads_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the league season\n\n"))
+    assert main(["classify"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["reason"] for x in lines] == ["nearest", "empty"]
+    assert all(len(x["scores"]) == 8 for x in lines)
+
+
+def test_loading_does_not_import_sklearn() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from expert_router.classify import load; c = load(); "
+        "c.predict('hello world'); c.predict_many(['a b']); "
+        "print(any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
