@@ -148,6 +148,7 @@ def timing_errors(
         "request_lag_ms": m.describe(request_lag),
         "token_lag_ms": m.describe(lag.tolist()),
         "events_per_s": sum(r.output_tokens for r in records) / span if span > 0 else None,
+        "peak_events_per_s": max(m.time_buckets(records, 1.0)["tokens_per_s"], default=None),
     }
 
 

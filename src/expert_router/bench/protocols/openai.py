@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 
 from expert_router.bench.protocols.base import ClientSettings, Message, StreamFailed, StreamSink
-from expert_router.wire.sse import SSEDecoder
 
 _now = time.perf_counter_ns
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 class OpenAIClient:
@@ -69,13 +69,20 @@ class OpenAIClient:
             if resp.status != 200:
                 detail = (await resp.read())[:300].decode("utf-8", errors="replace")
                 raise StreamFailed(f"HTTP {resp.status}: {detail}", http_status=resp.status)
-            decoder = SSEDecoder()
+            buf = b""
             async for raw in resp.content.iter_any():
                 t = _now()
-                for event in decoder.feed(raw):
-                    if event == "[DONE]":
+                buf = buf + raw if buf else raw
+                if b"\r" in buf:
+                    buf = buf.replace(b"\r\n", b"\n")
+                while (end := buf.find(b"\n\n")) >= 0:
+                    event, buf = buf[:end], buf[end + 2 :]
+                    payload = _data(event)
+                    if payload is None:
+                        continue
+                    if payload == b"[DONE]":
                         return
-                    text = _text(event, chat)
+                    text = _text(payload, chat)
                     if text:
                         sink.text(t, text)
         raise StreamFailed("stream ended without [DONE]", http_status=200)
@@ -86,8 +93,47 @@ class OpenAIClient:
             self._session = None
 
 
-def _text(event: str, chat: bool) -> str | None:
-    """The generated text carried by one SSE event; raises on an in-stream error event."""
+def _data(event: bytes) -> bytes | None:
+    """The ``data`` payload of one SSE event (``None`` for comments and other fields)."""
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event[6:]
+    lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+_CONTENT = b'"content":'
+_TEXT = b'"text":'
+
+
+def _text(payload: bytes, chat: bool) -> str | None:
+    """The generated text carried by one event's payload; raises on an in-stream error.
+
+    Fast path: the JSON string after ``"content":`` (chat) or ``"text":`` is decoded alone
+    (C ``scanstring``); anything else (errors, usage, unusual shapes) is parsed in full.
+    """
+    key = _CONTENT if chat else _TEXT
+    i = payload.find(key)
+    if i >= 0 and b'"error"' not in payload:
+        j = i + len(key)
+        while payload[j : j + 1] == b" ":
+            j += 1
+        if payload[j : j + 1] == b'"':
+            try:
+                text: str = _scanstring(payload.decode("utf-8"), j + 1 - _offset(payload, j))[0]
+                return text
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return _parse(payload.decode("utf-8", errors="replace"), chat)
+
+
+def _offset(payload: bytes, j: int) -> int:
+    """Bytes minus characters before position ``j`` (non-zero only for non-ASCII prefixes)."""
+    prefix = payload[:j]
+    return 0 if prefix.isascii() else len(prefix) - len(prefix.decode("utf-8"))
+
+
+def _parse(event: str, chat: bool) -> str | None:
+    """The generated text of one event by a full JSON parse; raises on an in-stream error."""
     try:
         obj = json.loads(event)
     except ValueError as exc:
