@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
-from itertools import repeat
+from itertools import filterfalse, repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +44,6 @@ def _nonword_pattern() -> re.Pattern[bytes]:
 
 
 _NONWORD_SUB = _nonword_pattern().sub
-_WIDE_RUNS = re.compile(rb"(?<![^ ])[^ \x80-\xff]*[\x80-\xff][^ ]*").findall
 
 
 class TermCounter:
@@ -62,9 +61,9 @@ class TermCounter:
         >>> TermCounter({"cat": 0, "café": 1}).ids("Cat, CAFÉ and cat!").tolist()
         [0, 0, 1]
         """
-        if text.isascii():
+        ascii_only = text.isascii()
+        if ascii_only:
             cut = text.encode().translate(_TABLE)
-            wide = None
         elif "\u03a3" in text:
             return self._exact(text)
         else:
@@ -72,18 +71,17 @@ class TermCounter:
                 cut = _NONWORD_SUB(b" ", text.encode().translate(_TABLE))
             except UnicodeEncodeError:  # lone surrogates
                 return self._exact(text)
-            wide = None if cut.isascii() else _WIDE_RUNS(cut)
+            ascii_only = cut.isascii()
         runs = cut.split()
         ids = np.fromiter(map(self._bytes_get, runs, repeat(-1)), dtype=np.intp, count=len(runs))
         ids = ids[ids >= 0]
-        if wide:
+        if not ascii_only:
+            # Runs holding non-ASCII bytes: one decode + lower + regex over all of them (runs
+            # are whole UTF-8 sequences cut at ASCII bytes, so joining with spaces is exact).
+            wide = list(filterfalse(bytes.isascii, runs))
             get = self._str_get
-            more = [
-                i
-                for run in wide
-                for token in _UNICODE_WORDS(run.decode().lower())
-                if (i := get(token)) is not None
-            ]
+            tokens = _UNICODE_WORDS(b" ".join(wide).decode().lower())
+            more = [i for token in tokens if (i := get(token)) is not None]
             if more:
                 ids = np.concatenate([ids, np.array(more, dtype=np.intp)])
         return ids
