@@ -1,0 +1,55 @@
+"""The benchmarks' load generator, run for a second against a real emulator: its counts add up
+and the /proc readings of the watched process are live (keeps benchmarks/ from rotting)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from procs import expert_router_cmd, free_port, running  # noqa: E402
+
+from _loadgen import percentile  # noqa: E402
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) != percentile([], 50)  # nan
+
+
+def test_loadgen_against_the_emulator(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = expert_router_cmd("emulate", "--preset", "cpu-tiny", "--port", str(port))
+    cmd += ["--tpot-ms", "10", "--ttft-ms", "5"]
+    with running(cmd, tmp_path / "emulator.log", health_url=f"{url}/health") as emulator:
+        argv = [sys.executable, str(ROOT / "benchmarks" / "_loadgen.py"), "--url", url]
+        argv += ["--model", "cpu-tiny", "--users", "4", "--max-tokens", "5", "--warmup-s", "0.3"]
+        argv += ["--duration-s", "1", "--sample-s", "0.5", "--watch", str(emulator.pid)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["requests_failed"] == 0, result["first_errors"]
+    assert result["requests_unfinished"] == 0
+    assert result["requests_ok"] == result["requests_started"] > 4
+    assert 0 < result["ok_in_window"] <= result["requests_ok"]
+    # 5 tokens + the role chunk of a chat stream per request, at least 5 SSE events each
+    assert result["events_in_window"] >= 5 * (result["ok_in_window"] - 4)
+    ttft = result["ttft_ms"]
+    assert 0 < result["headers_ms"]["p50"] <= ttft["p50"] <= ttft["p99"] <= ttft["max"]
+    assert result["watched_cpu_s"] > 0
+    assert result["rss_start_bytes"] > 10 * 2**20
+    assert len(result["samples"]) == 2
