@@ -63,7 +63,15 @@ class Counters:
 class OpenAIStreamer:
     """Streams ``/v1/chat/completions`` or ``/v1/completions`` over aiohttp; counts SSE events."""
 
-    def __init__(self, urls: list[str], route: str, model: str, max_tokens: int, c: Counters):
+    def __init__(
+        self,
+        urls: list[str],
+        route: str,
+        model: str,
+        max_tokens: int,
+        c: Counters,
+        api_key: str | None = None,
+    ):
         self.urls = [u.rstrip("/") for u in urls]
         self.chat = route == "chat"
         self.path = "/v1/chat/completions" if self.chat else "/v1/completions"
@@ -72,7 +80,8 @@ class OpenAIStreamer:
         self.counters = c
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=120)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
     def _body(self, user: int, seq: int) -> dict[str, Any]:
         prompt = f"{PROMPTS[(user + seq) % len(PROMPTS)]} (user {user}, request {seq})"
@@ -216,7 +225,12 @@ async def _user(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     counters = Counters()
     streamer: Streamer = PROTOCOLS[args.protocol](
-        args.url, args.route, args.model, args.max_tokens, counters
+        args.url,
+        args.route,
+        args.model,
+        args.max_tokens,
+        counters,
+        os.environ.get("LOADGEN_API_KEY"),
     )
     stop = asyncio.Event()
     ramp = args.ramp_s

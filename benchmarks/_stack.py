@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class Target:
     urls: list[str]
     pid: int | None
     model: str
+    api_key: str | None = None
 
 
 class Stack:
@@ -136,7 +138,9 @@ class Stack:
         path.write_text(json.dumps(config))
         port = free_port()
         cmd = [str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+        key = "sk-bench-" + secrets.token_hex(16)
         env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+        env["LITELLM_MASTER_KEY"] = key
         proc = ServerProcess(
             self._wrap(cmd, self.server_cpus), self.workdir / "litellm.log", env=env
         )
@@ -146,7 +150,7 @@ class Stack:
             proc.wait_http(f"{url}/health/liveliness", timeout=120)
         except RuntimeError as exc:
             return f"LiteLLM did not start: {str(exc)[-300:]}"
-        return Target("litellm", [url], proc.pid, "emulated")
+        return Target("litellm", [url], proc.pid, "emulated", api_key=key)
 
     def close(self) -> None:
         self.exit.close()
@@ -174,8 +178,15 @@ def run_loadgen(stack: Stack, target: Target, args: list[str], timeout: float) -
         cmd += ["--url", url]
     if target.pid is not None:
         cmd += ["--watch", str(target.pid)]
+    env = dict(os.environ)
+    if target.api_key:
+        env["LOADGEN_API_KEY"] = target.api_key  # not on the command line
     proc = subprocess.run(
-        stack._wrap(cmd, stack.client_cpus), capture_output=True, text=True, timeout=timeout
+        stack._wrap(cmd, stack.client_cpus),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
