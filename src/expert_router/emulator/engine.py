@@ -121,7 +121,10 @@ class Engine:
     def cancel(self, req: EngineRequest, now: float) -> None:
         """Drop ``req`` wherever it is; its batch slot and KV reservation free at once."""
         if req.state == WAITING:
-            self.waiting.remove(req)
+            try:
+                self.waiting.remove(req)
+            except ValueError:  # never submitted
+                return
         elif req.state == PREFILL:
             self.prefilling.remove(req)
             self.kv_reserved -= req.kv_need

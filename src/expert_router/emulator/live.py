@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from expert_router.emulator.engine import Engine, EngineRequest
+
+log = logging.getLogger(__name__)
 
 
 class StreamSink:
@@ -49,6 +52,11 @@ class StreamSink:
         await fut
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("emulator engine loop stopped", exc_info=task.exception())
+
+
 class LiveDriver:
     """Drives one engine in real time inside the running event loop."""
 
@@ -65,6 +73,7 @@ class LiveDriver:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         if self._task is not None:

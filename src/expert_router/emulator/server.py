@@ -49,6 +49,7 @@ class EmulatorServer:
         self.driver = LiveDriver(self.engine)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
+        self._active: dict[int, asyncio.BaseTransport] = {}
         self.created = int(time.time())
 
     @property
@@ -79,13 +80,16 @@ class EmulatorServer:
         self.port = sock.getsockname()[1]
         self.driver.start()
         runner = web.AppRunner(
-            self.app(), handle_signals=False, handler_cancellation=True, shutdown_timeout=0.5
+            self.app(), handle_signals=False, handler_cancellation=True, shutdown_timeout=0.25
         )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self._runner = runner
 
     async def stop(self) -> None:
+        """Abort the requests in flight (their clients see a dropped connection), then close."""
+        for transport in list(self._active.values()):
+            transport.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -148,9 +152,11 @@ class EmulatorServer:
         rid = next(_ids)
         sink = StreamSink(per_token=plan.stream)
         req = EngineRequest(rid, plan.prompt_tokens, plan.max_tokens, plan.target, sink)
-        self.engine.submit(req, self.driver.now())
         name = f"{'chatcmpl' if chat else 'cmpl'}-{rid}"
+        if request.transport is not None:
+            self._active[rid] = request.transport
         try:
+            self.engine.submit(req, self.driver.now())
             if plan.stream:
                 return await self._stream(request, plan, sink, name)
             while not sink.done:
@@ -158,6 +164,7 @@ class EmulatorServer:
             text = "".join(plan.texts) if plan.texts else _text(plan.seed, plan.target)
             return web.json_response(full_response(plan, self.model_name, name, text, plan.target))
         finally:
+            self._active.pop(rid, None)
             if req.state not in (DONE, CANCELLED):
                 self.engine.cancel(req, self.driver.now())
 

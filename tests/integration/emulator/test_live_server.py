@@ -160,3 +160,20 @@ async def test_fleet_serves_every_expert_on_its_own_port() -> None:
             ))  # fmt: skip
         assert [len(r.texts) for r in results] == [5, 5, 5]
         assert [srv.engine.finished_total for srv in fleet.servers] == [1, 1, 1]
+
+
+async def test_stop_aborts_requests_in_flight_promptly() -> None:
+    body = {"prompt": "x", "max_tokens": 2000, "ignore_eos": True}
+    async with aiohttp.ClientSession() as s:
+        async with serve_emulator("cpu-tiny", tpot_ms=10) as srv:
+            streaming = await s.post(srv.url + "/v1/completions", json={**body, "stream": True})
+            await streaming.content.readline()
+            plain = asyncio.ensure_future(s.post(srv.url + "/v1/completions", json=body))
+            await until(lambda: srv.engine.num_running == 2)
+            started = time.monotonic()
+        assert time.monotonic() - started < 0.3
+        with pytest.raises(aiohttp.ClientError):
+            await streaming.content.read()
+        with pytest.raises(aiohttp.ClientError):
+            await plain
+        streaming.close()
