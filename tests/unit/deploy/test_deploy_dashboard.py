@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from deploy_helpers import TARGET_LABELS, dashboard, parse, queries
+from deploy_helpers import DEPLOY, TARGET_LABELS, dashboard, parse, queries
 from prometheus_client.metrics import MetricWrapperBase
 
 from expert_router.gateway.metrics import GatewayMetrics
@@ -95,3 +95,15 @@ def test_layout_ids_and_variables() -> None:
         for t in p["targets"]:
             used = set(re.findall(r"\$(\w+)", t["expr"])) - {"__rate_interval"}
             assert used <= variables, f"{p['title']}: undefined variables {used - variables}"
+
+
+def test_the_metrics_table_in_the_deployment_docs_matches_the_gateway() -> None:
+    doc = (DEPLOY.parent / "docs" / "deployment.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(expert_router_\w+)` \| (\w+) \|([^|]*)\|", doc, re.MULTILINE)
+    assert len(rows) == len(set(rows)) >= 10
+    known = exported()
+    for name, kind, labels in rows:
+        sample = {"counter": name, "gauge": name, "histogram": f"{name}_bucket"}[kind]
+        assert sample in known, f"docs list {name} ({kind}), the gateway does not export it"
+        want = set(re.findall(r"`(\w+)`", labels)) | ({"le"} if kind == "histogram" else set())
+        assert known[sample] == want, f"{name}: docs say {sorted(want)}"
