@@ -16,13 +16,17 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, help="most sequences running at once")
     g.add_argument("--kv-tokens", type=int, help="KV-cache capacity in tokens")
     g.add_argument("--prefill-chunk", type=int, help="token budget per iteration")
+    g.add_argument("--kv-policy", choices=("reserve", "paged"), help="KV admission policy")
     g.add_argument("--tpot-ms", type=float, help="fixed TPOT in ms (replaces the model)")
     g.add_argument("--ttft-ms", type=float, help="fixed TTFT in ms (with --tpot-ms)")
     g.add_argument("--eos-mean-tokens", type=float, help="mean answer length without ignore_eos")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("max_batch", "kv_tokens", "prefill_chunk", "tpot_ms", "ttft_ms", "eos_mean_tokens")
+    keys = (
+        "max_batch", "kv_tokens", "prefill_chunk", "kv_policy", "tpot_ms", "ttft_ms",
+        "eos_mean_tokens",
+    )  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if getattr(args, "model_name", None):
         out["model_name"] = args.model_name

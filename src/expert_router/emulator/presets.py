@@ -39,6 +39,10 @@ class Preset(BaseModel):
     kv_gb: float | None = Field(None, gt=0, description="KV-cache memory (GB, all GPUs)")
     max_model_len: int | None = Field(None, ge=2, description="context limit; model's if unset")
     prefill_chunk: int | None = Field(None, ge=1, description="token budget per iteration")
+    kv_policy: Literal["reserve", "paged"] = Field(
+        "reserve", description="reserve prompt + max_tokens (TensorRT-LLM) or paged (vLLM)"
+    )
+    block_size: int = Field(16, ge=1, description="KV block size in tokens (paged policy)")
     eos_mean_tokens: float = Field(256.0, gt=0, description="mean answer length without ignore_eos")
     tpot_ms: float | None = Field(None, gt=0, description="fixed TPOT (replaces the roofline)")
     ttft_ms: float | None = Field(None, gt=0, description="fixed TTFT (with tpot_ms)")

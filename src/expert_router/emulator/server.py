@@ -45,6 +45,8 @@ class EmulatorServer:
             max_batch=preset.max_batch,
             kv_tokens=preset.kv_capacity,
             prefill_chunk=preset.prefill_chunk,
+            kv_policy=preset.kv_policy,
+            block_size=preset.block_size,
         )
         self.driver = LiveDriver(self.engine)
         self.host, self.port = host, port

@@ -79,6 +79,8 @@ class Simulation:
                 max_batch=preset.max_batch,
                 kv_tokens=preset.kv_capacity,
                 prefill_chunk=preset.prefill_chunk,
+                kv_policy=preset.kv_policy,
+                block_size=preset.block_size,
                 stream_tokens=False,
                 record_iterations=True,
             )
@@ -149,7 +151,11 @@ class Simulation:
         assert iter_ends is not None
         record.end = now
         record.first_token = req.first_token_time
-        record.token_times = iter_ends[req.first_iter : req.first_iter + req.generated]
+        runs = req.token_iterations()
+        if len(runs) == 1:
+            record.token_times = iter_ends[req.first_iter : req.first_iter + req.generated]
+        else:  # preempted and resumed: the tokens of each decode run
+            record.token_times = [t for i, n in runs for t in iter_ends[i : i + n]]
         record.output_tokens = req.generated
         self.records.append(record)
         if turn.turn + 1 < self.workload.turns:

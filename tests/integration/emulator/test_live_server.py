@@ -177,3 +177,12 @@ async def test_stop_aborts_requests_in_flight_promptly() -> None:
         with pytest.raises(aiohttp.ClientError):
             await plain
         streaming.close()
+
+
+async def test_paged_policy_preempts_yet_streams_every_token() -> None:
+    overrides = dict(kv_policy="paged", kv_tokens=160, max_batch=8, tpot_ms=2, ttft_ms=2)
+    async with serve_emulator("cpu-tiny", **overrides) as srv, aiohttp.ClientSession() as s:
+        body = {"prompt": words(16), "max_tokens": 100, "ignore_eos": True}
+        results = await asyncio.gather(*(stream(s, srv.url, body) for _ in range(3)))
+        assert [len(r.texts) for r in results] == [100, 100, 100]
+        assert await _metric(s, srv.url, "vllm:num_preemptions_total") >= 1
