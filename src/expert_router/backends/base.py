@@ -7,7 +7,7 @@ status (failures before that raise ``BackendError`` subclasses, retryable ones m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,17 +37,24 @@ class BackendSettings:
 
 
 class UpstreamResponse(Protocol):
-    """An upstream answer in progress."""
+    """An upstream answer in progress.
+
+    ``readany()`` returns the next OpenAI-wire bytes as soon as some arrive, ``b""`` at the
+    end; it is a plain bound method where possible (one call per relayed chunk), and any
+    exception it raises means the upstream failed mid-stream.
+    """
 
     status: int
     content_type: str
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """OpenAI-wire bytes as they arrive; mid-stream failures raise ``BackendError``."""
+    def readany(self) -> Awaitable[bytes]: ...
+
+    def at_eof(self) -> bool:
+        """True when the upstream has sent everything (the last chunk may still be unread)."""
         ...
 
     async def read(self) -> bytes:
-        """The whole (non-streaming) body."""
+        """The whole (non-streaming) body; failures raise ``BackendError``."""
         ...
 
     def close(self) -> None:

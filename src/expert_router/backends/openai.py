@@ -7,9 +7,9 @@ chunk without parsing. aiohttp errors become ``BackendError`` subclasses here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 from expert_router.backends.base import BackendRequest, BackendSettings
 from expert_router.errors import (
@@ -25,20 +25,16 @@ _MAX_ERROR_BODY = 64 * 1024
 class OpenAIResponse:
     """A streaming upstream response; ``close()`` drops the connection unless fully read."""
 
-    __slots__ = ("_resp", "status", "content_type", "_url")
+    __slots__ = ("_resp", "status", "content_type", "_url", "readany", "at_eof")
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
         self._resp = resp
         self._url = url
         self.status = resp.status
         self.content_type = resp.headers.get("Content-Type", "application/json")
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"{self._url}: stream interrupted: {exc!r}") from exc
+        # Bound methods of aiohttp's reader: no wrapper frame per relayed chunk.
+        self.readany = resp.content.readany
+        self.at_eof = resp.content.at_eof
 
     async def read(self) -> bytes:
         try:
@@ -56,7 +52,7 @@ class OpenAIResponse:
 class OpenAIBackend:
     """One OpenAI-compatible replica behind a shared ``aiohttp.ClientSession``."""
 
-    __slots__ = ("_s", "_base", "_headers", "_timeout")
+    __slots__ = ("_s", "_base", "_headers", "_timeout", "_urls", "_first_byte")
 
     def __init__(self, settings: BackendSettings) -> None:
         self._s = settings
@@ -69,15 +65,30 @@ class OpenAIBackend:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
+        # sock_read already bounds the wait for headers; a separate timer only when shorter.
+        first = settings.first_byte_timeout
+        self._first_byte = first if first < settings.read_timeout else None
+        self._urls: dict[str, URL] = {}
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base + path)  # parsed once per path
+        return url
 
     async def start(self, req: BackendRequest) -> OpenAIResponse:
-        url = self._base + req.path
         headers = self._headers if not req.headers else {**self._headers, **req.headers}
+        post = self._s.session.post
         try:
-            async with asyncio.timeout(self._s.first_byte_timeout):
-                resp = await self._s.session.post(
-                    url, data=req.body, headers=headers, timeout=self._timeout
+            if self._first_byte is None:
+                resp = await post(
+                    self._url(req.path), data=req.body, headers=headers, timeout=self._timeout
                 )
+            else:
+                async with asyncio.timeout(self._first_byte):
+                    resp = await post(
+                        self._url(req.path), data=req.body, headers=headers, timeout=self._timeout
+                    )
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
             raise BackendUnavailable(f"{self._base}: {exc!r}") from exc
         except aiohttp.ConnectionTimeoutError as exc:

@@ -81,7 +81,10 @@ class Gateway:
             limit=cfg.limits.max_connections, limit_per_host=0, keepalive_timeout=30.0
         )
         self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are not ours to keep
         )
         self.fleet = self._build_fleet(self.session)
         self.health = HealthChecker(self.fleet, cfg.health)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from expert_router.backends import Backend
 from expert_router.errors import NoCapacity, RoutingError
@@ -74,8 +75,16 @@ class Fleet:
             for r in pool.replicas:
                 self.replicas[r.name] = r
         self._waiters: deque[_Waiter] = deque()
-        self._in_flight = {n: metrics.in_flight.labels(n) for n in self.replicas}
+        # In-flight gauges: read at scrape time in one process (no cost per request); counted
+        # per request only in multiprocess mode, where callbacks cannot be summed.
+        self._in_flight: dict[str, Any] = {}
+        for n, r in self.replicas.items():
+            if metrics.multiproc_dir:
+                self._in_flight[n] = metrics.in_flight.labels(n)
+            else:
+                metrics.in_flight.labels(n).set_function(_outstanding(r))
         self._healthy = {n: metrics.healthy.labels(n) for n in self.replicas}
+        self.ttft = {n: metrics.ttft_seconds.labels(n) for n in self.replicas}
         self._decisions = {
             reason: metrics.decisions.labels(reason)
             for reason in ("nearest", "spillover", "failover", "queued", "unavailable")
@@ -93,7 +102,8 @@ class Fleet:
         assert d.replica is not None
         r = self.replicas[d.replica]
         r.outstanding += 1
-        self._in_flight[r.name].inc()
+        if self._in_flight:
+            self._in_flight[r.name].inc()
         self._decisions[d.reason].inc()
         if d.reason == "spillover":
             self.metrics.spillovers.labels(d.nearest, d.cluster).inc()
@@ -146,7 +156,8 @@ class Fleet:
     def release(self, r: Replica) -> None:
         """A request on ``r`` ended: free its slot, hand it to the first waiter that fits."""
         r.outstanding -= 1
-        self._in_flight[r.name].dec()
+        if self._in_flight:
+            self._in_flight[r.name].dec()
         if self._waiters:
             self.dispatch()
 
@@ -185,3 +196,7 @@ class Fleet:
             log.info("replica %s re-admitted", r.name)
             if self._waiters:
                 self.dispatch()
+
+
+def _outstanding(r: Replica) -> Callable[[], float]:
+    return lambda: float(r.outstanding)

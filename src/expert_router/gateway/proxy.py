@@ -28,6 +28,12 @@ NONE = "none"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class _Stream(web.StreamResponse):
+    """A stream response whose headers leave with its first chunk (one write, not two)."""
+
+    _send_headers_immediately = False
+
+
 class Proxy:
     """The two proxy handlers of one gateway."""
 
@@ -143,38 +149,53 @@ class Proxy:
             except BackendError as exc:
                 fleet.record_failure(replica, type(exc).__name__)
                 return self._done(request, for_exception(exc, headers), headers, t0, decision)
-            gw.metrics.ttft_seconds.labels(replica.name).observe(perf_counter() - t_sent)
+            fleet.ttft[replica.name].observe(perf_counter() - t_sent)
             fleet.record_success(replica)
             resp = web.Response(body=data, status=up.status, headers=headers)
             return self._done(request, resp, headers, t0, decision)
         if up.content_type.startswith("text/event-stream"):
             headers.update(_SSE_HEADERS)
-        stream = web.StreamResponse(status=up.status, headers=headers)
-        await stream.prepare(request)
+        stream = _Stream(status=up.status, headers=headers)
+        await stream.prepare(request)  # headers leave with the first chunk
         status = up.status
-        first = True
+        read, at_eof, write = up.readany, up.at_eof, stream.write
         try:
-            async for chunk in up.chunks():
-                if first:
-                    gw.metrics.ttft_seconds.labels(replica.name).observe(perf_counter() - t_sent)
-                    first = False
-                await stream.write(chunk)
-            fleet.record_success(replica)
-        except BackendError as exc:
-            status = 502
-            fleet.record_failure(replica, "stream_interrupted")
             try:
-                await stream.write(stream_error_event(exc))
-            except ConnectionError:
-                pass
+                chunk = await read()
+            except Exception as exc:
+                chunk = b""
+                status = await self._interrupted(stream, replica, exc)
+            if chunk:
+                fleet.ttft[replica.name].observe(perf_counter() - t_sent)
+            while chunk:
+                if at_eof():  # the last chunk: send it with the end of the response
+                    await stream.write_eof(chunk)
+                    break
+                await write(chunk)
+                try:
+                    chunk = await read()
+                except Exception as exc:
+                    status = await self._interrupted(stream, replica, exc)
+                    break
+            await stream.write_eof()
         except ConnectionError:
             # The client went away; closing `up` (in the caller) cancels the upstream request.
             return self._done(request, stream, headers, t0, decision, 499)
         except asyncio.CancelledError:
             self._done(request, stream, headers, t0, decision, 499)
             raise
-        await stream.write_eof()
+        if status < 400:
+            fleet.record_success(replica)
         return self._done(request, stream, headers, t0, decision, status)
+
+    async def _interrupted(
+        self, stream: web.StreamResponse, replica: Replica, exc: BaseException
+    ) -> int:
+        """The upstream failed mid-stream: end the client's stream with an error event."""
+        assert self.gw.fleet is not None
+        self.gw.fleet.record_failure(replica, "stream_interrupted")
+        await stream.write(stream_error_event(exc))
+        return 502
 
     def _done(
         self,

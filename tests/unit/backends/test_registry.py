@@ -51,7 +51,10 @@ async def test_openai_backend_relays_bytes_and_maps_errors(unused_tcp_port: int)
             b = make_backend("http", settings(s, f"http://127.0.0.1:{unused_tcp_port}/v1"))
             up = await b.start(BackendRequest("/v1/chat/completions", b'{"x": 1}', True))
             assert up.status == 200 and up.content_type == "text/event-stream"
-            data = b"".join([c async for c in up.chunks()])
+            data = b""
+            while chunk := await up.readany():
+                data += chunk
+            assert up.at_eof()
             up.close()
             assert data == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
             assert seen[0] == (b'{"x": 1}', "Bearer sk-up")
