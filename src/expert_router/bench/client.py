@@ -20,8 +20,8 @@ from expert_router.bench.protocols import (
     make_client,
 )
 from expert_router.bench.records import BASE_TURN, CONTINUATION_TURN, RequestRecord
+from expert_router.bench.tokens import BUILTIN, TokenCounter
 from expert_router.bench.workload import UserPlan, WorkloadConfig
-from expert_router.tokenizer import count_tokens
 
 CLUSTER_HEADER = "x-expert-router-cluster"
 REPLICA_HEADER = "x-expert-router-replica"
@@ -59,9 +59,10 @@ def parse_server_timing(value: str) -> dict[str, float]:
 class _Recorder:
     """The ``StreamSink`` of one request: builds its record as the stream arrives."""
 
-    __slots__ = ("t0_ns", "times", "parts", "tokens", "status", "hdrs", "counters")
+    __slots__ = ("t0_ns", "times", "parts", "tokens", "status", "hdrs", "counters", "count")
 
-    def __init__(self, t0_ns: int, counters: Counters) -> None:
+    def __init__(self, t0_ns: int, counters: Counters, counter: TokenCounter = BUILTIN) -> None:
+        self.count = counter.count
         self.t0_ns = t0_ns
         self.times: list[float] = []
         self.parts: list[str] = []
@@ -76,7 +77,7 @@ class _Recorder:
 
     def text(self, t_ns: int, text: str) -> None:
         self.parts.append(text)
-        n = count_tokens(text)
+        n = self.count(text)
         if n:
             t = (t_ns - self.t0_ns) / 1e9
             if n == 1:
@@ -94,12 +95,13 @@ async def send(
     record: RequestRecord,
     t0_ns: int,
     counters: Counters,
+    counter: TokenCounter = BUILTIN,
 ) -> str:
     """Send one request, fill ``record`` (times, tokens, headers, status) and return the text.
 
     Never raises except on cancellation: failures are written into the record.
     """
-    rec = _Recorder(t0_ns, counters)
+    rec = _Recorder(t0_ns, counters, counter)
     counters.active += 1
     record.start = (time.perf_counter_ns() - t0_ns) / 1e9
     try:
@@ -164,14 +166,17 @@ async def run_user(
             end=0.0,
         )
 
+    counter = cfg.counter
     base = new_record(BASE_TURN, plan.base_tokens)
     history = [Message("user", plan.base)]
-    answer = await send(client, history, record=base, t0_ns=t0_ns, counters=counters)
-    followup = plan.followup(base.output_tokens, cfg.followup_min_tokens)
+    answer = await send(
+        client, history, record=base, t0_ns=t0_ns, counters=counters, counter=counter
+    )
+    followup = plan.followup(base.output_tokens, cfg.followup_min_tokens, counter)
     convo = [*history, Message("assistant", answer), Message("user", followup)]
-    tokens = plan.base_tokens + count_tokens(answer) + count_tokens(followup)
+    tokens = plan.base_tokens + counter.count(answer) + counter.count(followup)
     cont = new_record(CONTINUATION_TURN, tokens)
-    await send(client, convo, record=cont, t0_ns=t0_ns, counters=counters)
+    await send(client, convo, record=cont, t0_ns=t0_ns, counters=counters, counter=counter)
     return [base, cont]
 
 

@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from expert_router.bench.mix import cluster_weights, sample_clusters
+from expert_router.bench.tokens import TokenCounter, load_counter
 from expert_router.errors import ConfigError, CorpusError
-from expert_router.tokenizer import count_tokens, truncate
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,13 @@ class WorkloadConfig:
     followup_min_tokens: int = 16
     """The continuation's last user message has at least this many (same-cluster) tokens."""
     seed: int = 0
+    tokenizer: str | None = None
+    """A Hugging Face tokenizer.json to count tokens with; the built-in tokenizer when None."""
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter this workload cuts prompts and counts answers with."""
+        return load_counter(self.tokenizer)
 
     def __post_init__(self) -> None:
         if self.base_tokens < 1 or self.output_tokens < 1:
@@ -65,10 +72,12 @@ class UserPlan:
     pad: str
     """Same-cluster text; the follow-up message is its prefix of the tokens still missing."""
 
-    def followup(self, answer_tokens: int, min_tokens: int) -> str:
+    def followup(
+        self, answer_tokens: int, min_tokens: int, counter: TokenCounter | None = None
+    ) -> str:
         """The follow-up message: enough tokens to reach ``continuation_target`` (>= min)."""
         need = max(self.continuation_target - self.base_tokens - answer_tokens, min_tokens)
-        return truncate(self.pad, need).strip() or "Continue."
+        return (counter or load_counter(None)).truncate(self.pad, need).strip() or "Continue."
 
 
 class Labeller(Protocol):
@@ -141,8 +150,9 @@ class Workload:
             )
         self.n_clusters = labeller.n_clusters if labeller is not None else 1
         labels = labeller.labels(texts) if labeller is not None else [0] * len(texts)
+        count = config.counter.count
         self.prompts = [
-            Prompt(t, count_tokens(t), c if labeller is not None else None)
+            Prompt(t, count(t), c if labeller is not None else None)
             for t, c in zip(texts, labels, strict=True)
         ]
         self._pools: list[list[int]] = [[] for _ in range(self.n_clusters)]
@@ -152,14 +162,15 @@ class Workload:
 
     def _cut(self, documents: Sequence[str], rng: np.random.Generator) -> list[str]:
         cfg = self.config
+        counter = cfg.counter
         out: list[str] = []
         acc = ""
         for doc in documents:
             acc = f"{acc}\n\n{doc}" if acc else doc
-            if count_tokens(acc) < cfg.base_tokens + cfg.jitter:
+            if counter.count(acc) < cfg.base_tokens + cfg.jitter:
                 continue
             target = cfg.base_tokens + int(rng.integers(-cfg.jitter, cfg.jitter + 1))
-            out.append(truncate(acc, target))
+            out.append(counter.truncate(acc, target))
             acc = ""
         return out
 

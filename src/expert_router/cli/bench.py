@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter,
         distribution=args.distribution,
         seed=args.seed,
+        tokenizer=args.tokenizer,
     )
     workload = Workload(load_documents(args.dataset), ClassifierLabeller(args.model), cfg)
     log(f"{len(workload.prompts)} base prompts; per cluster: {workload.cluster_sizes()}")
