@@ -29,7 +29,6 @@ from procs import (  # noqa: E402
     expert_router_cmd,
     free_port,
     free_port_block,
-    start_nginx,
 )
 
 from expert_router.gateway.nginx_conf import NginxOptions, render_nginx_conf  # noqa: E402
@@ -95,11 +94,8 @@ class Stack:
         hostports = [u.split("://", 1)[1] for u in upstreams]
         options = NginxOptions(listen=f"127.0.0.1:{port}", worker_processes=str(workers))
         (prefix / "nginx.conf").write_text(render_nginx_conf(hostports, options))
-        proc = start_nginx(nginx, prefix)
-        if self.server_cpus:
-            proc.stop()
-            conf = ["-p", str(prefix), "-c", "nginx.conf", "-e", "stderr"]
-            proc = ServerProcess(self._wrap([nginx, *conf], self.server_cpus), prefix / "n.log")
+        cmd = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-e", "stderr"]
+        proc = ServerProcess(self._wrap(cmd, self.server_cpus), prefix / "nginx.log")
         self.exit.callback(proc.stop)
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{url}/health")
