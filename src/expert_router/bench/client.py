@@ -149,9 +149,11 @@ async def run_user(
     counters: Counters,
 ) -> list[RequestRecord]:
     """One user's session: the base prompt at ``start_s``, then its continuation."""
+    # Timers may fire up to a clock tick (1 ms) early: sleep a tick longer, so that no
+    # request starts before its time (which is what its record's ``start`` will say).
     delay = start_s - (time.perf_counter_ns() - t0_ns) / 1e9
     if delay > 0:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay + 0.001)
 
     def new_record(turn: int, prompt_tokens: int) -> RequestRecord:
         return RequestRecord(

@@ -76,6 +76,11 @@ def add_parser(subparsers: Any) -> None:
         help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...",
     )
     p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="HF tokenizer.json to count tokens with (default: the built-in tokenizer)",
+    )
+    p.add_argument(
         "--model",
         type=Path,
         default=None,
