@@ -179,15 +179,16 @@ def time_buckets(
 ) -> dict[str, list[float]]:
     """Tokens arriving in each window ``[k*w, (k+1)*w)`` of the run, regardless of user.
 
-    Returns ``start`` (window start, s), ``tokens`` (count) and ``tokens_per_s`` (count divided
-    by the window's length; the last window ends at the run's last ``end`` and may be shorter).
+    Returns ``start`` (window start, s), ``seconds`` (window length: ``window_s`` except the last
+    window, which ends at the run's last ``end`` and may be shorter), ``tokens`` (count) and
+    ``tokens_per_s`` (count / length).
     """
     if not window_s > 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     records = list(records)
     chunks = [np.asarray(r.token_times, dtype=np.float64) for r in records if r.token_times]
     if not chunks:
-        return {"start": [], "tokens": [], "tokens_per_s": []}
+        return {"start": [], "seconds": [], "tokens": [], "tokens_per_s": []}
     times = np.concatenate(chunks)
     run_end = max(float(times.max()), max(r.end for r in records))
     n = max(1, math.ceil(run_end / window_s - 1e-12))
@@ -197,6 +198,7 @@ def time_buckets(
     lengths = [min(window_s, run_end - s) if k == n - 1 else window_s for k, s in enumerate(starts)]
     return {
         "start": starts,
+        "seconds": lengths,
         "tokens": [float(c) for c in counts],
         "tokens_per_s": [
             float(c) / ln if ln > 0 else 0.0 for c, ln in zip(counts, lengths, strict=True)

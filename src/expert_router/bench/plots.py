@@ -107,8 +107,9 @@ def plot_time_buckets(path: Path, series: Series) -> None:
             if not starts:
                 continue
             color = cmap(i / max(1, len(ordered) - 1))
-            window = float(tb.get("window_s") or s.get("window_s") or 60.0)
-            xs, ys = [*starts, starts[-1] + window], [*rates, rates[-1]]
+            lengths = tb.get("seconds") or []
+            last = lengths[-1] if lengths else float(tb.get("window_s") or 60.0)
+            xs, ys = [*starts, starts[-1] + last], [*rates, rates[-1]]
             ax.step(xs, ys, where="post", color=color, label=f"{s['users']} users")
         ax.set_title(f"Time-bucket throughput{f' ({name})' if len(series) > 1 else ''}")
         ax.set_ylabel("tokens/s")

@@ -89,9 +89,15 @@ def test_time_buckets(rec):
     tb = m.time_buckets(records, window_s=1.0)
     assert tb["start"] == [0.0, 1.0, 2.0, 3.0]
     assert tb["tokens"] == [2, 2, 1, 1]
+    assert tb["seconds"] == pytest.approx([1.0, 1.0, 1.0, 0.5])
     # the last window is [3, 3.5): one token in half a second
     assert tb["tokens_per_s"] == pytest.approx([2.0, 2.0, 1.0, 2.0])
-    assert m.time_buckets([], 60.0) == {"start": [], "tokens": [], "tokens_per_s": []}
+    assert m.time_buckets([], 60.0) == {
+        "start": [],
+        "seconds": [],
+        "tokens": [],
+        "tokens_per_s": [],
+    }
     with pytest.raises(ValueError):
         m.time_buckets(records, 0.0)
 
