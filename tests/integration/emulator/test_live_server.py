@@ -24,18 +24,18 @@ async def until(cond, limit: float = 2.0) -> None:  # type: ignore[no-untyped-de
 
 async def test_batch_one_fixed_timing_within_ten_percent() -> None:
     async with (
-        serve_emulator("cpu-tiny", tpot_ms=20, ttft_ms=60) as srv,
+        serve_emulator("cpu-tiny", tpot_ms=20, ttft_ms=100) as srv,
         aiohttp.ClientSession() as s,
     ):
         runs = []
-        for i in range(3):
-            body = {"prompt": words(30 + i), "max_tokens": 40, "ignore_eos": True}
+        for i in range(5):
+            body = {"prompt": words(30 + i), "max_tokens": 30, "ignore_eos": True}
             runs.append(await stream(s, srv.url, body))
-    assert all(len(r.times) == 40 and r.finish_reason == "length" and r.done for r in runs)
+    assert all(len(r.times) == 30 and r.finish_reason == "length" and r.done for r in runs)
     gaps = [g for r in runs for g in r.gaps()]
     assert statistics.median(gaps) == pytest.approx(0.020, rel=0.10)
     assert statistics.mean(r.tpot for r in runs) == pytest.approx(0.020, rel=0.10)
-    assert statistics.median(r.ttft for r in runs) == pytest.approx(0.060, rel=0.10)
+    assert statistics.median(r.ttft for r in runs) == pytest.approx(0.100, rel=0.10)
 
 
 async def test_batch_one_roofline_timing_within_ten_percent() -> None:
@@ -43,12 +43,13 @@ async def test_batch_one_roofline_timing_within_ten_percent() -> None:
     model = preset.roofline()
     async with serve_emulator(preset) as srv, aiohttp.ClientSession() as s:
         runs = [
-            await stream(s, srv.url, {"prompt": words(200), "max_tokens": 40, "ignore_eos": True})
-            for _ in range(3)
+            await stream(s, srv.url, {"prompt": words(800), "max_tokens": 30, "ignore_eos": True})
+            for _ in range(5)
         ]
-    predicted_tpot = model.decode_time(1, 220)
-    predicted_ttft = model.prefill_time(200)
-    assert predicted_tpot == pytest.approx(0.0157, rel=0.05)  # ~16 ms: fast tests
+    predicted_tpot = model.decode_time(1, 815)
+    predicted_ttft = model.prefill_time(800)
+    assert predicted_tpot == pytest.approx(0.0158, rel=0.05)  # ~16 ms: fast tests
+    assert predicted_ttft == pytest.approx(0.16, rel=0.05)
     assert statistics.median(g for r in runs for g in r.gaps()) == pytest.approx(
         predicted_tpot, rel=0.10
     )
