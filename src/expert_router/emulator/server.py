@@ -244,20 +244,26 @@ async def serve_fleet(
     host: str = "127.0.0.1",
     port: int = 0,
     ports: Sequence[int] | None = None,
+    model_names: Sequence[str] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Fleet]:
     """Run one expert per preset on ports ``port``..``port+N-1`` (free ports if 0).
 
-    ``ports`` gives each expert's port explicitly instead (0 = any free port).
+    ``ports`` gives each expert's port explicitly instead (0 = any free port);
+    ``model_names`` gives each expert its own served model name.
     """
     if ports is None:
         ports = [port + i if port else 0 for i in range(len(presets))]
     if len(ports) != len(presets):
         raise ValueError(f"{len(ports)} ports for {len(presets)} presets")
-    servers = [
-        EmulatorServer(get_preset(p, **overrides), host=host, port=pt)
-        for p, pt in zip(presets, ports, strict=True)
-    ]
+    if model_names is not None and len(model_names) != len(presets):
+        raise ValueError(f"{len(model_names)} model names for {len(presets)} presets")
+    servers = []
+    for i, (p, pt) in enumerate(zip(presets, ports, strict=True)):
+        preset = get_preset(p, **overrides)
+        if model_names is not None:
+            preset = preset.with_overrides(model_name=model_names[i])
+        servers.append(EmulatorServer(preset, host=host, port=pt))
     started: list[EmulatorServer] = []
     try:
         for server in servers:

@@ -149,8 +149,10 @@ async def test_errors_are_openai_shaped() -> None:
 
 
 async def test_fleet_serves_every_expert_on_its_own_port() -> None:
-    async with serve_fleet(["cpu-tiny"] * 3, tpot_ms=2, ttft_ms=2) as fleet:
+    names = ["e0", "e1", "e2"]
+    async with serve_fleet(["cpu-tiny"] * 3, tpot_ms=2, ttft_ms=2, model_names=names) as fleet:
         assert len(set(fleet.urls)) == 3
+        assert [srv.model_name for srv in fleet.servers] == names
         async with aiohttp.ClientSession() as s:
             for url in fleet.urls:
                 async with s.get(url + "/health") as r:
