@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from expert_router.backends import openai
-from expert_router.backends.base import Backend, BackendRequest, BackendSettings, UpstreamResponse
+from expert_router.backends import http1, openai
+from expert_router.backends.base import (
+    Backend,
+    BackendRequest,
+    BackendSettings,
+    ChunkSink,
+    UpstreamResponse,
+)
 from expert_router.errors import ConfigError
 
 REGISTRY: dict[str, Callable[[BackendSettings], Backend]] = {
-    "http": openai.make,
-    "https": openai.make,
+    "http": http1.make,  # lean pooled HTTP/1.1, de-chunks in the protocol callback
+    "https": openai.make,  # aiohttp (TLS)
+    "aiohttp+http": openai.make,  # aiohttp over plain HTTP, when wanted
 }
 
 
@@ -35,6 +42,7 @@ __all__ = [
     "Backend",
     "BackendRequest",
     "BackendSettings",
+    "ChunkSink",
     "UpstreamResponse",
     "make_backend",
 ]

@@ -36,6 +36,18 @@ class BackendSettings:
     api_key: str | None = None
 
 
+class ChunkSink(Protocol):
+    """Where a streaming response's body goes, synchronously, chunk by chunk."""
+
+    def write(self, data: bytes) -> bool:
+        """Send ``data`` on; False asks the producer to pause until ``drain()`` returns."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the consumer can take more; raises ``ConnectionError`` if it left."""
+        ...
+
+
 class UpstreamResponse(Protocol):
     """An upstream answer in progress.
 
@@ -51,6 +63,10 @@ class UpstreamResponse(Protocol):
 
     def at_eof(self) -> bool:
         """True when the upstream has sent everything (the last chunk may still be unread)."""
+        ...
+
+    async def pipe(self, sink: ChunkSink) -> None:
+        """Hand every further chunk to ``sink`` until the end; raises on upstream failure."""
         ...
 
     async def read(self) -> bytes:

@@ -1,4 +1,4 @@
-"""OpenAI-compatible HTTP upstreams (vLLM, SGLang, TGI, llama.cpp, Ollama, the emulator).
+"""OpenAI-compatible upstreams over aiohttp's client (``https://``; any URL on request).
 
 Bytes in, bytes out: the request body is sent as given and the response is relayed chunk by
 chunk without parsing. aiohttp errors become ``BackendError`` subclasses here.
@@ -11,7 +11,7 @@ import asyncio
 import aiohttp
 from yarl import URL
 
-from expert_router.backends.base import BackendRequest, BackendSettings
+from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
 from expert_router.errors import (
     BackendError,
     BackendStatusError,
@@ -36,6 +36,12 @@ class OpenAIResponse:
         self.readany = resp.content.readany
         self.at_eof = resp.content.at_eof
 
+    async def pipe(self, sink: ChunkSink) -> None:
+        read, write = self.readany, sink.write
+        while chunk := await read():
+            if not write(chunk):
+                await sink.drain()
+
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
@@ -56,7 +62,7 @@ class OpenAIBackend:
 
     def __init__(self, settings: BackendSettings) -> None:
         self._s = settings
-        self._base = settings.url.rstrip("/")
+        self._base = settings.url.removeprefix("aiohttp+").rstrip("/")
         if self._base.endswith("/v1"):
             self._base = self._base[:-3]
         self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}

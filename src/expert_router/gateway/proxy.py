@@ -34,6 +34,36 @@ class _Stream(web.StreamResponse):
     _send_headers_immediately = False
 
 
+class _ClientSink:
+    """Writes de-chunked upstream bytes to the client as HTTP chunks, straight to the socket.
+
+    Called from the upstream protocol's callback: no coroutine per event. The response's
+    headers and first chunk went through aiohttp's writer; its ``write_eof`` ends it.
+    """
+
+    __slots__ = ("_t",)
+    HIGH = 256 * 1024
+    LOW = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport | Any) -> None:
+        self._t = transport
+
+    def write(self, data: bytes) -> bool:
+        t = self._t
+        if t.is_closing():
+            return False
+        t.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return bool(t.get_write_buffer_size() < self.HIGH)
+
+    async def drain(self) -> None:
+        t = self._t
+        while not t.is_closing():
+            if t.get_write_buffer_size() <= self.LOW:
+                return
+            await asyncio.sleep(0.005)
+        raise ConnectionResetError("client went away")
+
+
 class Proxy:
     """The two proxy handlers of one gateway."""
 
@@ -158,25 +188,27 @@ class Proxy:
         stream = _Stream(status=up.status, headers=headers)
         await stream.prepare(request)  # headers leave with the first chunk
         status = up.status
-        read, at_eof, write = up.readany, up.at_eof, stream.write
         try:
             try:
-                chunk = await read()
+                first = await up.readany()
             except Exception as exc:
-                chunk = b""
+                first = b""
                 status = await self._interrupted(stream, replica, exc)
-            if chunk:
+            if first:
                 fleet.ttft[replica.name].observe(perf_counter() - t_sent)
-            while chunk:
-                if at_eof():  # the last chunk: send it with the end of the response
-                    await stream.write_eof(chunk)
-                    break
-                await write(chunk)
-                try:
-                    chunk = await read()
-                except Exception as exc:
-                    status = await self._interrupted(stream, replica, exc)
-                    break
+                if up.at_eof():  # one chunk only: headers, body and end in one write
+                    await stream.write_eof(first)
+                else:
+                    await stream.write(first)  # headers leave with it
+                    transport = request.transport
+                    if transport is None:
+                        raise ConnectionResetError("client went away")
+                    try:
+                        await up.pipe(_ClientSink(transport))
+                    except ConnectionError:
+                        raise
+                    except Exception as exc:
+                        status = await self._interrupted(stream, replica, exc)
             await stream.write_eof()
         except ConnectionError:
             # The client went away; closing `up` (in the caller) cancels the upstream request.

@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 
 from expert_router.backends import REGISTRY, BackendRequest, BackendSettings, make_backend
+from expert_router.backends.http1 import Http1Backend
 from expert_router.backends.openai import OpenAIBackend
 from expert_router.errors import BackendStatusError, BackendUnavailable, ConfigError
 
@@ -18,12 +19,15 @@ def settings(session: aiohttp.ClientSession, url: str) -> BackendSettings:
 async def test_registry_by_scheme() -> None:
     assert set(REGISTRY) >= {"http", "https"}
     async with aiohttp.ClientSession() as s:
-        assert isinstance(make_backend("http", settings(s, "http://h:1")), OpenAIBackend)
+        assert isinstance(make_backend("http", settings(s, "http://h:1")), Http1Backend)
+        assert isinstance(make_backend("https", settings(s, "https://h:1")), OpenAIBackend)
+        assert isinstance(make_backend("aiohttp+http", settings(s, "http://h:1")), OpenAIBackend)
         with pytest.raises(ConfigError, match="unknown protocol 'ftp'"):
             make_backend("ftp", settings(s, "ftp://h:1"))
 
 
-async def test_openai_backend_relays_bytes_and_maps_errors(unused_tcp_port: int) -> None:
+@pytest.mark.parametrize("scheme", ["http", "aiohttp+http"])
+async def test_backend_relays_bytes_and_maps_errors(unused_tcp_port: int, scheme: str) -> None:
     seen: list[tuple[bytes, str | None]] = []
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -48,7 +52,7 @@ async def test_openai_backend_relays_bytes_and_maps_errors(unused_tcp_port: int)
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
     try:
         async with aiohttp.ClientSession() as s:
-            b = make_backend("http", settings(s, f"http://127.0.0.1:{unused_tcp_port}/v1"))
+            b = make_backend(scheme, settings(s, f"{scheme}://127.0.0.1:{unused_tcp_port}/v1"))
             up = await b.start(BackendRequest("/v1/chat/completions", b'{"x": 1}', True))
             assert up.status == 200 and up.content_type == "text/event-stream"
             data = b""
@@ -67,7 +71,7 @@ async def test_openai_backend_relays_bytes_and_maps_errors(unused_tcp_port: int)
     finally:
         await runner.cleanup()
     async with aiohttp.ClientSession() as s:
-        b = make_backend("http", settings(s, f"http://127.0.0.1:{unused_tcp_port}"))
+        b = make_backend(scheme, settings(s, f"{scheme}://127.0.0.1:{unused_tcp_port}"))
         with pytest.raises(BackendUnavailable) as down:
             await b.start(BackendRequest("/v1/completions", b"{}", False))
         assert down.value.retryable

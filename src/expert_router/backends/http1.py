@@ -1,0 +1,377 @@
+"""A lean HTTP/1.1 client for OpenAI-compatible upstreams over plain TCP (``http://``).
+
+One asyncio protocol per pooled keep-alive connection; the response body is de-chunked in
+``data_received`` and handed to a synchronous sink, so relaying an SSE event costs one
+callback and one write, no coroutine switch. ``https://`` keeps the aiohttp adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from urllib.parse import urlsplit
+
+from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
+from expert_router.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+)
+
+_MAX_HEAD = 64 * 1024
+_MAX_ERROR_BODY = 64 * 1024
+_HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _DONE = range(5)
+_CONTENT_TYPE = re.compile(rb"\r\n(?i:content-type)[ \t]*:[ \t]*([^\r\n]*)")
+_CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked")
+_LENGTH_RE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)")
+_CONNECTION_RE = re.compile(rb"\r\nconnection[ \t]*:[ \t]*([a-z-]+)")
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection and the response being read on it."""
+
+    def __init__(self, backend: Http1Backend) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = _HEAD
+        self.buf = b""
+        self.got_bytes = False
+        self.status = 0
+        self.content_type = "application/json"
+        self.keep_alive = True
+        self.remaining = 0
+        self.pending: list[bytes] = []
+        self.sink: ChunkSink | None = None
+        self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.wake: asyncio.Future[None] | None = None
+        self.error: BackendError | None = None
+        self.paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.state == _UNTIL_CLOSE:
+            self.state = _DONE
+        elif self.state != _DONE:
+            what = "before answering" if not self.got_bytes else "mid-response"
+            self._fail(BackendUnavailable(f"{self.backend.base}: connection closed {what}"))
+        self._notify()
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        state = self.state
+        if state == _CHUNKED:
+            self._chunked(data)
+        elif state == _HEAD:
+            self._head(data)
+        elif state == _LENGTH:
+            n = self.remaining
+            if len(data) >= n:
+                self._deliver(data[:n])
+                self.remaining = 0
+                self._finish()
+            else:
+                self.remaining = n - len(data)
+                self._deliver(data)
+        elif state == _UNTIL_CLOSE:
+            self._deliver(data)
+
+    # -- parsing ---------------------------------------------------------------------------
+    def _head(self, data: bytes) -> None:
+        buf = self.buf + data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.buf = buf
+            if len(buf) > _MAX_HEAD:
+                self._fail(BackendProtocolError(f"{self.backend.base}: response head too large"))
+            return
+        self.buf = b""
+        head = buf[:end]
+        low = head.lower()
+        try:
+            self.status = int(head[9:12])
+        except ValueError:
+            self._fail(BackendProtocolError(f"{self.backend.base}: bad status line"))
+            return
+        m = _CONTENT_TYPE.search(head)
+        if m:
+            self.content_type = m.group(1).strip().decode("latin-1")
+        chunked = _CHUNKED_RE.search(low) is not None
+        m = _LENGTH_RE.search(low)
+        length = int(m.group(1)) if m else -1
+        conn = _CONNECTION_RE.search(low)
+        if head.startswith(b"HTTP/1.1"):
+            self.keep_alive = conn is None or conn.group(1) != b"close"
+        else:
+            self.keep_alive = conn is not None and conn.group(1) == b"keep-alive"
+        if not self.head.done():
+            self.head.set_result(None)
+        rest = buf[end + 4 :]
+        if chunked:
+            self.state = _CHUNKED
+            if rest:
+                self._chunked(rest)
+        elif length >= 0:
+            self.state = _LENGTH
+            self.remaining = length
+            if length == 0:
+                self._finish()
+            elif rest:
+                self.data_received(rest)
+        else:
+            self.state = _UNTIL_CLOSE
+            self.keep_alive = False
+            if rest:
+                self._deliver(rest)
+
+    def _chunked(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            try:
+                size = int(buf[pos:eol], 16)
+            except ValueError:
+                try:  # a chunk extension (";name=value"), never sent by OpenAI servers
+                    size = int(buf[pos:eol].split(b";", 1)[0], 16)
+                except ValueError:
+                    self._fail(BackendProtocolError(f"{self.backend.base}: bad chunk size"))
+                    return
+            if size == 0:  # last chunk; trailers are not used by OpenAI servers
+                if buf.find(b"\r\n", eol + 2) < 0:
+                    break
+                self.buf = b""
+                self._finish()
+                return
+            start = eol + 2
+            stop = start + size
+            if stop + 2 > n:
+                break
+            self._deliver(buf[start:stop])
+            pos = stop + 2
+        self.buf = buf[pos:] if pos < n else b""
+
+    # -- delivery --------------------------------------------------------------------------
+    def _deliver(self, payload: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            if not sink.write(payload) and self.transport is not None and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+                self._notify()
+        else:
+            self.pending.append(payload)
+            self._notify()
+
+    def _finish(self) -> None:
+        self.state = _DONE
+        self._notify()
+
+    def _fail(self, exc: BackendError) -> None:
+        if self.error is None:
+            self.error = exc
+        if not self.head.done():
+            self.head.set_exception(exc)
+            self.head.exception()  # mark retrieved: the caller may be gone
+        self.state = _DONE
+        if self.transport is not None:
+            self.transport.close()
+        self._notify()
+
+    def _notify(self) -> None:
+        w = self.wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self) -> None:
+        self.wake = asyncio.get_running_loop().create_future()
+        await self.wake
+        self.wake = None
+
+
+class Http1Response:
+    """A response in progress on one pooled connection."""
+
+    __slots__ = ("_c", "status", "content_type")
+
+    def __init__(self, conn: _Conn) -> None:
+        self._c = conn
+        self.status = conn.status
+        self.content_type = conn.content_type
+
+    def at_eof(self) -> bool:
+        c = self._c
+        return c.state == _DONE and not c.pending and c.error is None
+
+    async def readany(self) -> bytes:
+        c = self._c
+        while not c.pending:
+            if c.error is not None:
+                raise c.error
+            if c.state == _DONE:
+                return b""
+            await c.wait()
+        out = b"".join(c.pending) if len(c.pending) > 1 else c.pending[0]
+        c.pending.clear()
+        return out
+
+    async def pipe(self, sink: ChunkSink) -> None:
+        c = self._c
+        for data in c.pending:
+            sink.write(data)
+        c.pending.clear()
+        c.sink = sink
+        try:
+            while c.state != _DONE:
+                await c.wait()
+                if c.paused and c.state != _DONE:
+                    await sink.drain()
+                    c.paused = False
+                    if c.transport is not None and not c.closed:
+                        c.transport.resume_reading()
+        finally:
+            c.sink = None
+        if c.error is not None:
+            raise c.error
+
+    async def read(self) -> bytes:
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        c = self._c
+        if c.state == _DONE and c.error is None and c.keep_alive and not c.closed:
+            c.backend.release(c)
+        elif c.transport is not None:
+            c.closed = True
+            c.transport.close()  # the upstream sees the client leave and aborts
+
+
+class Http1Backend:
+    """One replica over plain HTTP/1.1 with a keep-alive connection pool."""
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self.s = settings
+        base = settings.url.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[:-3]
+        self.base = base
+        parts = urlsplit(base)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.prefix = parts.path
+        auth = f"Authorization: Bearer {settings.api_key}\r\n" if settings.api_key else ""
+        self._head_tail = (
+            f" HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"Accept-Encoding: identity\r\n{auth}Content-Length: "
+        ).encode("latin-1")
+        self.idle: deque[_Conn] = deque()
+        self.first_byte = min(settings.first_byte_timeout, settings.read_timeout)
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.s.connect_timeout):
+                transport, conn = await loop.create_connection(
+                    lambda: _Conn(self), self.host, self.port
+                )
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"{self.base}: connect timed out") from exc
+        except OSError as exc:
+            raise BackendUnavailable(f"{self.base}: {exc.strerror or exc!r}") from exc
+        if conn.transport is None:  # uvloop may call connection_made after returning
+            conn.transport = transport
+        return conn
+
+    def _acquire_idle(self) -> _Conn | None:
+        while self.idle:
+            c = self.idle.pop()
+            if not c.closed and c.transport is not None and not c.transport.is_closing():
+                return c
+        return None
+
+    def release(self, c: _Conn) -> None:
+        c.reused = True
+        c._reset()
+        self.idle.append(c)
+
+    async def start(self, req: BackendRequest) -> Http1Response:
+        head = b"POST " + (self.prefix + req.path).encode() + self._head_tail
+        message = head + str(len(req.body)).encode() + b"\r\n\r\n" + req.body
+        for attempt in range(2):  # a stale pooled connection gets one fresh retry
+            idle = self._acquire_idle()
+            reused = idle is not None
+            conn = idle if idle is not None else await self._connect()
+            assert conn.transport is not None
+            conn.transport.write(message)
+            try:
+                async with asyncio.timeout(self.first_byte):
+                    await asyncio.shield(conn.head)
+            except TimeoutError as exc:
+                conn.transport.close()
+                raise BackendTimeout(f"{self.base}: no response headers in time") from exc
+            except BackendUnavailable:
+                if reused and not conn.got_bytes and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                conn.transport.close()
+                raise
+            break
+        resp = Http1Response(conn)
+        if conn.status >= 400:
+            body = b""
+            try:
+                async with asyncio.timeout(self.s.read_timeout):
+                    while len(body) < _MAX_ERROR_BODY and (chunk := await resp.readany()):
+                        body += chunk
+            except (BackendError, TimeoutError):
+                pass
+            resp.close()
+            raise BackendStatusError(
+                f"{self.base} answered {resp.status}", status=resp.status, body=body
+            )
+        return resp
+
+    async def probe(self, path: str, timeout_s: float) -> int:
+        message = (
+            f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await self._connect()
+                assert conn.transport is not None
+                conn.transport.write(message)
+                await conn.head
+                status = conn.status
+                conn.transport.close()
+                return status
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{self.base}{path}: probe timed out") from exc
+
+    async def aclose(self) -> None:
+        while self.idle:
+            c = self.idle.pop()
+            if c.transport is not None:
+                c.transport.close()
+
+
+def make(settings: BackendSettings) -> Http1Backend:
+    return Http1Backend(settings)
