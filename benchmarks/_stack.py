@@ -109,7 +109,7 @@ class Stack:
         if workers > 1:
             cmd += ["--workers", str(workers)]
         url = f"http://127.0.0.1:{port}"
-        proc = self.start("gateway", cmd, f"{url}/health")
+        proc = self.start("gateway", cmd, f"{url}/ready")  # >= 1 replica is healthy
         return Target("gateway", [url], proc.pid, model)
 
     def litellm(self, venv: Path, experts: list[str], model: str) -> Target | str:
