@@ -49,7 +49,12 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
         help="benchmark a server with N concurrent users (the paper's workload and metrics)",
-        description=__doc__,
+        description=(
+            "For each user count, --repeat runs of the paper's workload (base + continuation "
+            "prompts, exactly --output-tokens each); writes records, summary.json, sweep.csv, "
+            "PNG figures and report.html under --out. --calibrate measures the client's own "
+            "timing error against a paced reference server instead."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--target", help="base URL of an OpenAI-compatible server or the gateway")

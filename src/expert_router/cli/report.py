@@ -17,7 +17,10 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "report",
         help="compare bench/simulate sweeps (e.g. router vs baseline) in one report",
-        description=__doc__,
+        description=(
+            "Overlay sweeps (bench or simulate output directories, DIR/users-<N>/summary.json) "
+            "in one set of figures and one table: writes sweep.csv, PNGs and report.html."
+        ),
     )
     p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="a named sweep directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
