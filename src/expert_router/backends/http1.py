@@ -38,6 +38,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        self.now = asyncio.get_running_loop().time
         self._reset()
 
     def _reset(self) -> None:
@@ -54,6 +55,8 @@ class _Conn(asyncio.Protocol):
         self.wake: asyncio.Future[None] | None = None
         self.error: BackendError | None = None
         self.paused = False
+        self.last = 0.0
+        self.watchdog: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,6 +73,7 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self.last = self.now()
         state = self.state
         if state == _CHUNKED:
             self._chunked(data)
@@ -177,11 +181,33 @@ class _Conn(asyncio.Protocol):
             self.pending.append(payload)
             self._notify()
 
+    # -- read timeout: one timer per response, re-armed lazily (no timer work per chunk) ----
+    def arm(self, timeout: float) -> None:
+        """Start watching for ``timeout`` seconds of upstream silence."""
+        self.last = self.now()
+        loop = asyncio.get_running_loop()
+        self.watchdog = loop.call_at(self.last + timeout, self._check, timeout)
+
+    def _check(self, timeout: float) -> None:
+        if self.state == _DONE:
+            return
+        due = self.last + timeout
+        if self.now() >= due:
+            self._fail(BackendTimeout(f"{self.backend.base}: upstream silent for {timeout:g}s"))
+        else:
+            self.watchdog = asyncio.get_running_loop().call_at(due, self._check, timeout)
+
     def _finish(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         self.state = _DONE
         self._notify()
 
     def _fail(self, exc: BackendError) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         if self.error is None:
             self.error = exc
         if not self.head.done():
@@ -320,18 +346,19 @@ class Http1Backend:
             conn = idle if idle is not None else await self._connect()
             assert conn.transport is not None
             conn.transport.write(message)
+            conn.arm(self.s.read_timeout)
             try:
                 async with asyncio.timeout(self.first_byte):
                     await asyncio.shield(conn.head)
             except TimeoutError as exc:
-                conn.transport.close()
+                conn._fail(BackendTimeout(f"{self.base}: no response headers in time"))
                 raise BackendTimeout(f"{self.base}: no response headers in time") from exc
             except BackendUnavailable:
                 if reused and not conn.got_bytes and attempt == 0:
                     continue
                 raise
             except BaseException:
-                conn.transport.close()
+                conn._fail(BackendUnavailable(f"{self.base}: request abandoned"))
                 raise
             break
         resp = Http1Response(conn)

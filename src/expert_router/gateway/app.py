@@ -94,6 +94,9 @@ class Gateway:
     async def close(self) -> None:
         if self.health is not None:
             await self.health.stop()
+        if self.fleet is not None:
+            for r in self.fleet.replicas.values():
+                await r.backend.aclose()
         if self.session is not None:
             await self.session.close()
 

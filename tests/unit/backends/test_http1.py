@@ -180,3 +180,21 @@ async def test_stale_pooled_connection_is_retried_fresh() -> None:
         assert (await collect(b))[2] == b"ok"
         assert served == 2
         await b.aclose()
+
+
+async def test_silent_upstream_is_cut_after_read_timeout() -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(CHUNKED[: CHUNKED.index(b"e\r\ndata: [")])  # one event, then silence
+        await writer.drain()
+        await asyncio.sleep(2)
+
+    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
+        up = await backend(url, s, read_timeout=0.2, first_byte_timeout=5.0).start(REQ)
+        assert await up.readany() == PIECES[0]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(BackendTimeout, match="silent"):
+            await up.readany()
+        assert 0.1 < loop.time() - t0 < 1.5
+        up.close()
