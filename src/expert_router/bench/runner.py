@@ -1,6 +1,7 @@
 """A bench sweep: for each user count, ``repeat`` runs of the workload, summarised and plotted.
 
-Writes ``DIR/users-<N>/{records.parquet,summary.json}`` after each user count and refreshes
+Writes ``DIR/users-<N>/records-rep<K>.parquet`` after each repetition (only one repetition's
+records are held in memory), ``DIR/users-<N>/summary.json`` after each user count, and refreshes
 ``DIR/sweep.csv``, the PNGs and ``DIR/report.html``, so an interrupted sweep keeps its results.
 """
 
@@ -21,8 +22,13 @@ from expert_router.bench.progress import Progress
 from expert_router.bench.protocols import ClientSettings
 from expert_router.bench.records import RequestRecord
 from expert_router.bench.report import users_dir, write_sweep
-from expert_router.bench.store import write_run
-from expert_router.bench.summary import summarize
+from expert_router.bench.store import (
+    SUMMARY_FILE,
+    rep_records_file,
+    write_records,
+    write_summary,
+)
+from expert_router.bench.summary import combine, summarize_run
 from expert_router.bench.workers import START_DELAY_S, run_loop, run_sharded
 from expert_router.bench.workload import UserPlan, Workload
 
@@ -131,7 +137,7 @@ def run_sweep(
     progress = progress or Progress(enabled=False)
     summaries: list[dict[str, Any]] = []
     for users in config.users:
-        records: list[RequestRecord] = []
+        per_rep: dict[int, dict[str, Any]] = {}
         for rep in range(config.repeat):
             plans = workload.plan(users, seed=users * 1000 + rep)
             label = f"{users} users, rep {rep + 1}/{config.repeat}"
@@ -145,11 +151,14 @@ def run_sweep(
                 progress.close()
             if on_run is not None:
                 on_run(run, t0_ns)
-            records.extend(run)
+            # one repetition at a time: summarise, write, let its records go
+            per_rep[rep] = summarize_run(run, window_s=config.window_s)
+            write_records(users_dir(out_dir, users) / rep_records_file(rep), run)
             errors = sum(r.status == "error" for r in run)
             log(f"{label}: {len(run)} requests, {errors} errors")
-        summary = summarize(records, users=users, window_s=config.window_s)
-        write_run(users_dir(out_dir, users), records, summary)
+            del run
+        summary = combine(per_rep, users=users, window_s=config.window_s)
+        write_summary(users_dir(out_dir, users) / SUMMARY_FILE, summary)
         summaries.append(summary)
         write_sweep(out_dir, summaries, name=config.name)
         log(_headline(summary))

@@ -110,11 +110,26 @@ def write_run(out_dir: Path, records: Sequence[RequestRecord], summary: dict[str
     write_summary(out_dir / SUMMARY_FILE, summary)
 
 
+def rep_records_file(repetition: int) -> str:
+    """File name of one repetition's records when a sweep writes them one by one."""
+    return f"records-rep{repetition}.parquet"
+
+
 def read_records(path: Path) -> list[RequestRecord]:
-    """Read the records of a Parquet file (or of ``path/records.parquet`` for a directory)."""
+    """Read the records of a Parquet file; for a directory, of its ``records.parquet`` and
+    every ``records-rep<K>.parquet`` (in repetition order)."""
     path = Path(path)
     if path.is_dir():
-        path = path / RECORDS_FILE
+        files = [path / RECORDS_FILE] if (path / RECORDS_FILE).is_file() else []
+        reps = path.glob("records-rep*.parquet")
+        files += sorted(reps, key=lambda p: int(p.stem.removeprefix("records-rep") or 0))
+        if not files:
+            raise ConfigError(f"no records.parquet or records-rep*.parquet in {path}")
+        return [r for f in files for r in _read_file(f)]
+    return _read_file(path)
+
+
+def _read_file(path: Path) -> list[RequestRecord]:
     try:
         rows = pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowException) as exc:

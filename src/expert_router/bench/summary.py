@@ -189,25 +189,29 @@ def summarize(
     by_rep: dict[int, list[RequestRecord]] = defaultdict(list)
     for r in records:
         by_rep[r.repetition].append(r)
-    reps = sorted(by_rep)
-    per_rep = [summarize_run(by_rep[k], window_s=window_s) for k in reps]
-    merged: dict[str, Any] = mean_tree(per_rep) if per_rep else summarize_run([], window_s=window_s)
+    per_rep = {k: summarize_run(by_rep[k], window_s=window_s) for k in sorted(by_rep)}
+    return combine(per_rep, users=users, window_s=window_s)
+
+
+def combine(per_rep: dict[int, dict[str, Any]], *, users: int, window_s: float) -> dict[str, Any]:
+    """``summarize`` from the ``summarize_run`` of each repetition (keyed by its index), so a
+    long sweep need not keep every repetition's records in memory."""
+    runs = [per_rep[k] for k in sorted(per_rep)]
+    merged: dict[str, Any] = mean_tree(runs) if runs else summarize_run([], window_s=window_s)
     return {
         "schema": SCHEMA_VERSION,
         "users": users,
-        "repetitions": len(reps),
+        "repetitions": len(runs),
         **merged,
         "window_s": window_s,
         "totals": {
-            "requests": len(records),
-            "errors": sum(r.status == "error" for r in records),
-            "output_tokens": sum(r.output_tokens for r in records),
+            "requests": sum(int(s["requests"]) for s in runs),
+            "errors": sum(int(s["errors"]) for s in runs),
+            "output_tokens": sum(int(s["output_tokens"]["received"]) for s in runs),
         },
-        "across_repetitions": {
-            key: interval([get_path(s, key) for s in per_rep]) for key in HEADLINE
-        },
+        "across_repetitions": {key: interval([get_path(s, key) for s in runs]) for key in HEADLINE},
         "per_repetition": [
-            {"repetition": k, **{key: get_path(s, key) for key in HEADLINE}}
-            for k, s in zip(reps, per_rep, strict=True)
+            {"repetition": k, **{key: get_path(per_rep[k], key) for key in HEADLINE}}
+            for k in sorted(per_rep)
         ],
     }

@@ -38,7 +38,9 @@ def test_bench_sweep_and_report(tmp_path, emulator_url):
     cont = [r for r in records if r.turn == 1]
     assert all(60 <= r.prompt_tokens <= 90 for r in cont)
     # weights:1,0,... sends every user's prompt to cluster 0
-    assert {r.cluster for r in read_records(b / "users-4")} == {0}
+    b_records = read_records(b / "users-4")
+    assert {r.cluster for r in b_records} == {0}
+    assert sorted({r.repetition for r in b_records}) == [0, 1] and len(b_records) == 16
     assert json.loads((b / "users-1" / "summary.json").read_text())["repetitions"] == 2
 
     out = tmp_path / "cmp"

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from expert_router.bench.store import read_records, read_summary, write_run
+from expert_router.bench.store import (
+    read_records,
+    read_summary,
+    rep_records_file,
+    write_records,
+    write_run,
+)
 from expert_router.errors import ConfigError
 
 
@@ -48,3 +54,14 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(ConfigError, match="not a bench summary"):
         read_summary(tmp_path)
+
+
+def test_directory_with_one_file_per_repetition(tmp_path, rec):
+    for rep in (0, 1, 10):
+        write_records(tmp_path / rep_records_file(rep), [rec(repetition=rep, times=[0.5])])
+    assert [r.repetition for r in read_records(tmp_path)] == [0, 1, 10]
+    with pytest.raises(ConfigError, match="cannot read records"):
+        read_records(tmp_path / "missing.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no records"):
+        read_records(tmp_path / "empty")
