@@ -182,20 +182,24 @@ class _Conn(asyncio.Protocol):
             self._notify()
 
     # -- read timeout: one timer per response, re-armed lazily (no timer work per chunk) ----
-    def arm(self, timeout: float) -> None:
-        """Start watching for ``timeout`` seconds of upstream silence."""
+    def arm(self, first_byte: float, read: float) -> None:
+        """Watch for ``first_byte`` seconds without a response head, then for ``read``
+        seconds of silence between chunks."""
         self.last = self.now()
         loop = asyncio.get_running_loop()
-        self.watchdog = loop.call_at(self.last + timeout, self._check, timeout)
+        self.watchdog = loop.call_at(self.last + first_byte, self._check, first_byte, read)
 
-    def _check(self, timeout: float) -> None:
+    def _check(self, first_byte: float, read: float) -> None:
         if self.state == _DONE:
             return
-        due = self.last + timeout
+        if self.state == _HEAD:
+            self._fail(BackendTimeout(f"{self.backend.base}: no response headers in time"))
+            return
+        due = self.last + read
         if self.now() >= due:
-            self._fail(BackendTimeout(f"{self.backend.base}: upstream silent for {timeout:g}s"))
+            self._fail(BackendTimeout(f"{self.backend.base}: upstream silent for {read:g}s"))
         else:
-            self.watchdog = asyncio.get_running_loop().call_at(due, self._check, timeout)
+            self.watchdog = asyncio.get_running_loop().call_at(due, self._check, first_byte, read)
 
     def _finish(self) -> None:
         if self.watchdog is not None:
@@ -346,13 +350,9 @@ class Http1Backend:
             conn = idle if idle is not None else await self._connect()
             assert conn.transport is not None
             conn.transport.write(message)
-            conn.arm(self.s.read_timeout)
+            conn.arm(self.first_byte, self.s.read_timeout)
             try:
-                async with asyncio.timeout(self.first_byte):
-                    await asyncio.shield(conn.head)
-            except TimeoutError as exc:
-                conn._fail(BackendTimeout(f"{self.base}: no response headers in time"))
-                raise BackendTimeout(f"{self.base}: no response headers in time") from exc
+                await conn.head  # the watchdog fails it after `first_byte` seconds
             except BackendUnavailable:
                 if reused and not conn.got_bytes and attempt == 0:
                     continue
