@@ -1,0 +1,252 @@
+"""Triton / TensorRT-LLM upstreams over KServe v2 gRPC (``grpc://HOST:PORT[?model=&template=]``).
+
+Each request opens one decoupled ``ModelStreamInfer`` call on the replica's grpc.aio channel
+(created in the running loop, closed by ``aclose``); Triton's text pieces are re-emitted as
+OpenAI SSE chunks. Health is ServerLive + ModelReady; gRPC failures map to ``BackendError``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb2
+from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
+from expert_router.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    RequestError,
+)
+from expert_router.wire import triton as tw
+from expert_router.wire.openai import error_bytes
+
+_ids = itertools.count(1)
+_HTTP = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def parse_target(url: str) -> tuple[str, tw.TritonTarget]:
+    """``host:port`` and the model/template/tensor options of a Triton URL."""
+    parts = urlsplit(url)
+    try:
+        return parts.netloc, tw.target_from_query(parts.query)
+    except RequestError as exc:
+        raise ConfigError(f"{url}: {exc}") from None
+
+
+def rpc_error(where: str, exc: grpc.aio.AioRpcError) -> BackendError:
+    """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"{where}: unavailable: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendTimeout(f"{where}: no answer in time")
+    status = _HTTP.get(code, 502)
+    return BackendStatusError(
+        f"{where} answered {code.name}: {details}",
+        status=status,
+        body=error_bytes(details, type="upstream_error", code=code.name.lower()),
+    )
+
+
+class Pieces(Protocol):
+    """A source of (text, final) pieces of one Triton answer."""
+
+    async def next(self) -> tuple[str, bool]: ...
+
+    def cancel(self) -> None: ...
+
+
+class TritonResponse:
+    """A Triton answer in progress, read as OpenAI wire bytes (SSE or one JSON body)."""
+
+    __slots__ = ("_src", "_enc", "_first", "_eof", "_count", "_max", "status", "content_type")
+
+    def __init__(
+        self,
+        src: Pieces,
+        enc: tw.OpenAIChunks,
+        first: tuple[str, bool],
+        max_tokens: int,
+        stream: bool,
+    ) -> None:
+        self._src, self._enc, self._first = src, enc, first
+        self._eof = False
+        self._count, self._max = 0, max_tokens
+        self.status = 200
+        self.content_type = "text/event-stream" if stream else "application/json"
+
+    def _reason(self) -> str:
+        return "length" if self._count >= self._max else "stop"
+
+    async def readany(self) -> bytes:
+        if self._eof:
+            return b""
+        first = self._first
+        if first is not None:
+            self._first = None  # type: ignore[assignment]
+            text, final = first
+            head = self._enc.role
+        else:
+            text, final = await self._src.next()
+            head = b""
+        self._count += 1
+        if final:
+            self._eof = True
+            return head + self._enc.last(text, self._reason())
+        return head + self._enc.piece(text)
+
+    def at_eof(self) -> bool:
+        return self._eof
+
+    async def pipe(self, sink: ChunkSink) -> None:
+        while chunk := await self.readany():
+            if not sink.write(chunk):
+                await sink.drain()
+
+    async def texts(self) -> AsyncIterator[tuple[str, bool]]:
+        """The answer's (text, last) pieces as Triton sent them (no OpenAI encoding)."""
+        final = self._eof
+        first = self._first
+        if first is not None:
+            self._first = None  # type: ignore[assignment]
+            final = first[1]
+            yield first
+        nxt = self._src.next
+        while not final:
+            text, final = await nxt()
+            yield text, final
+        self._eof = True
+
+    async def read(self) -> bytes:
+        parts = []
+        first = self._first
+        if first is not None:
+            self._first = None  # type: ignore[assignment]
+            parts.append(first[0])
+            final = first[1]
+        else:
+            final = self._eof
+        while not final:
+            text, final = await self._src.next()
+            parts.append(text)
+        self._eof = True
+        return self._enc.full("".join(parts), "stop")
+
+    def close(self) -> None:
+        if not self._eof:
+            self._src.cancel()
+
+
+class _GrpcPieces:
+    __slots__ = ("_call", "_names", "_where")
+
+    def __init__(self, call: Any, names: tw.TritonNames, where: str) -> None:
+        self._call, self._names, self._where = call, names, where
+
+    async def next(self) -> tuple[str, bool]:
+        try:
+            msg = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(self._where, exc) from exc
+        if msg is grpc.aio.EOF:
+            return "", True  # the server ended the stream without a final flag
+        if msg.error_message:
+            raise BackendProtocolError(f"{self._where}: {msg.error_message}")
+        resp = msg.infer_response
+        return tw.response_text(resp, self._names), tw.is_final(resp)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class TritonGrpcBackend:
+    """One Triton replica reached over gRPC."""
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self._s = settings
+        self.target, t = parse_target(settings.url)
+        self.names, self.template = t.names, t.template
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    def stub(self) -> Any:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.target, options=[("grpc.max_receive_message_length", 64 << 20)]
+            )
+            self._stub = pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        return self._stub
+
+    async def start(self, req: BackendRequest) -> TritonResponse:
+        payload = json.loads(req.body)
+        treq = tw.openai_to_triton(payload, self.template)
+        treq.stream = req.stream
+        rid = f"er-{next(_ids)}"
+        msg = tw.infer_request(pb2, treq, self.names, rid)
+        where = f"grpc://{self.target}"
+        call = self.stub().ModelStreamInfer()
+        try:
+            async with asyncio.timeout(self._s.first_byte_timeout):
+                await call.write(msg)
+                await call.done_writing()
+                first = await _GrpcPieces(call, self.names, where).next()
+        except TimeoutError as exc:
+            call.cancel()
+            raise BackendTimeout(f"{where}: no first response in time") from exc
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(where, exc) from exc
+        except BackendProtocolError as exc:
+            call.cancel()
+            raise BackendStatusError(
+                str(exc), status=400, body=error_bytes(str(exc), code="upstream_error")
+            ) from exc
+        except BaseException:
+            call.cancel()
+            raise
+        chat = req.path.endswith("chat/completions")
+        model = payload.get("model") or self.names.model
+        enc = tw.OpenAIChunks(chat, str(model), rid)
+        return TritonResponse(
+            _GrpcPieces(call, self.names, where), enc, first, treq.max_tokens, req.stream
+        )
+
+    async def probe(self, path: str, timeout_s: float) -> int:
+        """200 when the server is live and the model ready, 503 otherwise (``path`` unused)."""
+        stub = self.stub()
+        try:
+            live = await stub.ServerLive(pb2.ServerLiveRequest(), timeout=timeout_s)
+            ready = await stub.ModelReady(
+                pb2.ModelReadyRequest(name=self.names.model), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(f"grpc://{self.target}", exc) from exc
+        return 200 if live.live and ready.ready else 503
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel, self._stub = None, None
+
+
+def make(settings: BackendSettings) -> TritonGrpcBackend:
+    return TritonGrpcBackend(settings)

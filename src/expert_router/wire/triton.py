@@ -1,0 +1,487 @@
+"""Pure mapping between OpenAI requests/streams and TensorRT-LLM's Triton tensors (no I/O).
+
+``TritonNames`` holds the (configurable) tensor names; ``PromptTemplate`` renders chat messages
+into ``text_input``; ``openai_to_inputs`` / ``inputs_to_openai`` convert requests both ways;
+``encode_bytes`` / ``decode_tensor`` speak KServe v2's raw tensor layout; ``OpenAIChunks``
+renders Triton text pieces as OpenAI SSE chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from expert_router.errors import RequestError
+
+FINAL = "triton_final_response"
+DEFAULT_MODEL = "ensemble"
+
+# tensor -> (Triton datatype, Python kind)
+TENSOR_TYPES: dict[str, str] = {
+    "text_input": "BYTES",
+    "max_tokens": "INT32",
+    "stream": "BOOL",
+    "end_id": "INT32",
+    "pad_id": "INT32",
+    "temperature": "FP32",
+    "top_p": "FP32",
+    "top_k": "INT32",
+    "stop_words": "BYTES",
+    "bad_words": "BYTES",
+    "min_length": "INT32",
+    "text_output": "BYTES",
+}
+OPTIONAL_INPUTS = (
+    "end_id", "pad_id", "temperature", "top_p", "top_k", "stop_words", "bad_words", "min_length",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TritonNames:
+    """Model and tensor names; ``rename`` maps a canonical tensor name to the model's own."""
+
+    model: str = DEFAULT_MODEL
+    rename: tuple[tuple[str, str], ...] = ()
+
+    def __getitem__(self, canonical: str) -> str:
+        for k, v in self.rename:
+            if k == canonical:
+                return v
+        return canonical
+
+    def canonical(self, name: str) -> str:
+        for k, v in self.rename:
+            if v == name:
+                return k
+        return name
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    """``message`` is formatted per chat message (``{role}``, ``{content}``), then ``suffix``."""
+
+    message: str = "{role}: {content}\n"
+    suffix: str = "assistant: "
+
+    def render(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        out = [
+            self.message.format(role=m.get("role", "user"), content=_content(m)) for m in messages
+        ]
+        return "".join(out) + self.suffix
+
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "plain": PromptTemplate(),
+    "raw": PromptTemplate("{content}\n", ""),
+    "chatml": PromptTemplate(
+        "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n"
+    ),
+    "llama3": PromptTemplate(
+        "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TritonTarget:
+    """What a ``grpc://`` / ``triton-http://`` URL's query configures."""
+
+    names: TritonNames
+    template: PromptTemplate
+
+
+def target_from_query(query: str) -> TritonTarget:
+    """``model=NAME&template=chatml&tensor.text_input=prompt...`` (every key optional)."""
+    model, template, rename = DEFAULT_MODEL, TEMPLATES["plain"], []
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key == "model":
+            model = value
+        elif key == "template":
+            if value not in TEMPLATES:
+                known = ", ".join(TEMPLATES)
+                raise RequestError(f"template: unknown {value!r} (known: {known})", param=key)
+            template = TEMPLATES[value]
+        elif key.startswith("tensor.") and key[7:] in TENSOR_TYPES:
+            rename.append((key[7:], value))
+        else:
+            raise RequestError(f"unknown Triton URL option {key!r}", param=key)
+    return TritonTarget(TritonNames(model, tuple(rename)), template)
+
+
+def _content(msg: Mapping[str, Any]) -> str:
+    content = msg.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+# -- KServe v2 raw tensors -------------------------------------------------------------------
+_FORMATS = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<?", "UINT32": "<I"}
+
+
+def encode_bytes(items: Iterable[bytes]) -> bytes:
+    """BYTES tensor contents: each element as a 4-byte little-endian length and its bytes."""
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def decode_bytes(raw: bytes) -> list[bytes]:
+    out, i, n = [], 0, len(raw)
+    while i < n:
+        if i + 4 > n:
+            raise RequestError("malformed BYTES tensor: truncated length prefix")
+        (size,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + size > n:
+            raise RequestError("malformed BYTES tensor: element overruns the buffer")
+        out.append(raw[i : i + size])
+        i += size
+    return out
+
+
+def encode_scalar(datatype: str, value: Any) -> bytes:
+    if datatype == "BYTES":
+        return encode_bytes([value if isinstance(value, bytes) else str(value).encode()])
+    return struct.pack(_FORMATS[datatype], value)
+
+
+def decode_raw(name: str, datatype: str, raw: bytes) -> list[Any]:
+    """The elements of a raw tensor; ``RequestError`` naming the tensor when it does not parse."""
+    if datatype == "BYTES":
+        return decode_bytes(raw)
+    fmt = _FORMATS.get(datatype)
+    if fmt is None:
+        raise RequestError(f"input '{name}': unsupported datatype {datatype}", param=name)
+    size = struct.calcsize(fmt)
+    if len(raw) % size:
+        raise RequestError(f"input '{name}': {len(raw)} bytes is not a whole {datatype} tensor")
+    return [v for (v,) in struct.iter_unpack(fmt, raw)]
+
+
+# -- request mapping -------------------------------------------------------------------------
+@dataclass(slots=True)
+class TritonRequest:
+    """A generation request in canonical tensor terms (one batch element)."""
+
+    text: str
+    max_tokens: int
+    stream: bool = True
+    end_id: int | None = None
+    pad_id: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_words: list[str] | None = None
+    bad_words: list[str] | None = None
+    min_length: int | None = None
+
+
+def _expect(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise RequestError(
+            f"input '{name}': expected {kinds[0].__name__}, got {value!r}", param=name
+        )
+    return value
+
+
+def from_tensors(values: Mapping[str, list[Any]]) -> TritonRequest:
+    """Check decoded inputs (canonical names -> elements) into a ``TritonRequest``."""
+    if "text_input" not in values or not values["text_input"]:
+        raise RequestError("input 'text_input' is required", param="text_input")
+    text = values["text_input"][0]
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as exc:
+            raise RequestError("input 'text_input' is not UTF-8", param="text_input") from exc
+    if not isinstance(text, str):
+        raise RequestError("input 'text_input' must be BYTES", param="text_input")
+    if "max_tokens" not in values or not values["max_tokens"]:
+        raise RequestError("input 'max_tokens' is required", param="max_tokens")
+    max_tokens = _expect("max_tokens", values["max_tokens"][0], (int,))
+    if max_tokens < 1:
+        raise RequestError(f"input 'max_tokens' must be >= 1, got {max_tokens}", param="max_tokens")
+    req = TritonRequest(text, max_tokens)
+    if values.get("stream"):
+        req.stream = bool(_expect("stream", values["stream"][0], (bool, int)))
+    for key in ("end_id", "pad_id", "top_k", "min_length"):
+        if values.get(key):
+            setattr(req, key, _expect(key, values[key][0], (int,)))
+    for key in ("temperature", "top_p"):
+        if values.get(key):
+            setattr(req, key, float(_expect(key, values[key][0], (float, int))))
+    for key in ("stop_words", "bad_words"):
+        if values.get(key):
+            words = [w.decode() if isinstance(w, bytes) else str(w) for w in values[key]]
+            setattr(req, key, [w for w in words if w])
+    return req
+
+
+def to_tensors(req: TritonRequest) -> list[tuple[str, str, list[Any]]]:
+    """(canonical name, datatype, elements) of every input to send."""
+    out: list[tuple[str, str, list[Any]]] = [
+        ("text_input", "BYTES", [req.text.encode()]),
+        ("max_tokens", "INT32", [req.max_tokens]),
+        ("stream", "BOOL", [req.stream]),
+    ]
+    for key in OPTIONAL_INPUTS:
+        value = getattr(req, key)
+        if value is None:
+            continue
+        if key in ("stop_words", "bad_words"):
+            if value:
+                out.append((key, "BYTES", [w.encode() for w in value]))
+        else:
+            out.append((key, TENSOR_TYPES[key], [value]))
+    return out
+
+
+def openai_to_triton(payload: Mapping[str, Any], template: PromptTemplate) -> TritonRequest:
+    """An OpenAI chat or completion request (already checked by the gateway) as tensors."""
+    if "messages" in payload:
+        text = template.render(payload["messages"])
+    else:
+        prompt = payload.get("prompt", "")
+        text = (
+            prompt if isinstance(prompt, str) else "".join(p for p in prompt if isinstance(p, str))
+        )
+    max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens") or 256
+    req = TritonRequest(text, int(max_tokens), stream=bool(payload.get("stream", False)))
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
+        if isinstance(payload.get(src), int | float) and not isinstance(payload.get(src), bool):
+            setattr(req, dst, payload[src])
+    if isinstance(payload.get("min_tokens"), int):
+        req.min_length = payload["min_tokens"]
+    if payload.get("ignore_eos") is True:
+        req.end_id = -1  # no token has id -1: the end token is never matched
+    stop = payload.get("stop")
+    if isinstance(stop, str):
+        req.stop_words = [stop]
+    elif isinstance(stop, list):
+        req.stop_words = [s for s in stop if isinstance(s, str) and s]
+    return req
+
+
+def triton_to_openai(req: TritonRequest, model: str | None = None) -> dict[str, Any]:
+    """A Triton request as an OpenAI completion body (the gateway forwards it upstream)."""
+    body: dict[str, Any] = {"prompt": req.text, "max_tokens": req.max_tokens, "stream": True}
+    if model:
+        body["model"] = model
+    for key in ("temperature", "top_p", "top_k"):
+        if getattr(req, key) is not None:
+            body[key] = getattr(req, key)
+    if req.min_length is not None:
+        body["min_tokens"] = min(req.min_length, req.max_tokens)
+        if req.min_length >= req.max_tokens:
+            body["ignore_eos"] = True
+    if req.end_id == -1:
+        body["ignore_eos"] = True
+    if req.stop_words:
+        body["stop"] = req.stop_words[:4]
+    return body
+
+
+# -- streams ---------------------------------------------------------------------------------
+class OpenAIChunks:
+    """OpenAI SSE bytes for text pieces arriving from Triton (chat or text completion)."""
+
+    __slots__ = ("_head", "_mid", "_end", "role", "chat", "created", "model", "rid")
+
+    def __init__(self, chat: bool, model: str, rid: str) -> None:
+        self.chat, self.model, self.rid = chat, model, rid
+        self.created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        prefix = (
+            f'data: {{"id":"{rid}","object":"{obj}","created":{self.created},'
+            f'"model":{json.dumps(model)},"choices":[{{"index":0,'
+        ).encode()
+        self._head = prefix + (b'"delta":{"content":' if chat else b'"text":')
+        close = b"}" if chat else b""
+        self._mid = close + b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._end = close + b',"logprobs":null,"finish_reason":"%s"}]}\n\n'
+        role = b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}'
+        self.role = prefix + role + b"\n\n" if chat else b""
+
+    def piece(self, text: str) -> bytes:
+        return self._head + json.dumps(text).encode() + self._mid
+
+    def last(self, text: str, reason: str) -> bytes:
+        return (
+            self._head
+            + json.dumps(text).encode()
+            + self._end % reason.encode()
+            + b"data: [DONE]\n\n"
+        )
+
+    def full(self, text: str, reason: str, prompt_tokens: int = 0, tokens: int = 0) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        body = {
+            "id": self.rid,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        return json.dumps(body).encode()
+
+
+def openai_event_text(data: str) -> tuple[str, str | None]:
+    """(text, finish_reason) of one OpenAI SSE event's JSON; ``RequestError`` for an error."""
+    obj = json.loads(data)
+    if not isinstance(obj, dict):
+        return "", None
+    if "error" in obj:
+        err = obj["error"]
+        raise RequestError(str(err.get("message") if isinstance(err, dict) else err))
+    choices = obj.get("choices") or []
+    if not choices:
+        return "", None
+    c = choices[0]
+    text = c.get("text")
+    if text is None:
+        text = (c.get("delta") or c.get("message") or {}).get("content")
+    return (text if isinstance(text, str) else ""), c.get("finish_reason")
+
+
+# -- KServe v2 protobuf messages (tritonclient's service definitions) ------------------------
+def request_values(pb: Any, names: TritonNames) -> dict[str, list[Any]]:
+    """Decode a ``ModelInferRequest``'s inputs (raw or typed contents) by canonical name."""
+    values: dict[str, list[Any]] = {}
+    raw = pb.raw_input_contents
+    if raw and len(raw) != len(pb.inputs):
+        raise RequestError(f"{len(raw)} raw input contents for {len(pb.inputs)} inputs")
+    for i, tensor in enumerate(pb.inputs):
+        name = names.canonical(tensor.name)
+        if name not in TENSOR_TYPES or name == "text_output":
+            raise RequestError(f"unexpected inference input '{tensor.name}'", param=tensor.name)
+        want = TENSOR_TYPES[name]
+        if tensor.datatype != want and not (want != "BYTES" and tensor.datatype in _FORMATS):
+            raise RequestError(
+                f"input '{tensor.name}': datatype {tensor.datatype}, expected {want}",
+                param=tensor.name,
+            )
+        if raw:
+            values[name] = decode_raw(tensor.name, tensor.datatype, raw[i])
+        else:
+            c = tensor.contents
+            values[name] = list(
+                c.bytes_contents
+                or c.int_contents
+                or c.int64_contents
+                or c.fp32_contents
+                or c.fp64_contents
+                or c.bool_contents
+                or c.uint_contents
+            )
+    return values
+
+
+def infer_request(pb2: Any, req: TritonRequest, names: TritonNames, rid: str = "") -> Any:
+    """A ``ModelInferRequest`` for ``req``: raw contents, batch shape [1, N]."""
+    msg = pb2.ModelInferRequest(model_name=names.model, id=rid)
+    for name, datatype, elems in to_tensors(req):
+        t = msg.inputs.add(name=names[name], datatype=datatype, shape=[1, len(elems)])
+        del t
+        if datatype == "BYTES":
+            msg.raw_input_contents.append(encode_bytes(elems))
+        else:
+            msg.raw_input_contents.append(
+                b"".join(struct.pack(_FORMATS[datatype], e) for e in elems)
+            )
+    out = msg.outputs.add()
+    out.name = names["text_output"]
+    return msg
+
+
+def text_response(
+    pb2: Any, model: str, rid: str, text: str, names: TritonNames, *, final: bool | None
+) -> Any:
+    """A ``ModelInferResponse`` carrying ``text`` as ``text_output`` (final flag when given)."""
+    msg = pb2.ModelInferResponse(model_name=model, model_version="1", id=rid)
+    if text or final is not True:
+        msg.outputs.add(name=names["text_output"], datatype="BYTES", shape=[1, 1])
+        msg.raw_output_contents.append(encode_bytes([text.encode()]))
+    if final is not None:
+        msg.parameters[FINAL].bool_param = final
+    return msg
+
+
+def response_text(pb: Any, names: TritonNames) -> str:
+    """The ``text_output`` of a ``ModelInferResponse`` ("" for an empty final response)."""
+    want = names["text_output"]
+    for i, tensor in enumerate(pb.outputs):
+        if tensor.name != want:
+            continue
+        if pb.raw_output_contents:
+            items = decode_bytes(pb.raw_output_contents[i])
+        else:
+            items = list(tensor.contents.bytes_contents)
+        return b"".join(items).decode("utf-8", errors="replace")
+    return ""
+
+
+def model_metadata(pb2: Any, model: str, names: TritonNames) -> Any:
+    """A TensorRT-LLM ``ensemble``'s ``ModelMetadataResponse`` (batch dimension first)."""
+    meta = pb2.ModelMetadataResponse.TensorMetadata
+    inputs = [
+        meta(name=names[n], datatype=TENSOR_TYPES[n], shape=[-1, -1 if n.endswith("words") else 1])
+        for n in ("text_input", "max_tokens", "stream", *OPTIONAL_INPUTS)
+    ]
+    out = meta(name=names["text_output"], datatype="BYTES", shape=[-1, -1])
+    return pb2.ModelMetadataResponse(
+        name=model, versions=["1"], platform="ensemble", inputs=inputs, outputs=[out]
+    )
+
+
+def is_final(pb: Any) -> bool:
+    p = pb.parameters.get(FINAL)
+    return bool(p is not None and p.bool_param)
+
+
+# -- decoupled streams -------------------------------------------------------------------------
+async def multiplex(
+    requests: AsyncIterator[Any], handle: Callable[[Any], AsyncIterator[Any]]
+) -> AsyncIterator[Any]:
+    """Serve every request of one ``ModelStreamInfer`` call concurrently, as Triton does.
+
+    ``handle(request)`` yields that request's stream messages; they are interleaved in the
+    order they are produced. Tasks still running when the caller leaves are cancelled.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    tasks: set[asyncio.Task[None]] = set()
+    end = object()
+
+    async def run_one(request: Any) -> None:
+        async for msg in handle(request):
+            queue.put_nowait(msg)
+
+    async def reader() -> None:
+        try:
+            async for request in requests:
+                task = asyncio.create_task(run_one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(list(tasks))
+        finally:
+            queue.put_nowait(end)
+
+    feeder = asyncio.create_task(reader())
+    try:
+        while (msg := await queue.get()) is not end:
+            yield msg
+        await feeder  # re-raises a failure of the request stream
+    finally:
+        for task in [feeder, *tasks]:
+            task.cancel()
+        await asyncio.gather(feeder, *tasks, return_exceptions=True)
