@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,65 @@ def _median(results: list[dict[str, Any]], *keys: str) -> float:
     return statistics.median(values)
 
 
+GATEWAY_HISTOGRAMS = {
+    "overhead": "expert_router_overhead_seconds",  # arrival -> upstream request sent
+    "upstream_ttft": "expert_router_upstream_ttft_seconds",  # sent -> first upstream chunk
+}
+
+
+def scrape_histograms(url: str) -> dict[str, dict[str, float]]:
+    """Cumulative bucket counts (by ``le``), sum and count of the gateway's own histograms."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[str, float]] = {k: {} for k in GATEWAY_HISTOGRAMS}
+    names = {v: k for k, v in GATEWAY_HISTOGRAMS.items()}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            for suffix in ("_bucket", "_sum", "_count"):
+                base = s.name.removesuffix(suffix)
+                if s.name.endswith(suffix) and base in names:
+                    key = s.labels["le"] if suffix == "_bucket" else suffix
+                    bucket = out[names[base]]
+                    bucket[key] = bucket.get(key, 0.0) + s.value
+    return out
+
+
+def histogram_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean and bucket-bound p50/p99 (ms) of the observations between two scrapes."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    count = delta.pop("_count", 0.0)
+    total = delta.pop("_sum", 0.0)
+    bounds = sorted((float(le), n) for le, n in delta.items())
+
+    def quantile(q: float) -> float:
+        for le, n in bounds:
+            if n >= q * count:
+                return le * 1e3
+        return float("nan")
+
+    mean = total / count * 1e3 if count else float("nan")
+    return {
+        "count": count,
+        "mean_ms": mean,
+        "p50_le_ms": quantile(0.5),
+        "p99_le_ms": quantile(0.99),
+    }
+
+
 def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users: int) -> dict:
     cli, timeout = _case_args(args, users)
     runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    inside: dict[str, dict[str, float]] = {}
     for _ in range(args.rounds):
         for target in targets:
             print(f"  {users:>5} users -> {target.name} ...", file=sys.stderr, flush=True)
+            before = scrape_histograms(target.urls[0]) if target.name == "gateway" else None
             runs[target.name].append(run_loadgen(stack, target, cli, timeout))
+            if before is not None:
+                after = scrape_histograms(target.urls[0])
+                inside = {k: histogram_summary(before[k], after[k]) for k in GATEWAY_HISTOGRAMS}
     out = {}
     for name, results in runs.items():
         out[name] = {
@@ -97,6 +150,8 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
             "events_per_cpu_s": _median(results, "events_per_cpu_s"),
             "first_errors": results[-1]["first_errors"],
         }
+    if inside and "gateway" in out:
+        out["gateway"]["inside"] = inside
     return out
 
 
@@ -123,6 +178,13 @@ def report(all_results: dict[int, dict[str, Any]]) -> list[str]:
             )
             if r["first_errors"]:
                 lines.append(f"         errors: {r['first_errors'][:2]}")
+    lines.append("")
+    for users, res in all_results.items():
+        for key, h in res.get("gateway", {}).get("inside", {}).items():
+            lines.append(
+                f"{users:>6} users, gateway's own {key} histogram (last round): mean "
+                f"{h['mean_ms']:.3f} ms, p50 <= {h['p50_le_ms']:g} ms, p99 <= {h['p99_le_ms']:g} ms"
+            )
     lines.append("")
     lines += ratios(all_results)
     return lines
