@@ -34,6 +34,7 @@ from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
 
 log = logging.getLogger("expert_router.gateway")
+CLUSTER_KEY, REPLICA_KEY = "x-expert-router-cluster", "x-expert-router-replica"
 _GRPC_FOR_HTTP = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -104,8 +105,12 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     # -- inference ------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         parts: list[str] = []
+        route: list[tuple[str, str]] = []
         try:
-            async for text, _ in self._generate(request, unary=True):
+            async for text, _ in self._generate(request, unary=True, route=route):
+                if route:
+                    await context.send_initial_metadata(route)
+                    route = []
                 parts.append(text)
         except IngressError as exc:
             return await context.abort(exc.code, str(exc))
@@ -117,15 +122,29 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
-        async for msg in tw.multiplex(request_iterator, self._stream_one):
+        sent = False  # the stream's initial metadata names the first request's route
+
+        def handle(request: Any) -> AsyncIterator[Any]:
+            nonlocal sent
+            route: list[tuple[str, str]] | None = None
+            if not sent:
+                sent, route = True, []
+            return self._stream_one(request, context, route)
+
+        async for msg in tw.multiplex(request_iterator, handle):
             yield msg
 
-    async def _stream_one(self, request: Any) -> AsyncIterator[Any]:
+    async def _stream_one(
+        self, request: Any, context: Any, route: list[tuple[str, str]] | None
+    ) -> AsyncIterator[Any]:
         rid, model, names = request.id, request.model_name, self.names
         Resp, text_response = pb2.ModelStreamInferResponse, tw.text_response
         last = False
         try:
-            async for text, last in self._generate(request, unary=False):
+            async for text, last in self._generate(request, unary=False, route=route):
+                if route:
+                    await context.send_initial_metadata(route)
+                    route = None
                 msg = text_response(pb2, model, rid, text, names, final=True if last else None)
                 yield Resp(infer_response=msg)
         except IngressError as exc:
@@ -134,10 +153,13 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         if not last:
             yield Resp(infer_response=text_response(pb2, model, rid, "", names, final=True))
 
-    async def _generate(self, request: Any, *, unary: bool) -> AsyncIterator[tuple[str, bool]]:
+    async def _generate(
+        self, request: Any, *, unary: bool, route: list[tuple[str, str]] | None = None
+    ) -> AsyncIterator[tuple[str, bool]]:
         """Route one request and yield its (text, last) pieces; ``IngressError`` on failure.
 
         A non-streaming request (``stream`` false, or a unary call) yields its whole text once.
+        ``route``, when given, receives the cluster and replica headers before the first piece.
         """
         gw, t0 = self.gw, perf_counter()
         fleet = gw.fleet
@@ -189,6 +211,8 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                     fleet.release(replica)
                     raise
                 break
+            if route is not None:
+                route += [(CLUSTER_KEY, cluster), (REPLICA_KEY, replica_name)]
             try:
                 first = True
                 parts: list[str] = []
