@@ -86,9 +86,15 @@ class Proxy:
         if length is not None and length > gw.max_body:
             return self._done(request, _too_large(gw.max_body, headers), headers, t0)
         try:
-            body = await request.read()
+            if length is not None:  # one read, no intermediate buffer
+                body = await request.content.readexactly(length)
+            else:  # chunked upload: aiohttp enforces client_max_size while reading
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._done(request, _too_large(gw.max_body, headers), headers, t0)
+        except asyncio.IncompleteReadError:
+            exc = RequestError("request body is shorter than its Content-Length")
+            return self._done(request, for_exception(exc, headers), headers, t0)
         try:
             parsed = parse_body(body, kind)
         except RequestError as exc:
