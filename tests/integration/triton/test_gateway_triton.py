@@ -1,0 +1,163 @@
+"""The gateway over Triton: its gRPC ingress (official tritonclient) and its Triton backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from triton_helpers import Emulator, inputs, stream_texts
+from tritonclient.utils import InferenceServerException
+
+from expert_router.classify import Classifier
+from expert_router.gateway.health import probe_once
+from expert_router.gateway.server import free_port
+from expert_router.tokenizer import count_tokens
+from expert_router.wire.sse import SSEDecoder
+
+pytestmark = pytest.mark.integration
+
+
+def _routes(emu: Emulator) -> list[str]:
+    return [f"grpc://{emu.target}", emu.url, f"triton-http://{emu.url.removeprefix('http://')}"]
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2], ids=["grpc-backend", "openai-backend", "http-backend"])
+async def test_triton_client_through_the_gateway(
+    emu: Emulator, gateway: Callable[..., Any], clf: Classifier, kind: int
+) -> None:
+    text = "Write a Python function that sorts a list of dictionaries by key."
+    async with gateway(_routes(emu)[kind]) as (gw, ingress):
+        client = grpcclient.InferenceServerClient(ingress.target)
+        try:
+            assert await client.is_server_live() and await client.is_server_ready()
+            assert await client.is_model_ready("ensemble")
+            meta = await client.get_model_metadata("ensemble", as_json=True)
+            assert "text_input" in {i["name"] for i in meta["inputs"]}
+            reqs = [
+                {"model_name": "ensemble", "inputs": inputs(text, 6), "request_id": "a"},
+                {"model_name": "ensemble", "inputs": inputs("bread", 3), "request_id": "b"},
+            ]
+            got = await stream_texts(client, reqs)
+            for rid, n in (("a", 6), ("b", 3)):
+                msgs = got[rid]
+                assert msgs[-1][1] and not any(f for _, f in msgs[:-1])
+                assert count_tokens("".join(t for t, _ in msgs)) == n
+            result = await client.infer("ensemble", inputs(text, 5, stream=False))
+            full = b"".join(result.as_numpy("text_output").ravel()).decode()
+            assert count_tokens(full) == 5
+        finally:
+            await client.close()
+        cluster = clf.predict(text).cluster
+        metrics = gw.gateway.metrics.render().decode()
+        assert f'cluster="{cluster}"' in metrics
+
+
+async def test_stream_metadata_names_the_route(
+    emu: Emulator, gateway: Callable[..., Any], clf: Classifier
+) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb2
+    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+    from expert_router.wire import triton as tw
+
+    text = "How do interest rates affect the stock market and mortgage loans?"
+    async with gateway(f"grpc://{emu.target}") as (_, ingress):
+        async with grpc.aio.insecure_channel(ingress.target) as channel:
+            stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+            call = stub.ModelStreamInfer()
+            req = tw.TritonRequest(text, 3, min_length=3)
+            await call.write(tw.infer_request(pb2, req, tw.TritonNames(), "r"))
+            await call.done_writing()
+            meta = dict(await call.initial_metadata())
+            msgs = [m async for m in call]
+    assert meta["x-expert-router-cluster"] == str(clf.predict(text).cluster)
+    assert meta["x-expert-router-replica"]
+    assert tw.is_final(msgs[-1].infer_response)
+
+
+@pytest.mark.parametrize("kind", [0, 2], ids=["grpc-backend", "http-backend"])
+async def test_openai_clients_reach_triton_backends(
+    emu: Emulator, gateway: Callable[..., Any], kind: int
+) -> None:
+    async with gateway(_routes(emu)[kind]) as (gw, _), aiohttp.ClientSession() as s:
+        body = {
+            "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": 5,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        async with s.post(gw.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            events = list(SSEDecoder().feed(await r.read()))
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert count_tokens(text) == 5
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        async with s.post(
+            gw.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 4, "ignore_eos": True}
+        ) as r:
+            assert r.status == 200
+            data = await r.json()
+        assert data["object"] == "text_completion" and count_tokens(data["choices"][0]["text"]) == 4
+
+
+async def test_errors_through_the_gateway(emu: Emulator, gateway: Callable[..., Any]) -> None:
+    async with gateway(f"grpc://{emu.target}") as (_, ingress):
+        client = grpcclient.InferenceServerClient(ingress.target)
+        try:
+            with pytest.raises(InferenceServerException, match="unknown model: 'llama'") as e:
+                await client.infer("llama", inputs())
+            assert e.value.status() == "StatusCode.NOT_FOUND"
+            bad = {"max_tokens": (np.array([[1.5]], dtype=np.float32), "FP32")}
+            with pytest.raises(InferenceServerException, match="'max_tokens': expected int") as e:
+                await client.infer("ensemble", inputs(override=bad))
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+            # The expert's own refusal (context length) comes back as INVALID_ARGUMENT.
+            with pytest.raises(InferenceServerException, match="expert answered 400") as e:
+                await client.infer("ensemble", inputs(max_tokens=10_000_000))
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+        finally:
+            await client.close()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "triton-http", "http"])
+async def test_expert_down_is_unavailable(gateway: Callable[..., Any], scheme: str) -> None:
+    dead = f"{scheme}://127.0.0.1:{free_port('127.0.0.1')}"
+    async with gateway(dead, limits={"retries": 0}) as (gw, ingress):
+        client = grpcclient.InferenceServerClient(ingress.target)
+        try:
+            with pytest.raises(InferenceServerException, match="expert unavailable") as e:
+                await client.infer("ensemble", inputs())
+            assert e.value.status() == "StatusCode.UNAVAILABLE"
+            req = {"model_name": "ensemble", "inputs": inputs(), "request_id": "d"}
+            with pytest.raises(InferenceServerException, match="expert unavailable"):
+                await stream_texts(client, [req])
+        finally:
+            await client.close()
+        fleet = gw.gateway.fleet
+        replica = next(iter(fleet.replicas.values()))
+        assert not await probe_once(fleet, replica, gw.gateway.config.health)
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "triton-http"])
+async def test_health_probe_uses_live_and_model_ready(
+    emu: Emulator, gateway: Callable[..., Any], scheme: str
+) -> None:
+    target = emu.target if scheme == "grpc" else emu.url.removeprefix("http://")
+    async with gateway(f"{scheme}://{target}") as (gw, _):
+        fleet = gw.gateway.fleet
+        replica = next(iter(fleet.replicas.values()))
+        assert await probe_once(fleet, replica, gw.gateway.config.health)
+    async with gateway(f"{scheme}://{target}?model=other") as (gw, _):
+        fleet = gw.gateway.fleet
+        replica = next(iter(fleet.replicas.values()))
+        assert not await probe_once(fleet, replica, gw.gateway.config.health)
