@@ -6,6 +6,7 @@ A new protocol is one module with a ``make(settings) -> Backend`` factory plus o
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from expert_router.backends import http1, openai
@@ -18,10 +19,25 @@ from expert_router.backends.base import (
 )
 from expert_router.errors import ConfigError
 
+
+def _lazy(module: str) -> Callable[[BackendSettings], Backend]:
+    """A factory that imports its module on first use (gRPC stubs stay out of plain set-ups)."""
+
+    def make(settings: BackendSettings) -> Backend:
+        factory: Callable[[BackendSettings], Backend] = importlib.import_module(
+            f"expert_router.backends.{module}"
+        ).make
+        return factory(settings)
+
+    return make
+
+
 REGISTRY: dict[str, Callable[[BackendSettings], Backend]] = {
     "http": http1.make,  # lean pooled HTTP/1.1, de-chunks in the protocol callback
     "https": openai.make,  # aiohttp (TLS)
     "aiohttp+http": openai.make,  # aiohttp over plain HTTP, when wanted
+    "grpc": _lazy("triton_grpc"),  # Triton / TensorRT-LLM, KServe v2 gRPC
+    "triton-http": _lazy("triton_http"),  # Triton's HTTP generate_stream
 }
 
 

@@ -22,6 +22,10 @@ async def test_registry_by_scheme() -> None:
         assert isinstance(make_backend("http", settings(s, "http://h:1")), Http1Backend)
         assert isinstance(make_backend("https", settings(s, "https://h:1")), OpenAIBackend)
         assert isinstance(make_backend("aiohttp+http", settings(s, "http://h:1")), OpenAIBackend)
+        for scheme, cls in (("grpc", "TritonGrpcBackend"), ("triton-http", "TritonHttpBackend")):
+            b = make_backend(scheme, settings(s, f"{scheme}://h:1?model=m"))
+            assert type(b).__name__ == cls
+            await b.aclose()
         with pytest.raises(ConfigError, match="unknown protocol 'ftp'"):
             make_backend("ftp", settings(s, "ftp://h:1"))
 
