@@ -161,3 +161,33 @@ async def test_health_probe_uses_live_and_model_ready(
         fleet = gw.gateway.fleet
         replica = next(iter(fleet.replicas.values()))
         assert not await probe_once(fleet, replica, gw.gateway.config.health)
+
+
+async def test_client_leaving_frees_the_replica_and_the_engine(
+    emu: Emulator, gateway: Callable[..., Any]
+) -> None:
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb2
+    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+    from expert_router.wire import triton as tw
+
+    async with gateway(f"grpc://{emu.target}") as (gw, ingress):
+        fleet = gw.gateway.fleet
+        async with grpc.aio.insecure_channel(ingress.target) as channel:
+            call = pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
+            req = tw.TritonRequest("a long answer please", 3000, min_length=3000)
+            await call.write(tw.infer_request(pb2, req, tw.TritonNames(), "long"))
+            first = await call.read()
+            assert tw.response_text(first.infer_response, tw.TritonNames())
+            assert sum(r.outstanding for r in fleet.replicas.values()) == 1
+            assert emu.server.engine.num_running == 1
+            call.cancel()
+        for _ in range(200):
+            if emu.server.engine.num_running == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert emu.server.engine.num_running == 0
+        assert sum(r.outstanding for r in fleet.replicas.values()) == 0
