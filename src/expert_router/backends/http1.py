@@ -76,6 +76,19 @@ class _Conn(asyncio.Protocol):
         self.last = self.now()
         state = self.state
         if state == _CHUNKED:
+            sink = self.sink
+            if sink is not None and not self.buf:
+                # Fast path: exactly one whole chunk (one SSE event), the usual case.
+                eol = data.find(b"\r\n")
+                if eol > 0:
+                    try:
+                        size = int(data[:eol], 16)
+                    except ValueError:
+                        size = 0
+                    if size and len(data) == eol + size + 4 and data.endswith(b"\r\n"):
+                        if not sink.write(data[eol + 2 : eol + 2 + size]):
+                            self._pause()
+                        return
             self._chunked(data)
         elif state == _HEAD:
             self._head(data)
@@ -173,12 +186,17 @@ class _Conn(asyncio.Protocol):
     def _deliver(self, payload: bytes) -> None:
         sink = self.sink
         if sink is not None:
-            if not sink.write(payload) and self.transport is not None and not self.paused:
-                self.paused = True
-                self.transport.pause_reading()
-                self._notify()
+            if not sink.write(payload):
+                self._pause()
         else:
             self.pending.append(payload)
+            self._notify()
+
+    def _pause(self) -> None:
+        """The sink is full: stop reading the upstream until it drains."""
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
             self._notify()
 
     # -- read timeout: one timer per response, re-armed lazily (no timer work per chunk) ----
