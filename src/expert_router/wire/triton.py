@@ -128,7 +128,10 @@ _FORMATS = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<
 
 def encode_bytes(items: Iterable[bytes]) -> bytes:
     """BYTES tensor contents: each element as a 4-byte little-endian length and its bytes."""
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+    if isinstance(items, list) and len(items) == 1:  # the usual case: one element
+        b = items[0]
+        return len(b).to_bytes(4, "little") + b
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
 
 
 def decode_bytes(raw: bytes) -> list[bytes]:
