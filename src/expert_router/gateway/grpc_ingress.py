@@ -9,6 +9,7 @@ natively, OpenAI ones through a completion request. Failures map to gRPC status 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -74,6 +75,22 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self.model = model
         self.names = tw.TritonNames(model)
         self.models = {model, gw.config.model_name}
+        self._keys = [k.encode() for k in gw.config.api_keys]
+
+    async def _check_key(self, context: Any) -> None:
+        """Abort with UNAUTHENTICATED unless ``authorization: Bearer KEY`` names a known key."""
+        if not self._keys:
+            return
+        given = b""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                given = value[7:].strip().encode()
+        ok = False
+        for k in self._keys:
+            ok |= hmac.compare_digest(given, k)
+        if not ok:
+            msg = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
 
     # -- health and metadata ---------------------------------------------------------------
     def _any_healthy(self) -> bool:
@@ -104,6 +121,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     # -- inference ------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await self._check_key(context)
         parts: list[str] = []
         route: list[tuple[str, str]] = []
         try:
@@ -122,6 +140,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
+        await self._check_key(context)
         sent = False  # the stream's initial metadata names the first request's route
 
         def handle(request: Any) -> AsyncIterator[Any]:

@@ -191,3 +191,19 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
             await asyncio.sleep(0.01)
         assert emu.server.engine.num_running == 0
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
+
+
+async def test_api_keys_guard_the_grpc_ingress(emu: Emulator, gateway: Callable[..., Any]) -> None:
+    async with gateway(f"grpc://{emu.target}", api_keys=["s3cret"]) as (_, ingress):
+        client = grpcclient.InferenceServerClient(ingress.target)
+        try:
+            assert await client.is_server_live()  # health needs no key, as on HTTP
+            with pytest.raises(InferenceServerException, match="missing API key") as e:
+                await client.infer("ensemble", inputs())
+            assert e.value.status() == "StatusCode.UNAUTHENTICATED"
+            result = await client.infer(
+                "ensemble", inputs(max_tokens=2), headers={"authorization": "Bearer s3cret"}
+            )
+            assert count_tokens(b"".join(result.as_numpy("text_output").ravel()).decode()) == 2
+        finally:
+            await client.close()

@@ -1,0 +1,72 @@
+"""gRPC failures -> BackendError subclasses, and BackendErrors -> gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from expert_router.backends.triton_grpc import parse_target, rpc_error
+from expert_router.errors import (
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+)
+from expert_router.gateway.grpc_ingress import _for_backend
+from expert_router.wire.openai import error_bytes
+
+
+def _rpc(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def test_unavailable_is_retryable_and_timeouts_are_timeouts() -> None:
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.UNAVAILABLE, "connection refused"))
+    assert isinstance(err, BackendUnavailable) and err.retryable
+    assert "connection refused" in str(err)
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.DEADLINE_EXCEEDED, "slow"))
+    assert isinstance(err, BackendTimeout) and not err.retryable
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.INTERNAL, 502),
+    ],
+)
+def test_other_codes_become_status_errors(code: grpc.StatusCode, status: int) -> None:
+    err = rpc_error("grpc://h:1", _rpc(code, "why"))
+    assert isinstance(err, BackendStatusError) and err.status == status
+    assert b'"message": "why"' in err.body
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (BackendUnavailable("refused"), grpc.StatusCode.UNAVAILABLE),
+        (BackendTimeout("slow"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (
+            BackendStatusError("x", status=400, body=error_bytes("too long")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (BackendStatusError("x", status=404), grpc.StatusCode.NOT_FOUND),
+        (BackendStatusError("x", status=429), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (BackendStatusError("x", status=500), grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+def test_backend_errors_map_to_grpc_codes(exc: Exception, code: grpc.StatusCode) -> None:
+    assert _for_backend(exc).code == code  # type: ignore[arg-type]
+
+
+def test_the_expert_message_is_kept() -> None:
+    err = _for_backend(BackendStatusError("x", status=400, body=error_bytes("context too long")))
+    assert str(err) == "expert answered 400: context too long"
+
+
+def test_bad_url_options_are_config_errors() -> None:
+    assert parse_target("grpc://h:9?model=m")[0] == "h:9"
+    with pytest.raises(ConfigError, match="grpc://h:9\\?x=1: unknown Triton URL option 'x'"):
+        parse_target("grpc://h:9?x=1")
