@@ -287,8 +287,10 @@ async def _pieces(up: UpstreamResponse) -> AsyncIterator[tuple[str, bool]]:
 class GrpcIngress:
     """A grpc.aio server in the running loop serving a gateway's GRPCInferenceService."""
 
-    def __init__(self, gw: Gateway, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.gw, self.host, self.port = gw, host, port
+    def __init__(
+        self, gw: Gateway, *, host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False
+    ) -> None:
+        self.gw, self.host, self.port, self.reuse_port = gw, host, port, reuse_port
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -297,7 +299,8 @@ class GrpcIngress:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # SO_REUSEPORT only for worker processes sharing the port, never by accident.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port))])
         pb2_grpc.add_GRPCInferenceServiceServicer_to_server(IngressServicer(self.gw), server)
         self.port = server.add_insecure_port(self.target)
         if self.port == 0:
