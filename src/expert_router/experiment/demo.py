@@ -57,6 +57,8 @@ class DemoResult:
     timings: dict[str, float]
     live_summaries: list[dict[str, Any]]
     sim_summaries: dict[str, list[dict[str, Any]]]
+    server_urls: list[str] = field(default_factory=list)
+    """The gateway's and the experts' URLs (all stopped by the time the demo returns)."""
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResult:
@@ -125,6 +127,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         timings=timings,
         live_summaries=live_summaries,
         sim_summaries=series,
+        server_urls=[gateway, *urls],
     )
 
 

@@ -195,10 +195,10 @@ def run_paper(
 ) -> dict[str, Path]:
     """Every (distribution, configuration) sweep, then one comparison report per distribution;
     returns {distribution: report directory}."""
-    from expert_router.bench.report import write_comparison
-
     if mode not in ("live", "simulate"):
         raise ConfigError(f"mode must be 'live' or 'simulate', got {mode!r}")
+    from expert_router.bench.report import write_comparison
+
     protocol = protocol or Protocol()
     reports: dict[str, Path] = {}
     for dist in distributions:

@@ -24,15 +24,29 @@ class ServerStack:
     """Servers in a background event loop; use as a context manager."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
         self._exit = contextlib.AsyncExitStack()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="expert-router-servers", daemon=True
+            target=asyncio.run, args=(self._main(),), name="expert-router-servers", daemon=True
         )
         self._thread.start()
+        if not self._ready.wait(STOP_TIMEOUT_S):
+            raise RuntimeError("the server loop did not start")
         self.closed = False
 
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._exit.aclose()
+            await asyncio.sleep(0.05)  # let closed connections' transports finish closing
+
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def fleet(
@@ -65,18 +79,13 @@ class ServerStack:
         return self._call(start())
 
     def close(self) -> None:
-        """Stop every server, then the loop and its thread (idempotent)."""
+        """Stop every server (in reverse order of start), then the loop and its thread."""
         if self.closed:
             return
         self.closed = True
-        try:
-            if self._loop.is_running():
-                self._call(self._exit.aclose(), timeout=STOP_TIMEOUT_S)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(STOP_TIMEOUT_S)
-            if not self._thread.is_alive():
-                self._loop.close()
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(STOP_TIMEOUT_S)
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,102 @@
+"""``expert-router experiment paper``: the paper's study, live (emulated fleets, gateway in
+front of B-D) or in virtual time, with per-configuration sweeps and a comparison report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "experiment",
+        help="reproduce a study: 'paper' = the Expert Router paper's configurations A-D",
+        description="Run a whole study and write its comparison report.",
+    )
+    sub = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    q = sub.add_parser(
+        "paper",
+        help="configurations A-D of the paper: users 1,100..1000, 10 repetitions, 1200 tokens",
+        description="The paper's protocol: users 1, 100..1000; 10 repetitions; base + "
+        "continuation prompts; 1200 output tokens. A (tensor-parallel baseline) is sent "
+        "directly, B-D through the gateway (live) or simulated (virtual time). Writes "
+        "OUT/<distribution>/<config>/ sweeps and OUT/<distribution>/report.html.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--simulate", dest="mode", action="store_const", const="simulate",
+                      help="virtual time (the default): minutes for the whole study")  # fmt: skip
+    mode.add_argument("--live", dest="mode", action="store_const", const="live",
+                      help="emulated fleets and the gateway in real time (heavy)")  # fmt: skip
+    q.set_defaults(mode="simulate")
+    q.add_argument("--configs", default="A,B,C,D", help="configurations to run")
+    q.add_argument("--distribution", default="uniform,normal", help="cluster mixes to run")
+    q.add_argument("--users", default="1,100,200,...,1000", help="user counts")
+    q.add_argument("--repeat", type=int, default=10, help="repetitions per user count")
+    q.add_argument("--output-tokens", type=int, default=1200, help="tokens per answer")
+    q.add_argument("--base-tokens", type=int, default=335)
+    q.add_argument("--continuation-tokens", type=int, default=1535)
+    q.add_argument("--jitter", type=int, default=30)
+    q.add_argument("--window", type=float, default=60.0, help="time-bucket width (s)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--tpot-ms", type=float, help="live: fixed TPOT for every expert (faster)")
+    q.add_argument("--ttft-ms", type=float, help="live: fixed TTFT (with --tpot-ms)")
+    q.add_argument("--out", required=True, help="output directory")
+    q.set_defaults(func=run)
+
+
+def protocol_from_args(args: argparse.Namespace) -> Any:
+    """The ``Protocol`` the flags describe (user errors as ``ConfigError``)."""
+    from expert_router.cli.simulate import parse_users
+    from expert_router.errors import ConfigError
+    from expert_router.experiment.paper import Protocol
+
+    for flag in ("repeat", "output_tokens", "base_tokens"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.window <= 0:
+        raise ConfigError("--window must be > 0")
+    return Protocol(
+        users=tuple(parse_users(args.users)),
+        repeat=args.repeat,
+        output_tokens=args.output_tokens,
+        base_tokens=args.base_tokens,
+        continuation_tokens=args.continuation_tokens,
+        jitter=args.jitter,
+        window_s=args.window,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from expert_router.errors import ConfigError
+    from expert_router.experiment.paper import CONFIGS, DISTRIBUTIONS, parse_list, run_paper
+
+    configs = parse_list(args.configs, CONFIGS, "--configs")
+    dists = parse_list(args.distribution, DISTRIBUTIONS, "--distribution")
+    protocol = protocol_from_args(args)
+    if args.ttft_ms is not None and args.tpot_ms is None:
+        raise ConfigError("--ttft-ms needs --tpot-ms")
+    overrides = {k: v for k in ("tpot_ms", "ttft_ms") if (v := getattr(args, k)) is not None}
+    if overrides and args.mode != "live":
+        raise ConfigError("--tpot-ms/--ttft-ms apply to --live runs only")
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    console.print(
+        f"[bold]paper experiment[/bold] ({args.mode}): configs {','.join(configs)}; "
+        f"load {','.join(dists)}; {len(protocol.users)} user counts x {protocol.repeat} reps"
+    )
+    reports = run_paper(
+        Path(args.out), mode=args.mode, configs=configs, distributions=dists,
+        protocol=protocol, preset_overrides=overrides,
+        log=lambda m: console.print(f"  {m}"), progress=True,
+    )  # fmt: skip
+    for dist, path in reports.items():
+        print(f"{dist}: {path / 'report.html'}")
+    console.print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
