@@ -121,9 +121,8 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
-    ) -> AsyncIterator[Any]:
-        async for msg in tw.multiplex(request_iterator, self._stream_one):
-            yield msg
+    ) -> None:
+        await tw.serve_stream(request_iterator, context, self._stream_one)
 
     async def _stream_one(self, request: Any) -> AsyncIterator[Any]:
         rid = request.id

@@ -139,7 +139,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
-    ) -> AsyncIterator[Any]:
+    ) -> None:
         await self._check_key(context)
         sent = False  # the stream's initial metadata names the first request's route
 
@@ -150,8 +150,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                 sent, route = True, []
             return self._stream_one(request, context, route)
 
-        async for msg in tw.multiplex(request_iterator, handle):
-            yield msg
+        await tw.serve_stream(request_iterator, context, handle)
 
     async def _stream_one(
         self, request: Any, context: Any, route: list[tuple[str, str]] | None

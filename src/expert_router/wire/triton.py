@@ -14,7 +14,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from expert_router.errors import RequestError
@@ -129,8 +129,8 @@ _FORMATS = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<
 def encode_bytes(items: Iterable[bytes]) -> bytes:
     """BYTES tensor contents: each element as a 4-byte little-endian length and its bytes."""
     if isinstance(items, list) and len(items) == 1:  # the usual case: one element
-        b = items[0]
-        return len(b).to_bytes(4, "little") + b
+        one: bytes = items[0]
+        return len(one).to_bytes(4, "little") + one
     return b"".join(len(b).to_bytes(4, "little") + b for b in items)
 
 
@@ -452,39 +452,40 @@ def is_final(pb: Any) -> bool:
 
 
 # -- decoupled streams -------------------------------------------------------------------------
-async def multiplex(
-    requests: AsyncIterator[Any], handle: Callable[[Any], AsyncIterator[Any]]
-) -> AsyncIterator[Any]:
+class StreamWriter(Protocol):
+    """What ``serve_stream`` writes to: a grpc.aio servicer context of a streaming call."""
+
+    async def write(self, message: Any) -> None: ...
+
+
+async def serve_stream(
+    requests: AsyncIterator[Any],
+    context: StreamWriter,
+    handle: Callable[[Any], AsyncIterator[Any]],
+) -> None:
     """Serve every request of one ``ModelStreamInfer`` call concurrently, as Triton does.
 
-    ``handle(request)`` yields that request's stream messages; they are interleaved in the
-    order they are produced. Tasks still running when the caller leaves are cancelled.
+    ``handle(request)`` yields that request's stream messages, written to ``context`` as they
+    are produced (one write at a time). Returns when the client has sent everything and every
+    request is answered; leaving early (the call was cancelled) cancels the handlers.
     """
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    lock = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
-    end = object()
+    write = context.write
 
     async def run_one(request: Any) -> None:
         async for msg in handle(request):
-            queue.put_nowait(msg)
+            async with lock:
+                await write(msg)
 
-    async def reader() -> None:
-        try:
-            async for request in requests:
-                task = asyncio.create_task(run_one(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.wait(list(tasks))
-        finally:
-            queue.put_nowait(end)
-
-    feeder = asyncio.create_task(reader())
     try:
-        while (msg := await queue.get()) is not end:
-            yield msg
-        await feeder  # re-raises a failure of the request stream
+        async for request in requests:
+            task = asyncio.create_task(run_one(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*tasks)
     finally:
-        for task in [feeder, *tasks]:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(feeder, *tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
