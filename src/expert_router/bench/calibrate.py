@@ -26,16 +26,19 @@ _CHUNK = (
     b'data: {"object":"chat.completion.chunk",'
     b'"choices":[{"index":0,"delta":{"content":" the"}}]}\n\n'
 )
+_TEXT_CHUNK = b'data: {"object":"text_completion","choices":[{"index":0,"text":" the"}]}\n\n'
 
 
-def _server_main(conn: Connection, ttft_ms: float, tpot_ms: float) -> None:
+def paced_app(ttft_ms: float, tpot_ms: float, lags: list[int] | None = None) -> Any:
+    """The paced server's ``aiohttp.web.Application``: token ``k`` of every request leaves at
+    ``t_recv + ttft + k * tpot`` (per-request timers), plus ``/health`` and ``/v1/models``.
+    Each token's lag behind its deadline (ns) is appended to ``lags`` when given."""
     from aiohttp import web
 
-    from expert_router.bench.workers import run_loop
+    ttft_ns, tpot_ns = int(ttft_ms * 1e6), int(tpot_ms * 1e6)
+    models = json.dumps({"object": "list", "data": [{"id": "paced", "object": "model"}]})
 
-    lags: list[int] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
+    async def stream(request: web.Request, chunk: bytes) -> web.StreamResponse:
         t_recv = time.perf_counter_ns()
         body = await request.json()
         n = int(body.get("max_tokens") or 16)
@@ -47,22 +50,46 @@ def _server_main(conn: Connection, ttft_ms: float, tpot_ms: float) -> None:
             }
         )
         await resp.prepare(request)
-        ttft_ns, tpot_ns = int(ttft_ms * 1e6), int(tpot_ms * 1e6)
         for k in range(n):
             deadline = t_recv + ttft_ns + k * tpot_ns
             delay = deadline - time.perf_counter_ns()
             if delay > 0:
                 await asyncio.sleep(delay / 1e9)
-            lags.append(time.perf_counter_ns() - deadline)
-            await resp.write(_CHUNK)
+            if lags is not None:
+                lags.append(time.perf_counter_ns() - deadline)
+            await resp.write(chunk)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await stream(request, _CHUNK)
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await stream(request, _TEXT_CHUNK)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def list_models(request: web.Request) -> web.Response:
+        return web.Response(text=models, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", list_models)
+    return app
+
+
+def _server_main(conn: Connection, ttft_ms: float, tpot_ms: float) -> None:
+    from aiohttp import web
+
+    from expert_router.bench.workers import run_loop
+
+    lags: list[int] = []
+
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
-        app.router.add_post("/v1/completions", handler)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(paced_app(ttft_ms, tpot_ms, lags), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
