@@ -161,7 +161,9 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         try:
             async for text, last in self._generate(request, unary=False, route=route):
                 if route:
-                    await context.send_initial_metadata(route)
+                    # Another request of this stream may have written first (metadata gone).
+                    with contextlib.suppress(Exception):
+                        await context.send_initial_metadata(route)
                     route = None
                 msg = text_response(pb2, model, rid, text, names, final=True if last else None)
                 yield Resp(infer_response=msg)
