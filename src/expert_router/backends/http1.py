@@ -2,7 +2,8 @@
 
 One asyncio protocol per pooled keep-alive connection; the response body is de-chunked in
 ``data_received`` and handed to a synchronous sink, so relaying an SSE event costs one
-callback and one write, no coroutine switch. ``https://`` keeps the aiohttp adapter.
+callback and one write, no coroutine switch; a sink with ``write_framed`` gets whole chunks
+with their framing, as they came. ``https://`` keeps the aiohttp adapter.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
@@ -28,6 +30,25 @@ _CONTENT_TYPE = re.compile(rb"\r\n(?i:content-type)[ \t]*:[ \t]*([^\r\n]*)")
 _CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked")
 _LENGTH_RE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)")
 _CONNECTION_RE = re.compile(rb"\r\nconnection[ \t]*:[ \t]*([a-z-]+)")
+
+
+def _whole_chunks(data: bytes) -> int:
+    """How many leading bytes of ``data`` are whole, non-final HTTP/1.1 chunks (plain hex
+    sizes, no extensions); 0 when the first is partial, final or unusual."""
+    pos, n = 0, len(data)
+    while pos < n:
+        eol = data.find(b"\r\n", pos, pos + 18)
+        if eol <= pos:
+            break
+        try:
+            size = int(data[pos:eol], 16)
+        except ValueError:
+            break
+        stop = eol + 4 + size
+        if size <= 0 or stop > n or data[stop - 2 : stop] != b"\r\n":
+            break
+        pos = stop
+    return pos
 
 
 class _Conn(asyncio.Protocol):
@@ -51,6 +72,7 @@ class _Conn(asyncio.Protocol):
         self.remaining = 0
         self.pending: list[bytes] = []
         self.sink: ChunkSink | None = None
+        self.framed: Callable[[bytes], bool] | None = None
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.wake: asyncio.Future[None] | None = None
         self.error: BackendError | None = None
@@ -76,19 +98,17 @@ class _Conn(asyncio.Protocol):
         self.last = self.now()
         state = self.state
         if state == _CHUNKED:
-            sink = self.sink
-            if sink is not None and not self.buf:
-                # Fast path: exactly one whole chunk (one SSE event), the usual case.
-                eol = data.find(b"\r\n")
-                if eol > 0:
-                    try:
-                        size = int(data[:eol], 16)
-                    except ValueError:
-                        size = 0
-                    if size and len(data) == eol + size + 4 and data.endswith(b"\r\n"):
-                        if not sink.write(data[eol + 2 : eol + 2 + size]):
-                            self._pause()
+            framed = self.framed
+            if framed is not None and not self.buf:
+                # Fast path: whole chunks (SSE events) leave as they came, framing included,
+                # in one write; the rest (a partial chunk, the last chunk) is parsed.
+                end = _whole_chunks(data)
+                if end:
+                    if not framed(data if end == len(data) else data[:end]):
+                        self._pause()
+                    if end == len(data):
                         return
+                    data = data[end:]
             self._chunked(data)
         elif state == _HEAD:
             self._head(data)
@@ -283,6 +303,7 @@ class Http1Response:
             sink.write(data)
         c.pending.clear()
         c.sink = sink
+        c.framed = getattr(sink, "write_framed", None)
         try:
             while c.state != _DONE:
                 await c.wait()
@@ -293,6 +314,7 @@ class Http1Response:
                         c.transport.resume_reading()
         finally:
             c.sink = None
+            c.framed = None
         if c.error is not None:
             raise c.error
 

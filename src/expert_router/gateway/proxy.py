@@ -55,6 +55,14 @@ class _ClientSink:
         t.write(b"%x\r\n%b\r\n" % (len(data), data))
         return bool(t.get_write_buffer_size() < self.HIGH)
 
+    def write_framed(self, data: bytes) -> bool:
+        """``data`` is whole HTTP/1.1 chunks, framing included: relayed byte for byte."""
+        t = self._t
+        if t.is_closing():
+            return False
+        t.write(data)
+        return bool(t.get_write_buffer_size() < self.HIGH)
+
     async def drain(self) -> None:
         t = self._t
         while not t.is_closing():
