@@ -352,6 +352,7 @@ class Http1Backend:
             f"Accept-Encoding: identity\r\n{auth}Content-Length: "
         ).encode("latin-1")
         self.idle: deque[_Conn] = deque()
+        self._heads: dict[str, bytes] = {}
         self.first_byte = min(settings.first_byte_timeout, settings.read_timeout)
 
     async def _connect(self) -> _Conn:
@@ -382,8 +383,12 @@ class Http1Backend:
         self.idle.append(c)
 
     async def start(self, req: BackendRequest) -> Http1Response:
-        head = b"POST " + (self.prefix + req.path).encode() + self._head_tail
-        message = head + str(len(req.body)).encode() + b"\r\n\r\n" + req.body
+        head = self._heads.get(req.path)
+        if head is None:  # built once per path: the request head up to Content-Length's value
+            head = self._heads[req.path] = (
+                b"POST " + (self.prefix + req.path).encode() + self._head_tail
+            )
+        message = b"%b%d\r\n\r\n%b" % (head, len(req.body), req.body)
         for attempt in range(2):  # a stale pooled connection gets one fresh retry
             idle = self._acquire_idle()
             reused = idle is not None
