@@ -22,6 +22,7 @@ from aiohttp import web
 from expert_router.config import GatewayConfig
 from expert_router.errors import ExpertRouterError
 from expert_router.gateway.app import ClassifierLike, Gateway
+from expert_router.gateway.ingress import FastIngress, fallback_factory
 from expert_router.gateway.proxy import Proxy
 
 
@@ -60,6 +61,7 @@ async def serve_gateway(
     reuse_port: bool = False,
     multiproc_dir: str | None = None,
     probes: bool = True,
+    fast_ingress: bool = True,
 ) -> AsyncIterator[RunningGateway]:
     """Serve ``config`` in the running loop until the block exits.
 
@@ -69,14 +71,31 @@ async def serve_gateway(
     gw = Gateway(config, classifier, multiproc_dir=multiproc_dir, probes=probes)
     await gw.start()
     runner = web.AppRunner(build_app(gw), access_log=None, handler_cancellation=True)
+    server: asyncio.Server | None = None
+    conns: set[FastIngress] = set()
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
-        await site.start()
-        bound = runner.addresses[0][1]
+        if fast_ingress:  # streaming proxy requests here, everything else to aiohttp
+            fallback = fallback_factory(runner)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: FastIngress(gw, fallback, conns),
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=4096,
+            )
+            bound = int(server.sockets[0].getsockname()[1])
+        else:
+            site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
+            await site.start()
+            bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         yield RunningGateway(f"http://{shown}:{bound}", bound, gw)
     finally:
+        if server is not None:
+            server.close()
+            for conn in list(conns):
+                conn.t.close()
         await runner.cleanup()
         await gw.close()
 
