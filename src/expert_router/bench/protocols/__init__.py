@@ -18,7 +18,11 @@ from expert_router.bench.protocols.base import (
 from expert_router.errors import ConfigError
 
 # name -> "module:class"; the class is constructed with a ClientSettings.
-PROTOCOLS = {"openai": "expert_router.bench.protocols.openai:OpenAIClient"}
+PROTOCOLS = {
+    "openai": "expert_router.bench.protocols.openai:OpenAIClient",
+    "triton-grpc": "expert_router.bench.protocols.triton_grpc:TritonGrpcClient",
+    "triton-http": "expert_router.bench.protocols.triton_http:TritonHttpClient",
+}
 
 
 def make_client(protocol: str, settings: ClientSettings) -> ProtocolClient:
