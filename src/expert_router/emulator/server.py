@@ -66,6 +66,9 @@ class EmulatorServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        from expert_router.emulator.grpc_server import add_http_routes
+
+        add_http_routes(app, self)  # Triton's /v2 generate, generate_stream, health
         return app
 
     async def start(self) -> None:
