@@ -49,6 +49,8 @@ class RunningGateway:
     url: str
     port: int
     gateway: Gateway
+    grpc_target: str | None = None
+    """``host:port`` of the gRPC ingress (Triton's GRPCInferenceService), when asked for."""
 
 
 @contextlib.asynccontextmanager
@@ -62,6 +64,7 @@ async def serve_gateway(
     multiproc_dir: str | None = None,
     probes: bool = True,
     fast_ingress: bool = True,
+    grpc_port: int | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serve ``config`` in the running loop until the block exits.
 
@@ -73,6 +76,7 @@ async def serve_gateway(
     runner = web.AppRunner(build_app(gw), access_log=None, handler_cancellation=True)
     server: asyncio.Server | None = None
     conns: set[FastIngress] = set()
+    grpc_ingress: Any = None
     try:
         await runner.setup()
         if fast_ingress:  # streaming proxy requests here, everything else to aiohttp
@@ -90,8 +94,16 @@ async def serve_gateway(
             await site.start()
             bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
-        yield RunningGateway(f"http://{shown}:{bound}", bound, gw)
+        if grpc_port is not None:
+            from expert_router.gateway.grpc_ingress import GrpcIngress
+
+            grpc_ingress = GrpcIngress(gw, host=host, port=grpc_port, reuse_port=reuse_port)
+            await grpc_ingress.start()
+        target = grpc_ingress.target if grpc_ingress is not None else None
+        yield RunningGateway(f"http://{shown}:{bound}", bound, gw, target)
     finally:
+        if grpc_ingress is not None:
+            await grpc_ingress.stop()
         if server is not None:
             server.close()
             for conn in list(conns):
@@ -108,6 +120,7 @@ async def _serve_until_signal(
     reuse_port: bool,
     multiproc_dir: str | None,
     on_ready: Callable[[str], None],
+    grpc_port: int | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,7 +128,12 @@ async def _serve_until_signal(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with serve_gateway(
-        config, host=host, port=port, reuse_port=reuse_port, multiproc_dir=multiproc_dir
+        config,
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        multiproc_dir=multiproc_dir,
+        grpc_port=grpc_port,
     ) as gw:
         # Everything loaded so far (modules, classifier, config) lives as long as the process:
         # take it out of the cyclic collector's scans, so a full collection under load costs
@@ -141,6 +159,7 @@ def _worker_main(
     port: int,
     multiproc_dir: str | None,
     ready: Any,
+    grpc_port: int | None = None,
 ) -> None:
     config = GatewayConfig.model_validate(config_data)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM
@@ -150,7 +169,13 @@ def _worker_main(
 
     _run(
         _serve_until_signal(
-            config, host, port, reuse_port=True, multiproc_dir=multiproc_dir, on_ready=on_ready
+            config,
+            host,
+            port,
+            reuse_port=True,
+            multiproc_dir=multiproc_dir,
+            on_ready=on_ready,
+            grpc_port=grpc_port,
         )
     )
 
@@ -170,13 +195,20 @@ def run_gateway(
     workers: int = 1,
     multiproc_dir: str | None = None,
     on_ready: Callable[[str], None] = lambda url: None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. With ``workers`` > 1, ``multiproc_dir`` must be an empty
     directory named by ``PROMETHEUS_MULTIPROC_DIR`` in the environment (the CLI sets both)."""
     if workers <= 1:
         _run(
             _serve_until_signal(
-                config, host, port, reuse_port=False, multiproc_dir=None, on_ready=on_ready
+                config,
+                host,
+                port,
+                reuse_port=False,
+                multiproc_dir=None,
+                on_ready=on_ready,
+                grpc_port=grpc_port,
             )
         )
         return
@@ -188,7 +220,7 @@ def run_gateway(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(data, host, port, multiproc_dir, ready),
+            args=(data, host, port, multiproc_dir, ready, grpc_port),
             name=f"gateway-worker-{i}",
             daemon=True,
         )
