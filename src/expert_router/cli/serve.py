@@ -32,6 +32,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument(
+        "--grpc-port", type=int, default=None, help="also serve Triton's gRPC API on this port"
+    )
     p.add_argument("--access-log", action="store_true", help="one JSON line per request on stderr")
     p.set_defaults(func=run)
 
@@ -76,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"expert-router gateway listening on {url} (workers={args.workers})", flush=True)
+        if args.grpc_port is not None:
+            print(f"gRPC ingress (Triton) on {args.host}:{args.grpc_port}", flush=True)
 
     multiproc_dir = None
     if args.workers > 1:
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             multiproc_dir=multiproc_dir,
             on_ready=ready,
+            grpc_port=args.grpc_port,
         )
     finally:
         if multiproc_dir:
