@@ -49,6 +49,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--fleet", type=int, default=1, metavar="N", help="run N experts")
     p.add_argument("--fleet-config", metavar="FILE", help="a mixed fleet from YAML")
     p.add_argument("--model-name", help="model name served by /v1/models")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve Triton's gRPC API (model 'ensemble'); expert i on P+i",
+    )
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     add_overrides(p)
     p.set_defaults(func=run)
@@ -94,9 +101,23 @@ def run(args: argparse.Namespace) -> int:
         presets = [p for p, _ in members]
         try:
             async with serve_fleet(presets, host=host, ports=[pt for _, pt in members]) as fleet:
-                for s in fleet.servers:
-                    print(f"{s.model_name} ({s.preset.name}) on {s.url}", flush=True)
-                await asyncio.Event().wait()
+                grpc_servers = []
+                try:
+                    for i, s in enumerate(fleet.servers):
+                        line = f"{s.model_name} ({s.preset.name}) on {s.url}"
+                        if args.grpc_port is not None:
+                            from expert_router.emulator.grpc_server import TritonGrpcServer
+
+                            port = args.grpc_port + i if args.grpc_port else 0
+                            g = TritonGrpcServer(s, host=host, port=port)
+                            await g.start()
+                            grpc_servers.append(g)
+                            line += f", gRPC on {g.target}"
+                        print(line, flush=True)
+                    await asyncio.Event().wait()
+                finally:
+                    for g in grpc_servers:
+                        await g.stop()
         except OSError as exc:
             raise ConfigError(f"cannot listen: {exc}") from exc
 
