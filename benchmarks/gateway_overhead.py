@@ -41,7 +41,7 @@ from _stack import (
 
 PACED = Path(__file__).resolve().parent / "_paced_upstream.py"
 
-PROTOCOLS = ("openai",)  # "triton-grpc" comes with the Triton issue: a loadgen streamer + fleet
+PROTOCOLS = ("openai", "triton-grpc")  # triton-grpc: benchmarks/_grpc_loadgen.py
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -311,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     users = [int(u) for u in (args.users or ("1,200" if args.quick else "1,1000")).split(",")]
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.protocol == "triton-grpc":
+        from _grpc_loadgen import run_grpc
+
+        return run_grpc(args, users)
     notes: list[str] = []
     if "litellm" in wanted and args.install_litellm:
         notes.append(f"litellm: {install_litellm(args.litellm_venv)}")
