@@ -101,7 +101,8 @@ def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
 
     _stack.LOADGEN = HERE  # this script: _loadgen plus the triton-grpc streamer
     emu_extra = ["--tpot-ms", str(args.tpot_ms), "--ttft-ms", str(args.ttft_ms)]
-    emu_extra += ["--max-batch", str(max(users_list) + 64)]
+    batch = max(users_list) + 64  # every user admitted at once: no emulated queueing
+    emu_extra += ["--max-batch", str(batch), "--kv-tokens", str(batch * 512)]
     started = time.time()
     results: dict[int, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-overhead-grpc-") as tmp:
