@@ -165,6 +165,7 @@ class EmulatorServer:
             if plan.stream:
                 return await self._stream(request, plan, sink, name)
             while not sink.done:
+                sink.pending = 0  # not streamed: wake only when the answer is complete
                 await sink.wait()
             text = "".join(plan.texts) if plan.texts else _text(plan.seed, plan.target)
             return web.json_response(full_response(plan, self.model_name, name, text, plan.target))
