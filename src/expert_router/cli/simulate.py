@@ -77,11 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from expert_router.bench.report import users_dir, write_sweep
-    from expert_router.bench.store import write_run
-    from expert_router.bench.summary import summarize
     from expert_router.emulator.presets import get_preset
-    from expert_router.emulator.virtual import SimWorkload, default_experts, simulate_repetitions
+    from expert_router.emulator.sweep import simulate_sweep
+    from expert_router.emulator.virtual import SimWorkload, default_experts
 
     preset = get_preset(args.preset, **overrides(args))
     users = parse_users(args.users)
@@ -90,39 +88,32 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     out = Path(args.out)
     console = Console(stderr=True)
-    summaries: list[dict[str, Any]] = []
+    workload = SimWorkload(
+        users=users[0],
+        output_tokens=args.output_tokens,
+        base_tokens=args.base_tokens,
+        continuation_tokens=args.continuation_tokens,
+        jitter=args.jitter,
+        turns=args.turns,
+        distribution=args.distribution,
+        clusters=args.clusters,
+        ramp_s=args.ramp,
+        seed=args.seed,
+    )
     started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"simulating {preset.name}", total=len(users))
-        for n in users:
-            workload = SimWorkload(
-                users=n,
-                output_tokens=args.output_tokens,
-                base_tokens=args.base_tokens,
-                continuation_tokens=args.continuation_tokens,
-                jitter=args.jitter,
-                turns=args.turns,
-                distribution=args.distribution,
-                clusters=args.clusters,
-                ramp_s=args.ramp,
-                seed=args.seed,
-            )
-            t0 = time.perf_counter()
-            records = simulate_repetitions(
-                preset, workload, n_engines=experts, repetitions=args.repeat
-            )
-            summary = summarize(records, users=n, window_s=args.window)
-            summary["simulation"] = {
-                "preset": preset.model_dump(mode="json"),
-                "experts": experts,
-                "workload": {k: getattr(workload, k) for k in workload.__slots__},
-                "wall_s": time.perf_counter() - t0,
-                "virtual_s": max((r.end for r in records), default=0.0),
-            }
-            write_run(users_dir(out, n), records, summary)
-            summaries.append(summary)
-            progress.advance(task)
-    write_sweep(out, summaries, name=args.name or preset.name)
+        summaries = simulate_sweep(
+            preset,
+            workload,
+            users,
+            out,
+            experts=experts,
+            repetitions=args.repeat,
+            window_s=args.window,
+            name=args.name,
+            on_step=lambda _n: progress.advance(task),
+        )
     wall = time.perf_counter() - started
     console.print(f"{len(users)} user counts x {args.repeat} in {wall:.1f} s wall -> {out}")
     table = Table("users", "TTFT s", "TPOT ms", "throughput tok/s", "virtual s", "wall s")

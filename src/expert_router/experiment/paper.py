@@ -74,41 +74,30 @@ def simulate_config(
     config: str, protocol: Protocol, distribution: str, out: Path, *, name: str | None = None
 ) -> list[dict[str, Any]]:
     """One configuration's sweep in virtual time (``simulate``'s outputs) under ``out``."""
-    from expert_router.bench.report import users_dir, write_sweep
-    from expert_router.bench.store import write_run
-    from expert_router.bench.summary import summarize
     from expert_router.emulator.presets import get_preset
-    from expert_router.emulator.virtual import SimWorkload, default_experts, simulate_repetitions
+    from expert_router.emulator.sweep import simulate_sweep
+    from expert_router.emulator.virtual import SimWorkload, default_experts
 
     preset = get_preset(config)
-    experts = default_experts(preset)
-    summaries = []
-    for n in protocol.users:
-        workload = SimWorkload(
-            users=n,
-            output_tokens=protocol.output_tokens,
-            base_tokens=protocol.base_tokens,
-            continuation_tokens=protocol.continuation_tokens,
-            jitter=protocol.jitter,
-            distribution=distribution,
-            seed=protocol.seed,
-        )
-        t0 = time.perf_counter()
-        records = simulate_repetitions(
-            preset, workload, n_engines=experts, repetitions=protocol.repeat
-        )
-        summary = summarize(records, users=n, window_s=protocol.window_s)
-        summary["simulation"] = {
-            "preset": preset.model_dump(mode="json"),
-            "experts": experts,
-            "workload": {k: getattr(workload, k) for k in workload.__slots__},
-            "wall_s": time.perf_counter() - t0,
-            "virtual_s": max((r.end for r in records), default=0.0),
-        }
-        write_run(users_dir(out, n), records, summary)
-        summaries.append(summary)
-    write_sweep(out, summaries, name=name or LABELS.get(config, config))
-    return summaries
+    workload = SimWorkload(
+        users=protocol.users[0],
+        output_tokens=protocol.output_tokens,
+        base_tokens=protocol.base_tokens,
+        continuation_tokens=protocol.continuation_tokens,
+        jitter=protocol.jitter,
+        distribution=distribution,
+        seed=protocol.seed,
+    )
+    return simulate_sweep(
+        preset,
+        workload,
+        protocol.users,
+        out,
+        experts=default_experts(preset),
+        repetitions=protocol.repeat,
+        window_s=protocol.window_s,
+        name=name or LABELS.get(config, config),
+    )
 
 
 def live_config(
