@@ -20,6 +20,7 @@ from expert_router.emulator.live import StreamSink
 from expert_router.emulator.openai_api import parse_request
 from expert_router.emulator.server import EmulatorServer
 from expert_router.errors import RequestError
+from expert_router.grpc_host import GrpcServiceHost
 from expert_router.tokenizer import TokenGenerator
 from expert_router.wire import triton as tw
 
@@ -142,32 +143,12 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             )
 
 
-class TritonGrpcServer:
+class TritonGrpcServer(GrpcServiceHost):
     """A grpc.aio server in the running loop serving one emulator's GRPCInferenceService."""
 
     def __init__(self, emulator: EmulatorServer, *, host: str = "127.0.0.1", port: int = 0):
         self.emulator = emulator
-        self.host, self.port = host, port
-        self._server: grpc.aio.Server | None = None
-
-    @property
-    def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(EmulatorServicer(self.emulator), server)
-        self.port = server.add_insecure_port(self.target)
-        if self.port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.host}")
-        await server.start()
-        self._server = server
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=None)
-            self._server = None
+        super().__init__(EmulatorServicer(emulator), host=host, port=port)
 
 
 # -- Triton's HTTP generate extension ---------------------------------------------------------

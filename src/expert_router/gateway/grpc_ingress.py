@@ -31,6 +31,7 @@ from expert_router.errors import (
     RoutingError,
 )
 from expert_router.gateway.app import Gateway
+from expert_router.grpc_host import GrpcServiceHost
 from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
 
@@ -285,34 +286,14 @@ async def _pieces(up: UpstreamResponse) -> AsyncIterator[tuple[str, bool]]:
                 yield text, reason is not None
 
 
-class GrpcIngress:
+class GrpcIngress(GrpcServiceHost):
     """A grpc.aio server in the running loop serving a gateway's GRPCInferenceService."""
 
     def __init__(
         self, gw: Gateway, *, host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False
     ) -> None:
-        self.gw, self.host, self.port, self.reuse_port = gw, host, port, reuse_port
-        self._server: grpc.aio.Server | None = None
-
-    @property
-    def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    async def start(self) -> None:
-        # SO_REUSEPORT only for worker processes sharing the port, never by accident.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port))])
-        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(IngressServicer(self.gw), server)
-        self.port = server.add_insecure_port(self.target)
-        if self.port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.target}")
-        await server.start()
-        self._server = server
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=None)
-            self._server = None
+        self.gw = gw
+        super().__init__(IngressServicer(gw), host=host, port=port, reuse_port=reuse_port)
 
 
 @contextlib.asynccontextmanager
