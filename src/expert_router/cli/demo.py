@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from expert_router.cli.simulate import parse_users
+    from expert_router.cli.args import parse_users
     from expert_router.errors import ConfigError
     from expert_router.experiment.demo import DemoSettings, run_demo
     from expert_router.experiment.paper import Protocol

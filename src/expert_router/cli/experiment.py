@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
     """The ``Protocol`` the flags describe (user errors as ``ConfigError``)."""
-    from expert_router.cli.simulate import parse_users
+    from expert_router.cli.args import parse_users
     from expert_router.errors import ConfigError
     from expert_router.experiment.paper import Protocol
 

@@ -9,37 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from expert_router.cli.args import parse_users
 from expert_router.cli.emulate import add_overrides, overrides
 from expert_router.errors import ConfigError
-
-
-def parse_users(spec: str) -> list[int]:
-    """``"1,100,200,...,1000"`` -> [1, 100, 200, ..., 1000]; ``...`` repeats the last step.
-
-    >>> parse_users("1,100,200,...,500")
-    [1, 100, 200, 300, 400, 500]
-    """
-    out: list[int] = []
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    for i, part in enumerate(parts):
-        if part == "...":
-            if len(out) < 2 or i + 1 >= len(parts) or parts[i + 1] == "...":
-                raise ConfigError(f"--users: '...' needs two numbers before and one after: {spec}")
-            step, stop = out[-1] - out[-2], int(parts[i + 1])
-            if step <= 0:
-                raise ConfigError(f"--users: '...' needs an increasing sequence: {spec}")
-            out.extend(range(out[-1] + step, stop, step))
-            continue
-        try:
-            value = int(part)
-        except ValueError as exc:
-            raise ConfigError(f"--users: not a number: {part!r}") from exc
-        if value < 1:
-            raise ConfigError(f"--users: user counts must be >= 1, got {value}")
-        out.append(value)
-    if not out:
-        raise ConfigError("--users: give at least one user count")
-    return list(dict.fromkeys(out))
 
 
 def add_parser(subparsers: Any) -> None:

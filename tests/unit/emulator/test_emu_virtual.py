@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from expert_router.cli.args import parse_users
 from expert_router.cli.main import main
-from expert_router.cli.simulate import parse_users
 from expert_router.emulator.presets import get_preset
 from expert_router.emulator.virtual import SimWorkload, default_experts, simulate
 from expert_router.errors import ConfigError
