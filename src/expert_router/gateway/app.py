@@ -86,7 +86,11 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
             cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are not ours to keep
         )
-        self.fleet = self._build_fleet(self.session)
+        try:
+            self.fleet = self._build_fleet(self.session)
+        except BaseException:
+            await self.close()  # a config error must not leak the session
+            raise
         self.health = HealthChecker(self.fleet, cfg.health)
         if self._probes:
             self.health.start()
