@@ -1,17 +1,17 @@
 """The exception tree of Expert Router. Status codes live in the gateway, not here.
 
-    ExpertRouterError
-    ├── ConfigError            a config file or flag is invalid (names the field)
-    ├── ArtifactError          a classifier artifact is missing, corrupt or of another version
-    ├── CorpusError            a training/evaluation corpus cannot be read (names file and line)
-    ├── RequestError           a client request is malformed (names the field)
-    ├── RoutingError           no replica can take the request
-    │   └── NoCapacity         every candidate is saturated and the wait queue timed out
-    └── BackendError           an upstream expert failed (raised inside backends/ only)
-        ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
-        ├── BackendTimeout         the upstream did not answer in time
-        ├── BackendStatusError     the upstream answered with an error status
-        └── BackendProtocolError   the upstream answered something we cannot parse
+ExpertRouterError
+├── ConfigError            a config file or flag is invalid (names the field)
+├── ArtifactError          a classifier artifact is missing, corrupt or of another version
+├── CorpusError            a training/evaluation corpus cannot be read (names file and line)
+├── RequestError           a client request is malformed (names the field)
+├── RoutingError           no replica can take the request
+│   └── NoCapacity         every candidate is saturated and the wait queue timed out
+└── BackendError           an upstream expert failed (raised inside backends/ only)
+    ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
+    ├── BackendTimeout         the upstream did not answer in time
+    ├── BackendStatusError     the upstream answered with an error status
+    └── BackendProtocolError   the upstream answered something we cannot parse
 """
 
 from __future__ import annotations
