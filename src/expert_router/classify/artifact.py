@@ -1,4 +1,4 @@
-"""The safe on-disk classifier format: a directory, never a pickle.
+"""The safe on-disk classifier format: a directory of JSON and plain arrays, no code.
 
 ``manifest.json`` (format name and version, parameters, vocabulary, corpus summary and, for
 each array, its file, shape, dtype and sha256) plus one ``.npy`` file per array, read with
