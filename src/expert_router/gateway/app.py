@@ -20,8 +20,8 @@ from expert_router.gateway.health import HealthChecker
 from expert_router.gateway.metrics import GatewayMetrics
 from expert_router.gateway.pools import Fleet, Pool, Replica
 from expert_router.gateway.responses import error_response, json_response
-from expert_router.routing import RoutingPolicy
-from expert_router.wire.openai import classify_text, parse_body
+from expert_router.routing import RouteDecision, RoutingPolicy
+from expert_router.wire.openai import ParsedRequest, classify_text, parse_body
 
 
 class PredictionLike(Protocol):
@@ -73,6 +73,27 @@ class Gateway:
         self.fleet: Fleet | None = None
         self.health: HealthChecker | None = None
         self.started = time.time()
+
+    # -- the hot path's first step, shared by the HTTP ingresses -----------------------------
+    async def classify_and_acquire(
+        self, parsed: ParsedRequest, headers: dict[str, str]
+    ) -> tuple[PredictionLike, RouteDecision]:
+        """Classify the request and reserve a replica; raises ``RoutingError`` when none can
+        take it. Sets ``x-expert-router-cluster`` and ``Server-Timing`` in ``headers`` either way.
+        """
+        t1 = time.perf_counter()
+        pred = self.classifier.predict(classify_text(parsed, self.text_mode))
+        t2 = time.perf_counter()
+        self.metrics.classify_seconds.observe(t2 - t1)
+        headers["x-expert-router-cluster"] = str(pred.cluster)
+        assert self.fleet is not None
+        try:
+            return pred, await self.fleet.acquire(pred)
+        finally:
+            t3 = time.perf_counter()
+            headers["Server-Timing"] = (
+                f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -22,10 +22,10 @@ from expert_router.backends import BackendRequest, UpstreamResponse
 from expert_router.errors import BackendError, ExpertRouterError, RequestError, RoutingError
 from expert_router.gateway.app import Gateway, PredictionLike
 from expert_router.gateway.pools import Replica
-from expert_router.gateway.proxy import _SSE_HEADERS, NONE, _ClientSink, _timing
+from expert_router.gateway.proxy import _SSE_HEADERS, NONE, _ClientSink
 from expert_router.gateway.responses import for_exception, stream_error_event
 from expert_router.routing import RouteDecision
-from expert_router.wire.openai import Kind, ParsedRequest, classify_text, parse_body, with_model
+from expert_router.wire.openai import Kind, ParsedRequest, parse_body, with_model
 
 access_log = logging.getLogger("expert_router.access")
 ROUTES: dict[bytes, tuple[Kind, str]] = {
@@ -193,19 +193,12 @@ class FastIngress(asyncio.Protocol):
     ) -> int:
         """Classify, reserve a replica, forward, relay; returns the status to count."""
         gw = self.gw
-        t1 = perf_counter()
-        pred = gw.classifier.predict(classify_text(parsed, gw.text_mode))
-        t2 = perf_counter()
-        gw.metrics.classify_seconds.observe(t2 - t1)
-        headers["x-expert-router-cluster"] = str(pred.cluster)
+        try:
+            pred, decision = await gw.classify_and_acquire(parsed, headers)
+        except RoutingError as exc:
+            return self._error(exc, headers, close)
         fleet = gw.fleet
         assert fleet is not None
-        try:
-            decision = await fleet.acquire(pred)
-        except RoutingError as exc:
-            headers["Server-Timing"] = _timing(t1, t2, perf_counter())
-            return self._error(exc, headers, close)
-        headers["Server-Timing"] = _timing(t1, t2, perf_counter())
         exclude: list[str] = []
         while True:
             decided[:] = [decision]

@@ -21,7 +21,7 @@ from expert_router.gateway.app import Gateway, PredictionLike
 from expert_router.gateway.pools import Replica
 from expert_router.gateway.responses import error_response, for_exception, stream_error_event
 from expert_router.routing import RouteDecision
-from expert_router.wire.openai import Kind, ParsedRequest, classify_text, parse_body, with_model
+from expert_router.wire.openai import Kind, ParsedRequest, parse_body, with_model
 
 access_log = logging.getLogger("expert_router.access")
 NONE = "none"
@@ -107,20 +107,10 @@ class Proxy:
             parsed = parse_body(body, kind)
         except RequestError as exc:
             return self._done(request, for_exception(exc, headers), headers, t0)
-        t1 = perf_counter()
-        pred = gw.classifier.predict(classify_text(parsed, gw.text_mode))
-        t2 = perf_counter()
-        gw.metrics.classify_seconds.observe(t2 - t1)
-        headers["x-expert-router-cluster"] = str(pred.cluster)
-        fleet = gw.fleet
-        assert fleet is not None
         try:
-            decision = await fleet.acquire(pred)
+            pred, decision = await gw.classify_and_acquire(parsed, headers)
         except RoutingError as exc:
-            headers["Server-Timing"] = _timing(t1, t2, perf_counter())
             return self._done(request, for_exception(exc, headers), headers, t0)
-        t3 = perf_counter()
-        headers["Server-Timing"] = _timing(t1, t2, t3)
         return await self._forward(request, path, parsed, body, pred, decision, headers, t0)
 
     async def _forward(
@@ -269,10 +259,6 @@ class Proxy:
             }
             access_log.info(json.dumps(entry))
         return resp
-
-
-def _timing(t1: float, t2: float, t3: float) -> str:
-    return f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
 
 
 def _too_large(limit: int, headers: dict[str, str]) -> web.Response:
