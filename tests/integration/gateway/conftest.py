@@ -1,17 +1,19 @@
-"""Fixtures for gateway integration tests: the bundled classifier, emulated experts, configs."""
+"""Fixtures for gateway integration tests: the bundled classifier and running gateways.
+
+Plain helpers live in ``gwhelpers.py`` (imported by name: conftest modules are not importable
+reliably when several test folders have one).
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 
 from expert_router.classify import Classifier, load
-from expert_router.config import GatewayConfig, validate_gateway_config
+from expert_router.config import GatewayConfig
 from expert_router.gateway import RunningGateway, serve_gateway
 
 TOPICS = [
@@ -44,18 +46,6 @@ def two_topics(clf: Classifier) -> tuple[str, int, str, int]:
     raise AssertionError("all topics fell into one cluster")
 
 
-def make_config(experts: dict[str, list[Any]], **overrides: Any) -> GatewayConfig:
-    """``experts`` maps cluster -> replica URLs or replica dicts."""
-    data: dict[str, Any] = {
-        "experts": {
-            c: {"replicas": [r if isinstance(r, dict) else {"url": r} for r in reps]}
-            for c, reps in experts.items()
-        },
-        **overrides,
-    }
-    return validate_gateway_config(data)
-
-
 @pytest.fixture
 def gateway(clf: Classifier) -> Callable[..., Any]:
     """``async with gateway(config) as gw`` runs a gateway with the bundled classifier."""
@@ -66,32 +56,3 @@ def gateway(clf: Classifier) -> Callable[..., Any]:
             yield gw
 
     return start
-
-
-def chat_body(text: str, *, stream: bool = False, max_tokens: int = 8, **kw: Any) -> dict[str, Any]:
-    return {
-        "model": "any",
-        "messages": [{"role": "user", "content": text}],
-        "stream": stream,
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        **kw,
-    }
-
-
-async def post(
-    session: aiohttp.ClientSession, url: str, body: Any, **kw: Any
-) -> tuple[int, dict[str, str], bytes]:
-    async with session.post(url, json=body, **kw) as resp:
-        return resp.status, dict(resp.headers), await resp.read()
-
-
-async def wait_until(cond: Callable[[], bool], within: float = 2.0, step: float = 0.002) -> bool:
-    """Poll ``cond`` until it holds or ``within`` seconds pass; returns its last value."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    for _ in range(1_000_000):
-        if cond() or loop.time() > end:
-            break
-        await asyncio.sleep(step)
-    return cond()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import make_config
+from gwhelpers import make_config
 
 from expert_router.gateway import proxy
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import chat_body, make_config, wait_until
+from gwhelpers import chat_body, make_config, wait_until
 
 from expert_router.emulator import serve_emulator
 

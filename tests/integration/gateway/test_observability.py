@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import chat_body, make_config, post
+from gwhelpers import chat_body, make_config, post
 
 from expert_router.emulator import serve_emulator
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import make_config
+from gwhelpers import make_config
 
 from expert_router.emulator import serve_emulator
 

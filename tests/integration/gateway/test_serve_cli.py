@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import chat_body, post
+from gwhelpers import chat_body, post
 
 from expert_router.emulator import serve_emulator
 
