@@ -199,6 +199,9 @@ async def run_users(
     counters = counters if counters is not None else Counters()
     client = make_client(protocol, settings)
     try:
+        warm_up = getattr(client, "warm_up", None)
+        if warm_up is not None:  # connections opened before the start, outside every TTFT
+            await warm_up(len(plans), t0_ns)
         tasks = [
             run_user(
                 client,

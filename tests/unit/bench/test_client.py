@@ -26,10 +26,12 @@ def _event(text: str) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
-async def _start(handler):
+async def _start(handler, models=None):
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
     app.router.add_post("/v1/completions", handler)
+    if models is not None:
+        app.router.add_get("/v1/models", models)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -167,3 +169,31 @@ async def test_unreachable_server_gives_error_records():
 def test_unknown_protocol():
     with pytest.raises(ConfigError, match="openai"):
         make_client("carrier-pigeon", ClientSettings("http://x"))
+
+
+async def test_connections_are_opened_before_the_start():
+    """Given time before the start, every user's first request reuses a warmed connection."""
+    warmed, used = set(), set()
+
+    async def models(request):
+        warmed.add(request.transport.get_extra_info("peername"))
+        return web.json_response({"object": "list", "data": []})
+
+    async def handler(request):
+        used.add(request.transport.get_extra_info("peername"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_event(" the") + b"data: [DONE]\n\n")
+        return resp
+
+    runner, url = await _start(handler, models)
+    try:
+        records = await run_users(
+            _plans(3), CFG, protocol="openai", settings=ClientSettings(url), users=3,
+            repetition=0, t0_ns=time.perf_counter_ns() + 1_000_000_000,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert all(r.status == "ok" for r in records)
+    assert len(warmed) == 3
+    assert used <= warmed

@@ -6,6 +6,7 @@ the SSE stream with ``iter_any`` and stamps each network read once with ``perf_c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ class OpenAIClient:
             base = base[:-3]
         path = "/v1/chat/completions" if settings.endpoint == "chat" else "/v1/completions"
         self.url = base + path
+        self.models_url = base + "/v1/models"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if settings.api_key:
             self._headers["Authorization"] = f"Bearer {settings.api_key}"
@@ -44,6 +46,26 @@ class OpenAIClient:
                 ),
             )
         return self._session
+
+    async def warm_up(self, connections: int, deadline_ns: int) -> None:
+        """Open up to ``connections`` keep-alive connections (``GET /v1/models``) before the
+        run starts, so that no user's first TTFT pays a TCP handshake. Best effort: failures
+        are ignored and whatever is still open at ``deadline_ns`` (``perf_counter_ns``) stops.
+        """
+        session = self._get_session()
+
+        async def one() -> None:
+            async with session.get(self.models_url) as resp:
+                await resp.read()
+
+        timeout = (deadline_ns - _now()) / 1e9 - 0.2
+        if connections < 1 or timeout <= 0:
+            return
+        tasks = [asyncio.ensure_future(one()) for _ in range(connections)]
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def body(self, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
         """The request body: exactly ``max_tokens`` output tokens, streamed."""
