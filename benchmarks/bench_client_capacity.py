@@ -23,7 +23,7 @@ from expert_router.bench.calibrate import reference_server, relative_recv, timin
 from expert_router.bench.client import run_users
 from expert_router.bench.metrics import describe
 from expert_router.bench.protocols import ClientSettings
-from expert_router.bench.workers import run_loop
+from expert_router.bench.workers import START_DELAY_S, run_loop
 from expert_router.bench.workload import Workload, WorkloadConfig, load_documents
 
 
@@ -52,7 +52,7 @@ def measure(
     with reference_server(ttft_ms, tpot_ms) as srv:
         plans = workload.plan(users, seed=0)
         t, cpu = time.perf_counter(), time.process_time()
-        t0_ns = time.perf_counter_ns()
+        t0_ns = time.perf_counter_ns() + int(START_DELAY_S * 1e9)  # as `bench` starts runs
         coro = run_users(
             plans, workload.config, protocol="openai", settings=ClientSettings(srv.url),
             users=users, repetition=0, t0_ns=t0_ns, ramp_s=ramp_s,
