@@ -14,6 +14,7 @@ import aiohttp
 
 from expert_router.bench.protocols.base import ClientSettings, Message, StreamFailed, StreamSink
 from expert_router.bench.protocols.triton_grpc import model_of, prompt_of, strip_scheme
+from expert_router.wire.sse import SSEDecoder
 
 _now = time.perf_counter_ns
 
@@ -50,15 +51,11 @@ class TritonHttpClient:
             if resp.status != 200:
                 detail = (await resp.read())[:300].decode("utf-8", errors="replace")
                 raise StreamFailed(f"HTTP {resp.status}: {detail}", http_status=resp.status)
-            buf = b""
+            events = SSEDecoder()
             async for raw in resp.content.iter_any():
                 t = _now()
-                buf = (buf + raw).replace(b"\r\n", b"\n")
-                while (end := buf.find(b"\n\n")) >= 0:
-                    event, buf = buf[:end], buf[end + 2 :]
-                    if not event.startswith(b"data:"):
-                        continue
-                    obj = json.loads(event[5:])
+                for payload in events.feed(raw):
+                    obj = json.loads(payload)
                     if "error" in obj:
                         raise StreamFailed(f"in-stream error: {obj['error']}", http_status=200)
                     text = obj.get("text_output")
