@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.bench.mix import cluster_weights, sample_clusters
 from expert_router.bench.tokens import TokenCounter, load_counter
 from expert_router.errors import ConfigError, CorpusError
@@ -26,10 +27,10 @@ from expert_router.errors import ConfigError, CorpusError
 class WorkloadConfig:
     """Token targets of the paper (335 ± 30 in, 1535 ± 30 with history, 1200 out)."""
 
-    base_tokens: int = 335
-    continuation_tokens: int = 1535
-    output_tokens: int = 1200
-    jitter: int = 30
+    base_tokens: int = BASE_TOKENS
+    continuation_tokens: int = CONTINUATION_TOKENS
+    output_tokens: int = OUTPUT_TOKENS
+    jitter: int = JITTER
     distribution: str = "uniform"
     followup_min_tokens: int = 16
     """The continuation's last user message has at least this many (same-cluster) tokens."""

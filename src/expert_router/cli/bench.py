@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.cli.args import parse_users
 from expert_router.errors import ConfigError
 
@@ -44,10 +45,10 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="prompt source: JSONL(.gz) with 'text', or text; default: built-in C4",
     )
-    p.add_argument("--output-tokens", type=int, default=1200)
-    p.add_argument("--base-tokens", type=int, default=335)
-    p.add_argument("--continuation-tokens", type=int, default=1535)
-    p.add_argument("--jitter", type=int, default=30, help="± tokens on prompt targets")
+    p.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
+    p.add_argument("--base-tokens", type=int, default=BASE_TOKENS)
+    p.add_argument("--continuation-tokens", type=int, default=CONTINUATION_TOKENS)
+    p.add_argument("--jitter", type=int, default=JITTER, help="± tokens on prompt targets")
     p.add_argument(
         "--distribution",
         default="uniform",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -33,10 +35,10 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--distribution", default="uniform,normal", help="cluster mixes to run")
     q.add_argument("--users", default="1,100,200,...,1000", help="user counts")
     q.add_argument("--repeat", type=int, default=10, help="repetitions per user count")
-    q.add_argument("--output-tokens", type=int, default=1200, help="tokens per answer")
-    q.add_argument("--base-tokens", type=int, default=335)
-    q.add_argument("--continuation-tokens", type=int, default=1535)
-    q.add_argument("--jitter", type=int, default=30)
+    q.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS, help="tokens per answer")
+    q.add_argument("--base-tokens", type=int, default=BASE_TOKENS)
+    q.add_argument("--continuation-tokens", type=int, default=CONTINUATION_TOKENS)
+    q.add_argument("--jitter", type=int, default=JITTER)
     q.add_argument("--window", type=float, default=60.0, help="time-bucket width (s)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--tpot-ms", type=float, help="live: fixed TPOT for every expert (faster)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.cli.args import parse_users
 from expert_router.cli.emulate import add_overrides, overrides
 from expert_router.errors import ConfigError
@@ -23,10 +24,17 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--preset", required=True, help="A, B, C, D, ... or a preset YAML file")
     p.add_argument("--users", default="1,100,200,...,1000", help="user counts, e.g. 1,100,...,1000")
-    p.add_argument("--output-tokens", type=int, default=1200, help="tokens per answer (1200)")
-    p.add_argument("--base-tokens", type=int, default=335, help="base prompt tokens (335)")
-    p.add_argument("--continuation-tokens", type=int, default=1535, help="continuation (1535)")
-    p.add_argument("--jitter", type=int, default=30, help="± tokens on prompt lengths (30)")
+    p.add_argument(
+        "--output-tokens", type=int, default=OUTPUT_TOKENS, help="tokens per answer (%(default)s)"
+    )
+    p.add_argument("--base-tokens", type=int, default=BASE_TOKENS, help="base prompt (%(default)s)")
+    p.add_argument(
+        "--continuation-tokens",
+        type=int,
+        default=CONTINUATION_TOKENS,
+        help="continuation (%(default)s)",
+    )
+    p.add_argument("--jitter", type=int, default=JITTER, help="± tokens (%(default)s)")
     p.add_argument("--turns", type=int, default=2, help="requests per user (2: base + cont.)")
     p.add_argument("--repeat", type=int, default=1, help="repetitions per user count")
     p.add_argument("--distribution", default="uniform", help="uniform | normal | weights:...")

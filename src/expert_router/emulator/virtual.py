@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.bench.mix import cluster_weights, sample_clusters
 from expert_router.bench.records import RequestRecord
 from expert_router.emulator.engine import Engine, EngineRequest
@@ -27,10 +28,10 @@ class SimWorkload:
     """The paper's workload by default: 335 ± 30 tokens, then 1535 ± 30, 1200 out each."""
 
     users: int
-    output_tokens: int = 1200
-    base_tokens: int = 335
-    continuation_tokens: int = 1535
-    jitter: int = 30
+    output_tokens: int = OUTPUT_TOKENS
+    base_tokens: int = BASE_TOKENS
+    continuation_tokens: int = CONTINUATION_TOKENS
+    jitter: int = JITTER
     turns: int = 2
     distribution: str = "uniform"
     clusters: int = 8

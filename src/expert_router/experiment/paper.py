@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.errors import ConfigError
 
 CONFIGS = ("A", "B", "C", "D")
@@ -36,10 +37,10 @@ class Protocol:
 
     users: tuple[int, ...] = PAPER_USERS
     repeat: int = 10
-    output_tokens: int = 1200
-    base_tokens: int = 335
-    continuation_tokens: int = 1535
-    jitter: int = 30
+    output_tokens: int = OUTPUT_TOKENS
+    base_tokens: int = BASE_TOKENS
+    continuation_tokens: int = CONTINUATION_TOKENS
+    jitter: int = JITTER
     window_s: float = 60.0
     seed: int = 0
 
