@@ -13,15 +13,20 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from expert_router.backends import BackendSettings, make_backend
+from expert_router.backends import (
+    BackendRequest,
+    BackendSettings,
+    UpstreamResponse,
+    make_backend,
+)
 from expert_router.config import DEFAULT_CLUSTER, GatewayConfig
-from expert_router.errors import ConfigError, RequestError
+from expert_router.errors import BackendError, ConfigError, RequestError, RoutingError
 from expert_router.gateway.health import HealthChecker
 from expert_router.gateway.metrics import GatewayMetrics
 from expert_router.gateway.pools import Fleet, Pool, Replica
 from expert_router.gateway.responses import error_response, json_response
 from expert_router.routing import RouteDecision, RoutingPolicy
-from expert_router.wire.openai import ParsedRequest, classify_text, parse_body
+from expert_router.wire.openai import ParsedRequest, classify_text, parse_body, with_model
 
 
 class PredictionLike(Protocol):
@@ -94,6 +99,53 @@ class Gateway:
             headers["Server-Timing"] = (
                 f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
             )
+
+    async def start_upstream(
+        self,
+        path: str,
+        parsed: ParsedRequest,
+        body: bytes,
+        pred: PredictionLike,
+        decided: list[RouteDecision],
+        headers: dict[str, str],
+        t0: float,
+    ) -> tuple[Replica, UpstreamResponse, float]:
+        """Send the request to ``decided[0]``'s (reserved) replica; before the first byte,
+        retry on other replicas, ``limits.retries`` times at most.
+
+        Returns the replica (still reserved: the caller releases it), its response and the
+        time the request left. Raises the last ``BackendError`` when no replica answers.
+        ``decided[0]`` and the cluster/replica headers always name the last replica tried.
+        """
+        fleet = self.fleet
+        assert fleet is not None
+        exclude: list[str] = []
+        while True:
+            decision = decided[0]
+            assert decision.replica is not None
+            replica = fleet.replicas[decision.replica]
+            headers["x-expert-router-cluster"] = decision.cluster
+            headers["x-expert-router-replica"] = replica.name
+            breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
+            t_sent = time.perf_counter()
+            if not exclude:
+                self.metrics.overhead_seconds.observe(t_sent - t0)
+            try:
+                return replica, await replica.backend.start(breq), t_sent
+            except BackendError as exc:
+                fleet.release(replica)
+                fleet.record_failure(replica, type(exc).__name__)
+                if not exc.retryable or len(exclude) >= self.config.limits.retries:
+                    raise
+                exclude.append(replica.name)
+                self.metrics.retries.labels(replica.name).inc()
+                try:
+                    decided[0] = await fleet.acquire(pred, exclude)
+                except RoutingError:
+                    raise exc from None
+            except BaseException:
+                fleet.release(replica)
+                raise
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -18,14 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from expert_router.backends import BackendRequest, UpstreamResponse
+from expert_router.backends import UpstreamResponse
 from expert_router.errors import BackendError, ExpertRouterError, RequestError, RoutingError
-from expert_router.gateway.app import Gateway, PredictionLike
+from expert_router.gateway.app import Gateway
 from expert_router.gateway.pools import Replica
 from expert_router.gateway.proxy import _SSE_HEADERS, NONE, _ClientSink
 from expert_router.gateway.responses import for_exception, stream_error_event
 from expert_router.routing import RouteDecision
-from expert_router.wire.openai import Kind, ParsedRequest, parse_body, with_model
+from expert_router.wire.openai import Kind, ParsedRequest, parse_body
 
 access_log = logging.getLogger("expert_router.access")
 ROUTES: dict[bytes, tuple[Kind, str]] = {
@@ -199,44 +199,18 @@ class FastIngress(asyncio.Protocol):
             return self._error(exc, headers, close)
         fleet = gw.fleet
         assert fleet is not None
-        exclude: list[str] = []
-        while True:
-            decided[:] = [decision]
-            assert decision.replica is not None
-            replica = fleet.replicas[decision.replica]
-            headers["x-expert-router-cluster"] = decision.cluster
-            headers["x-expert-router-replica"] = replica.name
-            breq = BackendRequest(path, with_model(parsed, body, replica.model), True)
-            t_sent = perf_counter()
-            if not exclude:
-                gw.metrics.overhead_seconds.observe(t_sent - t0)
-            try:
-                up = await replica.backend.start(breq)
-            except BackendError as exc:
-                fleet.release(replica)
-                fleet.record_failure(replica, type(exc).__name__)
-                if not exc.retryable or len(exclude) >= gw.config.limits.retries:
-                    return self._error(exc, headers, close)
-                exclude.append(replica.name)
-                gw.metrics.retries.labels(replica.name).inc()
-                try:
-                    decision = await self._reacquire(pred, exclude)
-                except RoutingError:
-                    return self._error(exc, headers, close)
-                continue
-            except BaseException:
-                fleet.release(replica)
-                raise
-            break
+        decided[:] = [decision]
+        try:
+            replica, up, t_sent = await gw.start_upstream(
+                path, parsed, body, pred, decided, headers, t0
+            )
+        except BackendError as exc:
+            return self._error(exc, headers, close)
         try:
             return await self._relay(up, replica, headers, t_sent, close)
         finally:
             up.close()
             fleet.release(replica)
-
-    async def _reacquire(self, pred: PredictionLike, exclude: list[str]) -> RouteDecision:
-        assert self.gw.fleet is not None
-        return await self.gw.fleet.acquire(pred, exclude)
 
     async def _relay(
         self,

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from expert_router.backends import BackendRequest, UpstreamResponse
+from expert_router.backends import UpstreamResponse
 from expert_router.errors import BackendError, RequestError, RoutingError
 from expert_router.gateway.app import Gateway, PredictionLike
 from expert_router.gateway.pools import Replica
 from expert_router.gateway.responses import error_response, for_exception, stream_error_event
 from expert_router.routing import RouteDecision
-from expert_router.wire.openai import Kind, ParsedRequest, parse_body, with_model
+from expert_router.wire.openai import Kind, ParsedRequest, parse_body
 
 access_log = logging.getLogger("expert_router.access")
 NONE = "none"
@@ -127,37 +127,15 @@ class Proxy:
         gw = self.gw
         fleet = gw.fleet
         assert fleet is not None
-        metrics = gw.metrics
-        exclude: list[str] = []
-        while True:
-            assert decision.replica is not None
-            replica = fleet.replicas[decision.replica]
-            headers["x-expert-router-cluster"] = decision.cluster
-            headers["x-expert-router-replica"] = replica.name
-            breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
-            t_sent = perf_counter()
-            if not exclude:
-                metrics.overhead_seconds.observe(t_sent - t0)
-            try:
-                up = await replica.backend.start(breq)
-            except BackendError as exc:
-                fleet.release(replica)
-                fleet.record_failure(replica, type(exc).__name__)
-                if not exc.retryable or len(exclude) >= gw.config.limits.retries:
-                    return self._done(request, for_exception(exc, headers), headers, t0, decision)
-                exclude.append(replica.name)
-                metrics.retries.labels(replica.name).inc()
-                try:
-                    decision = await fleet.acquire(pred, exclude)
-                except RoutingError:
-                    return self._done(request, for_exception(exc, headers), headers, t0, decision)
-                continue
-            except BaseException:
-                fleet.release(replica)
-                raise
-            break
+        decided = [decision]
         try:
-            return await self._relay(request, up, replica, parsed, headers, t_sent, t0, decision)
+            replica, up, t_sent = await gw.start_upstream(
+                path, parsed, body, pred, decided, headers, t0
+            )
+        except BackendError as exc:
+            return self._done(request, for_exception(exc, headers), headers, t0, decided[0])
+        try:
+            return await self._relay(request, up, replica, parsed, headers, t_sent, t0, decided[0])
         finally:
             up.close()
             fleet.release(replica)
