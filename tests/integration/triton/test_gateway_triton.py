@@ -19,7 +19,9 @@ from expert_router.gateway.server import free_port
 from expert_router.tokenizer import count_tokens
 from expert_router.wire.sse import SSEDecoder
 
-pytestmark = pytest.mark.integration
+# A run once hung here (the event loop idle in select, a grpc.aio poller thread alive): fail
+# after 60 s instead of stalling CI, and try once more; the cause is still open.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.flaky(reruns=1)]
 
 
 def _routes(emu: Emulator) -> list[str]:
