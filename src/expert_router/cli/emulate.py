@@ -56,6 +56,14 @@ def add_parser(subparsers: Any) -> None:
         metavar="P",
         help="also serve Triton's gRPC API (model 'ensemble'); expert i on P+i",
     )
+    p.add_argument(
+        "--pacing",
+        choices=("batched", "per-request"),
+        default=None,
+        help="batched: continuous-batching iterations (default); per-request: each request on "
+        "its own timers, first token --ttft-ms (default 5) after it arrives, then one every "
+        "--tpot-ms (required); no batch limit, no KV accounting",
+    )
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     add_overrides(p)
     p.set_defaults(func=run)
@@ -90,11 +98,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fleet_config:
         cfg = load_fleet_config(Path(args.fleet_config))
         members = cfg.members(Path(args.fleet_config).parent)
+        if args.pacing:
+            members = [(p.with_overrides(pacing=args.pacing), pt) for p, pt in members]
         host = cfg.host
     else:
         if args.fleet < 1:
             raise ConfigError(f"--fleet must be >= 1, got {args.fleet}")
-        preset = get_preset(args.preset, **overrides(args))
+        if args.pacing == "per-request" and args.tpot_ms is None:
+            raise ConfigError(
+                "--pacing per-request needs --tpot-ms (the fixed time between two tokens)"
+            )
+        preset = get_preset(args.preset, **overrides(args), pacing=args.pacing)
         members = [(preset, args.port + i if args.port else 0) for i in range(args.fleet)]
 
     async def main() -> None:
@@ -105,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     for i, s in enumerate(fleet.servers):
                         line = f"{s.model_name} ({s.preset.name}) on {s.url}"
+                        if s.preset.pacing != "batched":
+                            line += f" [pacing {s.preset.pacing}]"
                         if args.grpc_port is not None:
                             from expert_router.emulator.grpc_server import TritonGrpcServer
 

@@ -46,6 +46,9 @@ class Preset(BaseModel):
     eos_mean_tokens: float = Field(256.0, gt=0, description="mean answer length without ignore_eos")
     tpot_ms: float | None = Field(None, gt=0, description="fixed TPOT (replaces the roofline)")
     ttft_ms: float | None = Field(None, gt=0, description="fixed TTFT (with tpot_ms)")
+    pacing: Literal["batched", "per-request"] = Field(
+        "batched", description="batch iterations, or per-request timers (live only, needs tpot_ms)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Preset:
@@ -57,6 +60,8 @@ class Preset(BaseModel):
             raise ValueError("kv_tokens: give kv_tokens or kv_gb")
         if self.ttft_ms is not None and self.tpot_ms is None:
             raise ValueError("tpot_ms: ttft_ms needs tpot_ms too")
+        if self.pacing == "per-request" and self.tpot_ms is None:
+            raise ValueError("tpot_ms: pacing 'per-request' needs a fixed tpot_ms")
         return self
 
     @property

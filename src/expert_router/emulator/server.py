@@ -26,6 +26,7 @@ from expert_router.emulator.openai_api import (
     full_response,
     parse_request,
 )
+from expert_router.emulator.paced import DEFAULT_TTFT_MS, PacedDriver, PacedEngine
 from expert_router.emulator.presets import Preset, get_preset
 from expert_router.errors import RequestError
 from expert_router.tokenizer import TokenGenerator
@@ -40,15 +41,23 @@ class EmulatorServer:
         self.preset = preset
         self.model_name = preset.model_name
         self.context = preset.context
-        self.engine = Engine(
-            preset.timing(),
-            max_batch=preset.max_batch,
-            kv_tokens=preset.kv_capacity,
-            prefill_chunk=preset.prefill_chunk,
-            kv_policy=preset.kv_policy,
-            block_size=preset.block_size,
-        )
-        self.driver = LiveDriver(self.engine)
+        self.engine: Engine | PacedEngine
+        self.driver: LiveDriver | PacedDriver
+        if preset.pacing == "per-request":
+            assert preset.tpot_ms is not None  # the preset's validator checks it
+            ttft_ms = preset.ttft_ms if preset.ttft_ms is not None else DEFAULT_TTFT_MS
+            self.engine = PacedEngine(ttft_s=ttft_ms / 1e3, tpot_s=preset.tpot_ms / 1e3)
+            self.driver = PacedDriver(self.engine)
+        else:
+            self.engine = Engine(
+                preset.timing(),
+                max_batch=preset.max_batch,
+                kv_tokens=preset.kv_capacity,
+                prefill_chunk=preset.prefill_chunk,
+                kv_policy=preset.kv_policy,
+                block_size=preset.block_size,
+            )
+            self.driver = LiveDriver(self.engine)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self._active: dict[int, asyncio.BaseTransport] = {}
@@ -128,6 +137,8 @@ class EmulatorServer:
             ("emulator:iterations_total", "counter", e.iterations),
             ("emulator:late_iterations_total", "counter", self.driver.late_iterations),
         ]
+        if isinstance(e, PacedEngine):
+            rows += e.metric_rows()
         lines = []
         for name, kind, value in rows:
             lines += [f"# TYPE {name} {kind}", f"{name}{label} {value}"]
