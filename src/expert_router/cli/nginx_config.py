@@ -1,7 +1,8 @@
 """`expert-router nginx-config`: write an nginx config balancing over gateway instances.
 
 Prints the config, or writes it to ``--out``; the config is rendered by
-``expert_router.gateway.nginx_conf`` (SSE-safe proxying, round robin, upstream keep-alive).
+``expert_router.gateway.nginx_conf`` (SSE-safe proxying, round robin, upstream keep-alive;
+``--grpc``: gRPC over HTTP/2 with ``grpc_pass`` to gateway or expert gRPC ports).
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def add_parser(subparsers: Any) -> None:
         "--daemon", action="store_true", help="let nginx daemonize (default: foreground)"
     )
     parser.add_argument(
+        "--grpc",
+        action="store_true",
+        help="proxy gRPC (Triton's GRPCInferenceService): HTTP/2 listener, grpc_pass upstream",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="with --grpc: concurrent calls per client connection (4096)",
+    )
+    parser.add_argument(
         "--out", default=None, metavar="FILE", help="write here instead of standard output"
     )
     parser.set_defaults(func=run)
@@ -77,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         access_log=args.access_log,
         daemon=args.daemon,
+        grpc=args.grpc,
+        max_streams=args.max_streams,
     )
     text = render_nginx_conf([u for u in upstreams if u], options)
     if args.out is None:

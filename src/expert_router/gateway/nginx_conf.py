@@ -1,8 +1,9 @@
 """Render an nginx config that round-robins streaming traffic over gateway instances.
 
 A pure function of its options: no I/O. The config is self-contained (no ``include``), keeps
-SSE streams unbuffered, and puts its pid and temp files under the prefix directory so nginx runs
-as an ordinary process: ``nginx -p PREFIX -c nginx.conf -e stderr``.
+SSE streams unbuffered (or, with ``grpc=True``, proxies gRPC over HTTP/2 with ``grpc_pass``),
+and puts its pid and temp files under the prefix directory so nginx runs as an ordinary
+process: ``nginx -p PREFIX -c nginx.conf -e stderr``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class NginxOptions:
     ``listen`` is ``PORT`` or ``HOST:PORT``; ``worker_processes`` is a count or ``"auto"``;
     ``access_log`` is a path (relative paths resolve against the prefix) or ``None`` for off;
     ``daemon`` False keeps nginx in the foreground, as a child process or a container wants it.
+    ``grpc`` proxies gRPC instead of HTTP/1.1: the listener speaks HTTP/2 in clear text
+    (``listen ... http2``, nginx 1.22 syntax) and ``grpc_pass`` forwards each call;
+    ``max_streams`` caps concurrent calls per client connection.
     """
 
     listen: str = "8080"
@@ -37,6 +41,8 @@ class NginxOptions:
     access_log: str | None = None
     error_log: str = "stderr"
     daemon: bool = False
+    grpc: bool = False
+    max_streams: int = 4096
 
 
 def parse_hostport(value: str, *, what: str = "upstream") -> tuple[str, int]:
@@ -46,7 +52,7 @@ def parse_hostport(value: str, *, what: str = "upstream") -> tuple[str, int]:
     ('127.0.0.1', 8001)
     """
     text = value.strip()
-    for prefix in ("http://", "https://"):
+    for prefix in ("http://", "https://", "grpc://"):
         if text.startswith(prefix):
             raise ConfigError(f"{what} {value!r}: give HOST:PORT without a scheme")
     host, sep, port_text = text.rpartition(":")
@@ -73,7 +79,14 @@ def _check(options: NginxOptions) -> None:
     wp = options.worker_processes
     if wp != "auto" and not (wp.isdigit() and int(wp) >= 1):
         raise ConfigError(f"worker_processes {wp!r}: expected a positive number or 'auto'")
-    for name in ("worker_connections", "keepalive", "read_timeout_s", "connect_timeout_s"):
+    names = (
+        "worker_connections",
+        "keepalive",
+        "read_timeout_s",
+        "connect_timeout_s",
+        "max_streams",
+    )
+    for name in names:
         if getattr(options, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(options, name)}")
     if not _SIZE_RE.match(options.max_body):
@@ -142,6 +155,15 @@ def render_nginx_conf(upstreams: Sequence[str], options: NginxOptions | None = N
         "        keepalive_timeout 60s;",
         "    }",
         "",
+        *(_grpc_server(opts) if opts.grpc else _http_server(opts)),
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _http_server(opts: NginxOptions) -> list[str]:
+    return [
         "    server {",
         f"        listen {_listen_directive(opts.listen)} backlog=4096;",
         "        location / {",
@@ -164,7 +186,45 @@ def render_nginx_conf(upstreams: Sequence[str], options: NginxOptions | None = N
         "            proxy_next_upstream_tries 2;",
         "        }",
         "    }",
-        "}",
-        "",
     ]
-    return "\n".join(lines)
+
+
+def _grpc_server(opts: NginxOptions) -> list[str]:
+    """HTTP/2 in clear text (prior knowledge, as gRPC clients speak it), ``grpc_pass`` upstream;
+    nginx's own failures become gRPC statuses, as its gRPC guide recommends."""
+    t = opts.read_timeout_s
+    return [
+        "    server {",
+        f"        listen {_listen_directive(opts.listen)} http2 backlog=4096;",
+        f"        http2_max_concurrent_streams {opts.max_streams};",
+        # A bidirectional stream may stay quiet for long on either side.
+        f"        client_body_timeout {t}s;",
+        f"        send_timeout {t}s;",
+        "        location / {",
+        "            grpc_pass grpc://expert_router_gateways;",
+        "            grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "            grpc_socket_keepalive on;",
+        f"            grpc_connect_timeout {opts.connect_timeout_s}s;",
+        f"            grpc_read_timeout {t}s;",
+        f"            grpc_send_timeout {t}s;",
+        "            grpc_next_upstream error timeout;",
+        "            grpc_next_upstream_tries 2;",
+        "            error_page 502 503 = /grpc_unavailable;",
+        "            error_page 504 = /grpc_deadline;",
+        "        }",
+        "        location = /grpc_unavailable {",
+        "            internal;",
+        "            default_type application/grpc;",
+        "            add_header grpc-status 14 always;",
+        '            add_header grpc-message "no upstream reachable through nginx" always;',
+        "            return 204;",
+        "        }",
+        "        location = /grpc_deadline {",
+        "            internal;",
+        "            default_type application/grpc;",
+        "            add_header grpc-status 4 always;",
+        '            add_header grpc-message "upstream timed out at nginx" always;',
+        "            return 204;",
+        "        }",
+        "    }",
+    ]
