@@ -2,9 +2,12 @@
 
 As a script it is ``_loadgen.py`` with one more protocol, ``triton-grpc`` (the paper's client:
 one decoupled ModelStreamInfer call per request on a shared grpc.aio channel). ``run_grpc``
-starts an emulator fleet serving gRPC, a gateway relaying gRPC (``--grpc-port``, experts
-``grpc://``) and, for the events-per-CPU-second comparison, a gateway relaying the same load
-over HTTP/OpenAI; then measures all four targets with the load generator in its own process.
+starts an emulator fleet serving gRPC (``--upstream paced``, the default: ``--pacing
+per-request``, so no batch step turns 1000 streams into token bursts; ``emulator``: batched),
+nginx proxying gRPC (``nginx-config --grpc``, when nginx is available), a gateway relaying gRPC
+(``--grpc-port``, experts ``grpc://``) and, for the events-per-CPU-second comparison, the
+gateway relaying the same load over HTTP/OpenAI; then measures every target with the load
+generator in its own process, ``--rounds`` times interleaved (medians are reported).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 import urllib.request
@@ -89,105 +93,213 @@ class TritonGrpcStreamer:
             await ch.close()
 
 
+def _start_emulator(
+    args: argparse.Namespace, stack: Any, users: int, cpus: str | None
+) -> tuple[list[str], list[str], str]:
+    """One emulator process serving the fleet over HTTP and gRPC (``--grpc-port``); paced per
+    request (``--upstream paced``) or batched (``--upstream emulator``)."""
+    from procs import expert_router_cmd, free_port_block
+
+    extra = ["--tpot-ms", str(args.tpot_ms), "--ttft-ms", str(args.ttft_ms)]
+    if args.upstream == "paced":
+        extra += ["--pacing", "per-request"]
+    else:
+        batch = users + 64  # every user admitted at once: no emulated queueing
+        extra += ["--max-batch", str(batch), "--kv-tokens", str(batch * 512)]
+    base, gbase = free_port_block(args.fleet), free_port_block(args.fleet)
+    cmd = expert_router_cmd("emulate", "--preset", args.preset, "--port", str(base))
+    cmd += ["--fleet", str(args.fleet), "--grpc-port", str(gbase), *extra]
+    experts = [f"http://127.0.0.1:{base + i}" for i in range(args.fleet)]
+    saved, stack.server_cpus = stack.server_cpus, cpus  # the upstream beside the load generator
+    try:
+        emu = stack.start("emulator", cmd, f"{experts[0]}/health")
+    finally:
+        stack.server_cpus = saved
+    for url in experts[1:]:
+        emu.wait_http(f"{url}/health")
+    with urllib.request.urlopen(f"{experts[0]}/v1/models", timeout=5) as resp:
+        model = str(json.load(resp)["data"][0]["id"])
+    return experts, [f"grpc://127.0.0.1:{gbase + i}" for i in range(args.fleet)], model
+
+
+def _emulator_lag(experts: list[str]) -> str:
+    """How late the paced emulator's tokens left, from its /metrics (summed over the fleet)."""
+    total = {"tokens": 0.0, "lag": 0.0, "max": 0.0, "late": 0.0}
+    names = {
+        "vllm:generation_tokens_total": "tokens",
+        "emulator:paced_token_lag_seconds_total": "lag",
+        "emulator:paced_late_tokens_total": "late",
+    }
+    for url in experts:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("#") or " " not in line:
+                    continue
+                name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
+                if name in names:
+                    total[names[name]] += value
+                elif name == "emulator:paced_token_lag_seconds_max":
+                    total["max"] = max(total["max"], value)
+    if not total["tokens"]:
+        return "no tokens"
+    return (
+        f"{total['tokens']:.0f} tokens, mean {total['lag'] / total['tokens'] * 1e3:.3f} ms, "
+        f"max {total['max'] * 1e3:.1f} ms, {total['late']:.0f} over 50 ms late"
+    )
+
+
+def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Medians over rounds; ``add*``: the median of each round's difference to direct."""
+    from gateway_overhead import _median
+
+    out: dict[str, Any] = {
+        "p50_ms": _median(runs, "ttft_ms", "p50"),
+        "p99_ms": _median(runs, "ttft_ms", "p99"),
+        "requests": int(_median(runs, "ok_in_window")),
+        "failed": int(sum(r["requests_failed"] for r in runs)),
+        "events_per_s": _median(runs, "events_per_s"),
+        "cpu_s": _median(runs, "watched_cpu_s"),
+        "events_per_cpu_s": _median(runs, "events_per_cpu_s"),
+        "first_errors": runs[-1]["first_errors"],
+    }
+    if base is not None:
+        for q in ("p50", "p99"):
+            diffs = [r["ttft_ms"][q] - d["ttft_ms"][q] for r, d in zip(runs, base, strict=True)]
+            out[f"add_{q}"] = statistics.median(diffs)
+            out[f"add_{q}_rounds"] = diffs
+    return out
+
+
 def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
     """The --protocol triton-grpc run of gateway_overhead.py (prints a table, asserts nothing)."""
     import tempfile
 
-    from procs import expert_router_cmd, free_port, free_port_block
+    from procs import expert_router_cmd, free_port
 
     import _stack
     from _stack import Stack, Target, run_loadgen
-    from gateway_overhead import _case_args, _median
+    from gateway_overhead import _case_args, load_average, pin_cpus
 
     _stack.LOADGEN = HERE  # this script: _loadgen plus the triton-grpc streamer
-    emu_extra = ["--tpot-ms", str(args.tpot_ms), "--ttft-ms", str(args.ttft_ms)]
-    batch = max(users_list) + 64  # every user admitted at once: no emulated queueing
-    emu_extra += ["--max-batch", str(batch), "--kv-tokens", str(batch * 512)]
-    started = time.time()
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    started, load_start = time.time(), load_average()
+    notes: list[str] = []
     results: dict[int, dict[str, dict[str, Any]]] = {}
+    lag = "n/a"
     with tempfile.TemporaryDirectory(prefix="gateway-overhead-grpc-") as tmp:
-        stack = Stack(Path(tmp), pin=args.pin)
+        stack = Stack(Path(tmp))
+        upstream_cpus = pin_cpus(stack, args.pin)  # proxies on core 0, the rest elsewhere
         try:
-            # One emulator process serves the fleet over HTTP and gRPC (--grpc-port).
-            base, gbase = free_port_block(args.fleet), free_port_block(args.fleet)
-            cmd = expert_router_cmd("emulate", "--preset", args.preset, "--port", str(base))
-            cmd += ["--fleet", str(args.fleet), "--grpc-port", str(gbase), *emu_extra]
-            experts = [f"http://127.0.0.1:{base + i}" for i in range(args.fleet)]
-            emu = stack.start("emulator", cmd, f"{experts[0]}/health")
-            for url in experts[1:]:
-                emu.wait_http(f"{url}/health")
-            with urllib.request.urlopen(f"{experts[0]}/v1/models", timeout=5) as resp:
-                model = str(json.load(resp)["data"][0]["id"])
-            grpc_experts = [f"grpc://127.0.0.1:{gbase + i}" for i in range(args.fleet)]
-            port, gport = free_port(), free_port()
-            cmd = expert_router_cmd("serve", "--port", str(port), "--grpc-port", str(gport))
-            for url in grpc_experts:
-                cmd += ["--expert", f"*={url}"]
-            proc = stack.start("gateway-grpc", cmd, f"http://127.0.0.1:{port}/ready")
-            grpc_targets = [
-                Target("direct", grpc_experts, None, model),
-                Target("gateway", [f"grpc://127.0.0.1:{gport}"], proc.pid, model),
-            ]
+            experts, grpc_experts, model = _start_emulator(
+                args, stack, max(users_list), upstream_cpus
+            )
+            grpc_targets = [Target("direct", grpc_experts, None, model)]
             http_targets = [Target("direct", experts, None, model)]
-            http_targets.append(stack.gateway(experts, model, workers=1))
+            if "nginx" in wanted:
+                try:
+                    keep = max(users_list) + 64  # one upstream connection per call in flight
+                    grpc_targets.append(stack.nginx_grpc(grpc_experts, model, keepalive=keep))
+                except RuntimeError as exc:
+                    notes.append(f"nginx (gRPC) skipped: {str(exc)[:300]}")
+            if "gateway" in wanted:
+                port, gport = free_port(), free_port()
+                cmd = expert_router_cmd("serve", "--port", str(port), "--grpc-port", str(gport))
+                for url in grpc_experts:
+                    cmd += ["--expert", f"*={url}"]
+                proc = stack.start("gateway-grpc", cmd, f"http://127.0.0.1:{port}/ready")
+                grpc_targets.append(
+                    Target("gateway", [f"grpc://127.0.0.1:{gport}"], proc.pid, model)
+                )
+                http_targets.append(stack.gateway(experts, model, workers=1))
+            plan = [("triton-grpc", t) for t in grpc_targets]
+            plan += [("openai", t) for t in http_targets]
             for users in users_list:
                 cli, timeout = _case_args(args, users)
-                res: dict[str, dict[str, Any]] = {}
-                for proto, targets in (("triton-grpc", grpc_targets), ("openai", http_targets)):
-                    proto_cli = [proto if a == args.protocol else a for a in cli]
-                    for t in targets:
-                        print(f"  {users:>5} users -> {proto} {t.name} ...", file=sys.stderr)
-                        runs = [
-                            run_loadgen(stack, t, proto_cli, timeout) for _ in range(args.rounds)
-                        ]
-                        res[f"{proto}/{t.name}"] = {
-                            "p50_ms": _median(runs, "ttft_ms", "p50"),
-                            "p99_ms": _median(runs, "ttft_ms", "p99"),
-                            "requests": int(_median(runs, "ok_in_window")),
-                            "failed": int(sum(r["requests_failed"] for r in runs)),
-                            "events_per_s": _median(runs, "events_per_s"),
-                            "cpu_s": _median(runs, "watched_cpu_s"),
-                            "events_per_cpu_s": _median(runs, "events_per_cpu_s"),
-                            "first_errors": runs[-1]["first_errors"],
-                        }
+                runs: dict[str, list[dict[str, Any]]] = {f"{p}/{t.name}": [] for p, t in plan}
+                for r in range(args.rounds):  # rounds interleave the targets
+                    for proto, t in plan:
+                        proto_cli = [proto if a == args.protocol else a for a in cli]
+                        print(
+                            f"  {users:>5} users -> {proto} {t.name} (round {r + 1}/{args.rounds},"
+                            f" load {load_average()})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        runs[f"{proto}/{t.name}"].append(run_loadgen(stack, t, proto_cli, timeout))
+                res = {}
+                for key, key_runs in runs.items():
+                    direct = runs[key.split("/")[0] + "/direct"]
+                    res[key] = _summary(key_runs, None if key.endswith("/direct") else direct)
                 results[users] = res
+            if args.upstream == "paced":
+                lag = _emulator_lag(experts)
         finally:
             stack.close()
+    upstream = "paced (emulator --pacing per-request)" if args.upstream == "paced" else (
+        "emulator (batched)"
+    )  # fmt: skip
     print(
-        f"gateway_overhead: protocol=triton-grpc fleet={args.fleet} preset={args.preset} "
-        f"tpot={args.tpot_ms}ms ttft={args.ttft_ms}ms max_tokens={args.max_tokens} "
-        f"rounds={args.rounds} pin={args.pin} ({time.time() - started:.0f} s)"
+        f"gateway_overhead: protocol=triton-grpc upstream={upstream} fleet={args.fleet} "
+        f"preset={args.preset} tpot={args.tpot_ms}ms ttft={args.ttft_ms}ms "
+        f"max_tokens={args.max_tokens} rounds={args.rounds} pin={args.pin} "
+        f"({time.time() - started:.0f} s)"
     )
-    print("events = streamed token messages received; ev/CPU-s = per gateway CPU-second")
-    print(f"{'users':>6} {'path':<20} {'TTFT p50':>8} {'p99':>8} {'+p50':>7} {'+p99':>7}"
-          f" {'reqs':>6} {'fail':>4} {'ev/s':>6} {'CPU s':>6} {'ev/CPU-s':>8}")  # fmt: skip
+    print(f"load average (1/5/15 min): start {load_start}, end {load_average()}")
+    if args.upstream == "paced":
+        print(f"paced emulator, token lag behind its deadline: {lag}")
+    for line in report_grpc(results, args.rounds):
+        print(line)
+    for note in notes:
+        print(note)
+    return 0
+
+
+def report_grpc(results: dict[int, dict[str, dict[str, Any]]], rounds: int) -> list[str]:
+    """The table and the per-user-count lines (added = median over rounds of the difference)."""
+    lines = [
+        "events = streamed token messages received; ev/CPU-s = per proxy CPU-second",
+        f"{'users':>6} {'path':<20} {'TTFT p50':>8} {'p99':>8} {'+p50':>7} {'+p99':>7}"
+        f" {'reqs':>6} {'fail':>4} {'ev/s':>6} {'CPU s':>6} {'ev/CPU-s':>8}",
+    ]
     for users, res in results.items():
         for key, r in res.items():
-            d = res[key.split("/")[0] + "/direct"]
-            gw = key.endswith("gateway")
-            add50 = f"{r['p50_ms'] - d['p50_ms']:+.2f}" if gw else "-"
-            add99 = f"{r['p99_ms'] - d['p99_ms']:+.2f}" if gw else "-"
-            epc = f"{r['events_per_cpu_s']:.0f}" if gw else "-"
-            print(
+            proxy = "add_p50" in r
+            add50 = f"{r['add_p50']:+.2f}" if proxy else "-"
+            add99 = f"{r['add_p99']:+.2f}" if proxy else "-"
+            epc = f"{r['events_per_cpu_s']:.0f}" if proxy else "-"
+            lines.append(
                 f"{users:>6} {key:<20} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {add50:>7}"
                 f" {add99:>7} {r['requests']:>6} {r['failed']:>4} {r['events_per_s']:>6.0f}"
-                f" {r['cpu_s'] if gw else 0:>6.2f} {epc:>8}"
+                f" {r['cpu_s'] if proxy else 0:>6.2f} {epc:>8}"
             )
             if r["first_errors"]:
-                print(f"         errors: {r['first_errors'][:2]}")
+                lines.append(f"         errors: {r['first_errors'][:2]}")
     for users, res in results.items():
-        g, d = res["triton-grpc/gateway"], res["triton-grpc/direct"]
-        add = g["p50_ms"] - d["p50_ms"]
-        ok = "met" if add <= 1.0 else "MISSED"
-        print(
-            f"{users:>5} users, gRPC gateway: added TTFT p50 {add:+.2f} ms (target <= 1 ms: {ok})"
-        )
-        h = res["openai/gateway"]
-        print(
-            f"      relayed events per CPU-second: gRPC {g['events_per_cpu_s']:.0f}, "
-            f"HTTP {h['events_per_cpu_s']:.0f}"
-        )
-    return 0
+        lines.append(f"{users:>5} users, added TTFT over direct gRPC (median of {rounds} rounds):")
+        for name in ("gateway", "nginx"):
+            g = res.get(f"triton-grpc/{name}")
+            if g is None:
+                continue
+            line = f"      gRPC {name:<8} p50 {g['add_p50']:+.2f} ms, p99 {g['add_p99']:+.2f} ms"
+            if name == "gateway":
+                line += f" (target p50 <= 1 ms: {'met' if g['add_p50'] <= 1.0 else 'MISSED'})"
+            if rounds > 1:
+                line += " rounds p50: " + " ".join(f"{v:+.2f}" for v in g["add_p50_rounds"])
+            lines.append(line)
+        g, h = res.get("triton-grpc/gateway"), res.get("openai/gateway")
+        if g and h:
+            lines.append(
+                f"      relayed events per CPU-second: gRPC {g['events_per_cpu_s']:.0f}, "
+                f"HTTP {h['events_per_cpu_s']:.0f}"
+            )
+        n = res.get("triton-grpc/nginx")
+        if g and n:
+            lines.append(
+                f"      gRPC events per CPU-second, gateway vs nginx: {g['events_per_cpu_s']:.0f}"
+                f" vs {n['events_per_cpu_s']:.0f} (ratio "
+                f"{g['events_per_cpu_s'] / n['events_per_cpu_s']:.2f})"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -101,6 +101,33 @@ class Stack:
         proc.wait_http(f"{url}/health")
         return Target("nginx", [url], proc.pid, model)
 
+    def nginx_grpc(
+        self, upstreams: list[str], model: str, workers: int = 1, keepalive: int = 1024
+    ) -> Target:
+        """nginx proxying gRPC (``nginx-config --grpc``) round-robin over ``grpc://`` URLs.
+
+        nginx opens one upstream connection per call in flight; ``keepalive`` idle ones are kept.
+        """
+        nginx, why = ensure_nginx()
+        if nginx is None:
+            raise RuntimeError(why)
+        prefix = self.workdir / "nginx-grpc"
+        prefix.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        hostports = [u.split("://", 1)[1] for u in upstreams]
+        options = NginxOptions(
+            listen=f"127.0.0.1:{port}",
+            worker_processes=str(workers),
+            grpc=True,
+            keepalive=keepalive,
+        )
+        (prefix / "nginx.conf").write_text(render_nginx_conf(hostports, options))
+        cmd = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-e", "stderr"]
+        proc = ServerProcess(self._wrap(cmd, self.server_cpus), prefix / "nginx.log")
+        self.exit.callback(proc.stop)
+        wait_grpc_live(f"127.0.0.1:{port}", proc)
+        return Target("nginx", [f"grpc://127.0.0.1:{port}"], proc.pid, model)
+
     def gateway(self, experts: list[str], model: str, workers: int = 1) -> Target:
         port = free_port()
         cmd = expert_router_cmd("serve", "--port", str(port))
@@ -150,6 +177,30 @@ class Stack:
 
     def close(self) -> None:
         self.exit.close()
+
+
+def wait_grpc_live(target: str, proc: ServerProcess, timeout: float = 30.0) -> None:
+    """Call ServerLive on ``target`` (HOST:PORT) until it answers; raise with ``proc``'s log."""
+    import time
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb2
+    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                break
+            try:
+                if stub.ServerLive(pb2.ServerLiveRequest(), timeout=2).live:
+                    return
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+            time.sleep(0.05)
+    raise RuntimeError(f"{target} not live ({last}); log:\n{proc.log_tail()}")
 
 
 def install_litellm(venv: Path) -> str:
