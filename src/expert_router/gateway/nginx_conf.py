@@ -197,6 +197,8 @@ def _grpc_server(opts: NginxOptions) -> list[str]:
         "    server {",
         f"        listen {_listen_directive(opts.listen)} http2 backlog=4096;",
         f"        http2_max_concurrent_streams {opts.max_streams};",
+        # gRPC bodies are relayed unbuffered; nginx still allocates this much per call.
+        "        client_body_buffer_size 64k;",
         # A bidirectional stream may stay quiet for long on either side.
         f"        client_body_timeout {t}s;",
         f"        send_timeout {t}s;",

@@ -27,6 +27,7 @@ def test_grpc_config_speaks_http2_and_passes_grpc_round_robin() -> None:
     for name in ("grpc_read_timeout", "grpc_send_timeout", "client_body_timeout", "send_timeout"):
         assert _directive(text, name) == ["3600s"], name
     assert _directive(text, "http2_max_concurrent_streams") == ["4096"]
+    assert _directive(text, "client_body_buffer_size") == ["8m", "64k"]  # not 8 MB per call
     assert _directive(text, "keepalive_requests") == ["100000", "100000"]  # no GOAWAY at 1000
     # HTTP/1.1 proxying is off in this mode; nginx's own errors become gRPC statuses.
     assert "proxy_pass" not in text and "proxy_buffering" not in text
