@@ -1,12 +1,18 @@
-"""A grpc.aio server in the running event loop hosting one GRPCInferenceService servicer.
+"""A gRPC server in the running event loop hosting one GRPCInferenceService servicer.
 
-Shared by the emulator's Triton face and the gateway's gRPC ingress: listen, start, stop.
+Shared by the emulator's Triton face and the gateway's gRPC ingress: listen, start, stop. It
+runs on the lean HTTP/2 transport (``expert_router.h2``); servicers keep grpc.aio's calling
+convention.
 """
 
 from __future__ import annotations
 
-import grpc
+from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+from expert_router.h2.server import GrpcServer
+
+SERVICE = "GRPCInferenceService"
 
 
 class GrpcServiceHost:
@@ -22,7 +28,7 @@ class GrpcServiceHost:
     ) -> None:
         self.servicer = servicer
         self.host, self.port, self.reuse_port = host, port, reuse_port
-        self._server: grpc.aio.Server | None = None
+        self._server: GrpcServer | None = None
 
     @property
     def target(self) -> str:
@@ -31,15 +37,17 @@ class GrpcServiceHost:
 
     async def start(self) -> None:
         # SO_REUSEPORT only for worker processes sharing the port, never by accident.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port))])
-        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        self.port = server.add_insecure_port(self.target)
-        if self.port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.target}")
-        await server.start()
+        server = GrpcServer(
+            self.servicer, pb2, SERVICE, host=self.host, port=self.port, reuse_port=self.reuse_port
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise OSError(f"cannot listen for gRPC on {self.target}: {exc}") from exc
+        self.port = server.port
         self._server = server
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(grace=None)
+            await self._server.stop()
             self._server = None

@@ -1,8 +1,9 @@
 """Triton / TensorRT-LLM upstreams over KServe v2 gRPC (``grpc://HOST:PORT[?model=&template=]``).
 
-Each request opens one decoupled ``ModelStreamInfer`` call on the replica's grpc.aio channel
-(created in the running loop, closed by ``aclose``); Triton's text pieces are re-emitted as
-OpenAI SSE chunks. Health is ServerLive + ModelReady; gRPC failures map to ``BackendError``s.
+Each request opens one decoupled ``ModelStreamInfer`` call on the replica's channel (the lean
+HTTP/2 client of ``expert_router.h2``, connected on first use, closed by ``aclose``); Triton's
+text pieces are re-emitted as OpenAI SSE chunks. Health is ServerLive + ModelReady; gRPC
+failures map to ``BackendError``s.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb2
-from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
 from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
 from expert_router.errors import (
@@ -28,8 +28,13 @@ from expert_router.errors import (
     ConfigError,
     RequestError,
 )
+from expert_router.h2.client import EOF, ClientCall, GrpcChannel
+from expert_router.h2.grpc import GrpcError, message
 from expert_router.wire import triton as tw
 from expert_router.wire.openai import error_bytes
+
+_PATH = b"/inference.GRPCInferenceService/"
+STREAM_INFER = _PATH + b"ModelStreamInfer"
 
 _ids = itertools.count(1)
 _HTTP = {
@@ -53,9 +58,9 @@ def parse_target(url: str) -> tuple[str, tw.TritonTarget]:
         raise ConfigError(f"{url}: {exc}") from None
 
 
-def rpc_error(where: str, exc: grpc.aio.AioRpcError) -> BackendError:
+def rpc_error(where: str, exc: GrpcError) -> BackendError:
     """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable."""
-    code, details = exc.code(), exc.details() or ""
+    code, details = exc.status, exc.details
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"{where}: unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -160,15 +165,15 @@ class TritonResponse:
 class _GrpcPieces:
     __slots__ = ("_call", "_names", "_where")
 
-    def __init__(self, call: Any, names: tw.TritonNames, where: str) -> None:
+    def __init__(self, call: ClientCall, names: tw.TritonNames, where: str) -> None:
         self._call, self._names, self._where = call, names, where
 
     async def next(self) -> tuple[str, bool]:
         try:
             msg = await self._call.read()
-        except grpc.aio.AioRpcError as exc:
+        except GrpcError as exc:
             raise rpc_error(self._where, exc) from exc
-        if msg is grpc.aio.EOF:
+        if msg is EOF:
             return "", True  # the server ended the stream without a final flag
         if msg.error_message:
             raise BackendProtocolError(f"{self._where}: {msg.error_message}")
@@ -179,6 +184,43 @@ class _GrpcPieces:
         self._call.cancel()
 
 
+class _Forward:
+    """Relays a call's messages to ``sink`` and resolves ``done`` with its end."""
+
+    __slots__ = ("message", "done")
+
+    def __init__(self, sink: Callable[[bytes], object], done: asyncio.Future[Any]) -> None:
+        self.message, self.done = sink, done
+
+    def end(self, error: GrpcError | None) -> None:
+        if not self.done.done():
+            self.done.set_result(error)
+
+
+class NativeCall:
+    """A client's own ``ModelInferRequest`` forwarded to a replica; its answer's messages go
+    back without decoding (``relay``). ``failed``: the first answer carried an error message.
+    """
+
+    __slots__ = ("call", "first", "failed", "where")
+
+    def __init__(self, call: ClientCall, first: bytes, failed: bool, where: str) -> None:
+        self.call, self.first, self.failed, self.where = call, first, failed, where
+
+    async def relay(self, sink: Callable[[bytes], object]) -> None:
+        """Send every message, framed, to ``sink`` as it arrives; return when the answer is
+        complete, raise ``BackendError`` when it broke off."""
+        sink(message(self.first))
+        done: asyncio.Future[GrpcError | None] = asyncio.get_running_loop().create_future()
+        self.call.listen(_Forward(sink, done))
+        error = await done
+        if error is not None:
+            raise rpc_error(self.where, error)
+
+    def close(self) -> None:
+        self.call.cancel()
+
+
 class TritonGrpcBackend:
     """One Triton replica reached over gRPC."""
 
@@ -186,16 +228,12 @@ class TritonGrpcBackend:
         self._s = settings
         self.target, t = parse_target(settings.url)
         self.names, self.template = t.names, t.template
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._channel: GrpcChannel | None = None
 
-    def stub(self) -> Any:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target, options=[("grpc.max_receive_message_length", 64 << 20)]
-            )
-            self._stub = pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        return self._stub
+    def channel(self) -> GrpcChannel:
+        if self._channel is None:
+            self._channel = GrpcChannel(self.target, connect_timeout=self._s.connect_timeout)
+        return self._channel
 
     async def start(self, req: BackendRequest) -> TritonResponse:
         payload = json.loads(req.body)
@@ -204,17 +242,18 @@ class TritonGrpcBackend:
         rid = f"er-{next(_ids)}"
         msg = tw.infer_request(pb2, treq, self.names, rid)
         where = f"grpc://{self.target}"
-        call = self.stub().ModelStreamInfer()
+        try:
+            call = await self.channel().start(
+                STREAM_INFER, [msg.SerializeToString()], pb2.ModelStreamInferResponse
+            )
+        except GrpcError as exc:
+            raise rpc_error(where, exc) from exc
         try:
             async with asyncio.timeout(self._s.first_byte_timeout):
-                await call.write(msg)
-                await call.done_writing()
                 first = await _GrpcPieces(call, self.names, where).next()
         except TimeoutError as exc:
             call.cancel()
             raise BackendTimeout(f"{where}: no first response in time") from exc
-        except grpc.aio.AioRpcError as exc:
-            raise rpc_error(where, exc) from exc
         except BackendProtocolError as exc:
             call.cancel()
             raise BackendStatusError(
@@ -230,22 +269,58 @@ class TritonGrpcBackend:
             _GrpcPieces(call, self.names, where), enc, first, treq.max_tokens, req.stream
         )
 
+    def relays(self, request: Any) -> bool:
+        """Whether a client's request can be forwarded as it is: same model and tensor names,
+        so the replica's answers are already what the client expects."""
+        return request.model_name == self.names.model and not self.names.rename
+
+    async def start_native(self, request: Any) -> NativeCall:
+        """Forward a client's ``ModelInferRequest`` unchanged; returns once the first answer
+        arrived. Errors before it raise ``BackendError`` (retryable when unreachable)."""
+        where = f"grpc://{self.target}"
+        try:
+            call = await self.channel().start(
+                STREAM_INFER, [request.SerializeToString()], pb2.ModelStreamInferResponse
+            )
+            try:
+                async with asyncio.timeout(self._s.first_byte_timeout):
+                    first = await call.read_raw()
+            except BaseException:
+                call.cancel()
+                raise
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{where}: no first response in time") from exc
+        except GrpcError as exc:
+            raise rpc_error(where, exc) from exc
+        if first is None:
+            raise BackendProtocolError(f"{where}: the stream ended without a response")
+        failed = bool(pb2.ModelStreamInferResponse.FromString(first).error_message)
+        return NativeCall(call, first, failed, where)
+
     async def probe(self, path: str, timeout_s: float) -> int:
         """200 when the server is live and the model ready, 503 otherwise (``path`` unused)."""
-        stub = self.stub()
+        channel = self.channel()
         try:
-            live = await stub.ServerLive(pb2.ServerLiveRequest(), timeout=timeout_s)
-            ready = await stub.ModelReady(
-                pb2.ModelReadyRequest(name=self.names.model), timeout=timeout_s
+            live = await channel.unary(
+                _PATH + b"ServerLive",
+                pb2.ServerLiveRequest(),
+                pb2.ServerLiveResponse,
+                deadline=timeout_s,
             )
-        except grpc.aio.AioRpcError as exc:
+            ready = await channel.unary(
+                _PATH + b"ModelReady",
+                pb2.ModelReadyRequest(name=self.names.model),
+                pb2.ModelReadyResponse,
+                deadline=timeout_s,
+            )
+        except GrpcError as exc:
             raise rpc_error(f"grpc://{self.target}", exc) from exc
         return 200 if live.live and ready.ready else 503
 
     async def aclose(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-            self._channel, self._stub = None, None
+            self._channel = None
 
 
 def make(settings: BackendSettings) -> TritonGrpcBackend:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,8 @@ from expert_router.gateway.pools import Fleet, Pool, Replica
 from expert_router.gateway.responses import error_response, json_response
 from expert_router.routing import RouteDecision, RoutingPolicy
 from expert_router.wire.openai import ParsedRequest, classify_text, parse_body, with_model
+
+U = TypeVar("U")
 
 
 class PredictionLike(Protocol):
@@ -110,12 +112,30 @@ class Gateway:
         headers: dict[str, str],
         t0: float,
     ) -> tuple[Replica, UpstreamResponse, float]:
-        """Send the request to ``decided[0]``'s (reserved) replica; before the first byte,
+        """Send an OpenAI request to ``decided[0]``'s reserved replica, with ``start_on``'s
+        retries; the cluster/replica headers name the last replica tried."""
+
+        def send(replica: Replica) -> Awaitable[UpstreamResponse]:
+            headers["x-expert-router-cluster"] = decided[0].cluster
+            headers["x-expert-router-replica"] = replica.name
+            breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
+            return replica.backend.start(breq)
+
+        return await self.start_on(pred, decided, t0, send)
+
+    async def start_on(
+        self,
+        pred: PredictionLike,
+        decided: list[RouteDecision],
+        t0: float,
+        send: Callable[[Replica], Awaitable[U]],
+    ) -> tuple[Replica, U, float]:
+        """``send`` the request to ``decided[0]``'s (reserved) replica; before the first byte,
         retry on other replicas, ``limits.retries`` times at most.
 
-        Returns the replica (still reserved: the caller releases it), its response and the
-        time the request left. Raises the last ``BackendError`` when no replica answers.
-        ``decided[0]`` and the cluster/replica headers always name the last replica tried.
+        Returns the replica (still reserved: the caller releases it), what ``send`` returned
+        and the time the request left. Raises the last ``BackendError`` when no replica
+        answers; ``decided[0]`` always names the last replica tried.
         """
         fleet = self.fleet
         assert fleet is not None
@@ -124,14 +144,11 @@ class Gateway:
             decision = decided[0]
             assert decision.replica is not None
             replica = fleet.replicas[decision.replica]
-            headers["x-expert-router-cluster"] = decision.cluster
-            headers["x-expert-router-replica"] = replica.name
-            breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
             t_sent = time.perf_counter()
             if not exclude:
                 self.metrics.overhead_seconds.observe(t_sent - t0)
             try:
-                return replica, await replica.backend.start(breq), t_sent
+                return replica, await send(replica), t_sent
             except BackendError as exc:
                 fleet.release(replica)
                 fleet.record_failure(replica, type(exc).__name__)

@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from time import perf_counter
 from typing import Any
 
@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
 from expert_router.backends import BackendRequest, UpstreamResponse
-from expert_router.backends.triton_grpc import TritonResponse
+from expert_router.backends.triton_grpc import NativeCall, TritonGrpcBackend, TritonResponse
 from expert_router.errors import (
     BackendError,
     BackendStatusError,
@@ -31,6 +31,7 @@ from expert_router.errors import (
     RoutingError,
 )
 from expert_router.gateway.app import Gateway
+from expert_router.gateway.pools import Replica
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
@@ -46,6 +47,9 @@ _GRPC_FOR_HTTP = {
     501: grpc.StatusCode.UNIMPLEMENTED,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+_RELAYED = ("", True)  # what ``_generate`` yields after relaying an answer undecoded
 
 
 class IngressError(Exception):
@@ -160,7 +164,10 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         Resp, text_response = pb2.ModelStreamInferResponse, tw.text_response
         last = False
         try:
-            async for text, last in self._generate(request, unary=False, route=route):
+            async for piece in self._generate(request, unary=False, route=route, context=context):
+                if piece is _RELAYED:
+                    return  # the replica's own messages went to the client
+                text, last = piece
                 if route:
                     # Another request of this stream may have written first (metadata gone).
                     with contextlib.suppress(Exception):
@@ -174,79 +181,93 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         if not last:
             yield Resp(infer_response=text_response(pb2, model, rid, "", names, final=True))
 
+    async def _admit(self, request: Any, unary: bool) -> tuple[tw.TritonRequest, Any, Any]:
+        """Check and classify a request and reserve a replica: (request, prediction, decision)."""
+        gw = self.gw
+        assert gw.fleet is not None
+        if request.model_name not in self.models:
+            msg = f"Request for unknown model: '{request.model_name}' is not found"
+            raise IngressError(grpc.StatusCode.NOT_FOUND, msg, 404)
+        try:
+            treq = tw.from_tensors(tw.request_values(request, self.names))
+        except RequestError as exc:
+            raise IngressError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), 400) from None
+        t1 = perf_counter()
+        pred = gw.classifier.predict(treq.text)
+        gw.metrics.classify_seconds.observe(perf_counter() - t1)
+        try:
+            decision = await gw.fleet.acquire(pred)
+        except NoCapacity as exc:
+            raise IngressError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 429) from None
+        except RoutingError as exc:
+            raise IngressError(grpc.StatusCode.UNAVAILABLE, str(exc), 503) from None
+        return treq, pred, decision
+
     async def _generate(
-        self, request: Any, *, unary: bool, route: list[tuple[str, str]] | None = None
+        self,
+        request: Any,
+        *,
+        unary: bool,
+        route: list[tuple[str, str]] | None = None,
+        context: Any = None,
     ) -> AsyncIterator[tuple[str, bool]]:
         """Route one request and yield its (text, last) pieces; ``IngressError`` on failure.
 
         A non-streaming request (``stream`` false, or a unary call) yields its whole text once.
         ``route``, when given, receives the cluster and replica headers before the first piece.
+        With ``context`` (a ModelStreamInfer call), a request a Triton replica can take as it
+        is goes there unchanged and its answer is relayed to ``context`` undecoded: then
+        ``_RELAYED`` is yielded once it is complete.
         """
         gw, t0 = self.gw, perf_counter()
         fleet = gw.fleet
         assert fleet is not None
         cluster, replica_name, status = "none", "none", 200
+        relayed = False
         try:
-            if request.model_name not in self.models:
-                msg = f"Request for unknown model: '{request.model_name}' is not found"
-                raise IngressError(grpc.StatusCode.NOT_FOUND, msg, 404)
-            try:
-                treq = tw.from_tensors(tw.request_values(request, self.names))
-            except RequestError as exc:
-                raise IngressError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), 400) from None
+            treq, pred, decision = await self._admit(request, unary)
+            cluster = decision.cluster
             stream = treq.stream and not unary
-            t1 = perf_counter()
-            pred = gw.classifier.predict(treq.text)
-            gw.metrics.classify_seconds.observe(perf_counter() - t1)
-            cluster = str(pred.cluster)
-            try:
-                decision = await fleet.acquire(pred)
-            except NoCapacity as exc:
-                raise IngressError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 429) from None
-            except RoutingError as exc:
-                raise IngressError(grpc.StatusCode.UNAVAILABLE, str(exc), 503) from None
-            exclude: list[str] = []
-            while True:
-                assert decision.replica is not None
-                replica = fleet.replicas[decision.replica]
-                cluster, replica_name = decision.cluster, replica.name
+            decided = [decision]
+
+            def send(replica: Replica) -> Awaitable[UpstreamResponse | NativeCall]:
+                backend = replica.backend
+                if context is not None and isinstance(backend, TritonGrpcBackend):
+                    if backend.relays(request):
+                        return backend.start_native(request)
                 body = json.dumps(tw.triton_to_openai(treq, replica.model)).encode()
-                if not exclude:
-                    gw.metrics.overhead_seconds.observe(perf_counter() - t0)
-                t_sent = perf_counter()
-                try:
-                    up = await replica.backend.start(BackendRequest("/v1/completions", body, True))
-                except BackendError as exc:
-                    fleet.release(replica)
-                    fleet.record_failure(replica, type(exc).__name__)
-                    if not exc.retryable or len(exclude) >= gw.config.limits.retries:
-                        raise _for_backend(exc) from None
-                    exclude.append(replica.name)
-                    gw.metrics.retries.labels(replica.name).inc()
-                    try:
-                        decision = await fleet.acquire(pred, exclude)
-                    except RoutingError:
-                        raise _for_backend(exc) from None
-                    continue
-                except BaseException:
-                    fleet.release(replica)
-                    raise
-                break
+                return backend.start(BackendRequest("/v1/completions", body, True))
+
+            try:
+                replica, up, t_sent = await gw.start_on(pred, decided, t0, send)
+            except BackendError as exc:
+                cluster = decided[0].cluster
+                raise _for_backend(exc) from None
+            cluster, replica_name = decided[0].cluster, replica.name
             if route is not None:
                 route += [(CLUSTER_KEY, cluster), (REPLICA_KEY, replica_name)]
             try:
-                first = True
-                parts: list[str] = []
-                async for text, last in _pieces(up):
-                    if first:
-                        fleet.ttft[replica.name].observe(perf_counter() - t_sent)
-                        first = False
-                    if stream:
-                        yield text, last
-                    else:
-                        parts.append(text)
-                if not stream:
-                    yield "".join(parts), True
+                if isinstance(up, NativeCall):
+                    fleet.ttft[replica.name].observe(perf_counter() - t_sent)
+                    if route:
+                        with contextlib.suppress(Exception):
+                            await context.send_initial_metadata(route)
+                    await up.relay(context.send_framed)
+                    status = 400 if up.failed else 200
+                    relayed = True
+                else:
+                    first = True
+                    parts: list[str] = []
+                    async for text, last in _pieces(up):
+                        if first:
+                            fleet.ttft[replica.name].observe(perf_counter() - t_sent)
+                            first = False
+                        if stream:
+                            yield text, last
+                        else:
+                            parts.append(text)
+                    if not stream:
+                        yield "".join(parts), True
                 fleet.record_success(replica)
             except BackendError as exc:
                 fleet.record_failure(replica, "stream_interrupted")
@@ -262,6 +283,8 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             raise
         finally:
             gw.metrics.count_request(cluster, replica_name, status)
+        if relayed:
+            yield _RELAYED
 
 
 async def _pieces(up: UpstreamResponse) -> AsyncIterator[tuple[str, bool]]:

@@ -13,11 +13,12 @@ from expert_router.errors import (
     ConfigError,
 )
 from expert_router.gateway.grpc_ingress import _for_backend
+from expert_router.h2.grpc import GrpcError
 from expert_router.wire.openai import error_bytes
 
 
-def _rpc(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def _rpc(code: grpc.StatusCode, details: str) -> GrpcError:
+    return GrpcError(code, details)
 
 
 def test_unavailable_is_retryable_and_timeouts_are_timeouts() -> None:

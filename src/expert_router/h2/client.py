@@ -1,0 +1,322 @@
+"""gRPC calls on the lean HTTP/2 transport: a ``GrpcChannel`` to one ``host:port`` keeps a few
+connections open and multiplexes calls over them; a ``ClientCall`` reads the answer's
+messages as they arrive and cancels with RST_STREAM. Failures raise ``GrpcError`` with the
+status a grpc.aio client would report (UNAVAILABLE when the server could not be reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from expert_router.h2 import frames as f
+from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.grpc import (
+    CONTENT_TYPE,
+    STATUS_FOR_HTTP,
+    Deframer,
+    GrpcError,
+    decode_message,
+    format_timeout,
+    message,
+    status_of,
+)
+
+EOF: Any = object()  # what ``ClientCall.read`` returns after the last message
+_MAX_SID = 2**31 - 1
+
+
+class Listener(Protocol):
+    """Takes a call's messages synchronously, as they arrive (see ``ClientCall.listen``)."""
+
+    def message(self, framed: bytes, /) -> object:
+        """One whole message, with its 5-byte gRPC prefix."""
+
+    def end(self, error: GrpcError | None) -> None:
+        """The call is over (``None``: with status OK)."""
+
+
+class ClientCall(H2Stream):
+    """One call in flight: its initial metadata, messages and final status."""
+
+    __slots__ = (
+        "response", "metadata", "_queue", "_waiter", "_deframer", "_head", "done", "error",
+        "listener",
+    )  # fmt: skip
+
+    def __init__(self, conn: ClientConnection, sid: int, response: type[Any]) -> None:
+        super().__init__(conn, sid)
+        self.response = response
+        self.metadata: list[tuple[str, str]] | None = None
+        self._queue: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deframer = Deframer()
+        self._head = False
+        self.done = False
+        self.error: GrpcError | None = None
+        self.listener: Listener | None = None
+
+    # -- frames from the server ------------------------------------------------------------
+    def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        status, details, http = None, "", b"200"
+        first = not self._head
+        meta: list[tuple[str, str]] = []
+        for k, v in headers:
+            if k == b"grpc-status":
+                status = status_of(v)
+            elif k == b"grpc-message":
+                details = decode_message(v)
+            elif k == b":status":
+                http = v
+            elif k == b"grpc-encoding":
+                self._deframer.encoding = v
+            elif first and not k.startswith(b":") and k != b"content-type":
+                meta.append((k.decode("latin-1"), v.decode("latin-1")))
+        if first:
+            self._head = True
+            self.metadata = meta
+            if http != b"200":
+                code = STATUS_FOR_HTTP.get(int(http), grpc.StatusCode.UNKNOWN)
+                self._end(code, f"the server answered HTTP {http.decode()}")
+                return
+        if status is not None:
+            self._end(status, details)
+        elif end_stream:
+            self._end(grpc.StatusCode.INTERNAL, "the stream ended without a status")
+        else:
+            self._wake()
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        listener = self.listener
+        if (
+            listener is not None
+            and len(data) > 5
+            and not data[0]
+            and len(data) == 5 + int.from_bytes(data[1:5], "big")
+            and not self._deframer.partial
+        ):
+            listener.message(data)  # the usual case: one whole message, relayed as it came
+        else:
+            try:
+                messages = self._deframer.feed(data)
+            except GrpcError as exc:
+                self.cancel()
+                self.error = exc
+                messages = []
+            if listener is None:
+                self._queue.extend(messages)
+            else:
+                for body in messages:
+                    listener.message(message(body))
+        if end_stream:
+            self._end(grpc.StatusCode.INTERNAL, "the stream ended without trailers")
+        else:
+            self._wake()
+
+    def on_reset(self, code: int) -> None:
+        status = (
+            grpc.StatusCode.UNAVAILABLE
+            if code == f.REFUSED_STREAM
+            else (grpc.StatusCode.CANCELLED if code == f.CANCEL else grpc.StatusCode.INTERNAL)
+        )
+        self._end(status, f"the server reset the stream (HTTP/2 error {code})")
+
+    def on_lost(self, exc: BaseException | None) -> None:
+        self._end(grpc.StatusCode.UNAVAILABLE, f"connection lost: {exc or 'closed by the peer'}")
+
+    def _end(self, status: grpc.StatusCode, details: str) -> None:
+        if self.done:
+            return
+        self.done = self.closed = True
+        self.conn.streams.pop(self.sid, None)
+        if status != grpc.StatusCode.OK:
+            self.error = GrpcError(status, details)
+        if self.listener is not None:
+            self.listener.end(self.error)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    # -- the caller's side -----------------------------------------------------------------
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    async def read(self) -> Any:
+        """The next message, ``EOF`` after the last one; ``GrpcError`` when the call failed."""
+        while not self._queue:
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return EOF
+            await self._wait()
+        return self.response.FromString(self._queue.popleft())
+
+    async def read_raw(self) -> bytes | None:
+        """The next message's serialized bytes, ``None`` after the last one."""
+        while not self._queue:
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return None
+            await self._wait()
+        return self._queue.popleft()
+
+    def listen(self, listener: Listener) -> None:
+        """Hand the messages not read yet, and every later one, to ``listener`` as they arrive;
+        ``listener.end`` is called once the call is over (at once if it already is)."""
+        queue, self._queue = self._queue, deque()
+        for body in queue:
+            listener.message(message(body))
+        if self.done:
+            listener.end(self.error)
+        else:
+            self.listener = listener
+
+    async def initial_metadata(self) -> list[tuple[str, str]]:
+        while self.metadata is None:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+        return self.metadata
+
+    def cancel(self) -> None:
+        """Cancel the call (RST_STREAM CANCEL); later reads raise CANCELLED."""
+        if self.done:
+            return
+        self.done = True
+        self.error = GrpcError(grpc.StatusCode.CANCELLED, "cancelled by the client")
+        self.listener = None
+        self.conn.reset(self, f.CANCEL)
+        self._wake()
+
+
+class ClientConnection(H2Connection):
+    """The client end of one connection."""
+
+    client_side = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_sid = 1
+
+    def usable(self) -> bool:
+        return (
+            not self.closed
+            and self.goaway_id is None
+            and self.next_sid < _MAX_SID
+            and len(self.streams) < self.peer_max_streams
+        )
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        for sid, stream in list(self.streams.items()):
+            if sid > last_stream_id:  # never processed: safe to retry elsewhere
+                self.streams.pop(sid, None)
+                stream.on_lost(ConnectionResetError(f"GOAWAY (HTTP/2 error {code})"))
+
+
+class GrpcChannel:
+    """Calls to one gRPC server at ``host:port`` (insecure, HTTP/2 with prior knowledge)."""
+
+    def __init__(self, target: str, *, connect_timeout: float = 5.0) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = target
+        self.host, self.port = host.strip("[]"), int(port)
+        self.connect_timeout = connect_timeout
+        self._conns: list[ClientConnection] = []
+        self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._head = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":authority", target.encode()),
+            (b"content-type", CONTENT_TYPE),
+            (b"te", b"trailers"),
+        ]
+
+    async def _connection(self) -> ClientConnection:
+        for conn in self._conns:
+            if conn.usable():
+                return conn
+        self._conns = [c for c in self._conns if not c.closed]
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        task = self._connecting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _connect(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(ClientConnection, self.host, self.port)
+        except TimeoutError:
+            raise GrpcError(
+                grpc.StatusCode.UNAVAILABLE, f"{self.target}: connect timed out"
+            ) from None
+        except OSError as exc:
+            raise GrpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"failed to connect to {self.target}: {exc.strerror or exc}",
+            ) from None
+        self._conns.append(conn)
+        return conn
+
+    async def start(
+        self,
+        path: bytes,
+        requests: Sequence[bytes],
+        response: type[Any],
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        deadline: float | None = None,
+        half_close: bool = True,
+    ) -> ClientCall:
+        """Open a call on ``path``, send the serialized ``requests`` (then half-close);
+        ``deadline`` (seconds) goes to the server as ``grpc-timeout``."""
+        conn = await self._connection()
+        sid = conn.next_sid
+        conn.next_sid += 2
+        call = ClientCall(conn, sid, response)
+        conn.streams[sid] = call
+        headers = [*self._head, (b":path", path)]
+        if deadline is not None:
+            headers.append((b"grpc-timeout", format_timeout(deadline)))
+        headers += [(k.encode(), v.encode()) for k, v in metadata]
+        body = b"".join(message(r) for r in requests)
+        conn.send(call, body, half_close, conn.headers_frame(sid, headers, False))
+        return call
+
+    async def unary(
+        self, path: bytes, request: Any, response: type[Any], *, deadline: float | None = None
+    ) -> Any:
+        """One request, one answer (``GrpcError`` when the call fails or outlives ``deadline``)."""
+        call = await self.start(path, [request.SerializeToString()], response, deadline=deadline)
+        try:
+            async with asyncio.timeout(deadline):
+                answer = await call.read()
+                while await call.read() is not EOF:  # wait for the trailers' status
+                    pass
+        except TimeoutError:
+            call.cancel()
+            raise GrpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        if answer is EOF:
+            raise GrpcError(grpc.StatusCode.INTERNAL, "the server sent no message")
+        return answer
+
+    async def close(self) -> None:
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.close()

@@ -1,0 +1,127 @@
+"""gRPC over HTTP/2, the parts both ends share: length-prefixed messages, status codes and
+messages (``grpc.StatusCode``), deadlines (``grpc-timeout``) and the error type.
+"""
+
+from __future__ import annotations
+
+import zlib
+from urllib.parse import quote, unquote
+
+import grpc
+
+CONTENT_TYPE = b"application/grpc"
+STATUS_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
+_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+MAX_MESSAGE = 64 << 20
+
+# The gRPC status for an HTTP status that is not 200 (gRPC's http-grpc-status-mapping).
+STATUS_FOR_HTTP = {
+    400: grpc.StatusCode.INTERNAL,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.UNIMPLEMENTED,
+    429: grpc.StatusCode.UNAVAILABLE,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class GrpcError(Exception):
+    """An RPC ended with a non-OK status."""
+
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{status.name}: {details}")
+        self.status, self.details = status, details
+
+
+def message(payload: bytes) -> bytes:
+    """One uncompressed length-prefixed message."""
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+class Deframer:
+    """Splits a stream's DATA into messages (compressed ones inflated per ``grpc-encoding``)."""
+
+    __slots__ = ("_buf", "encoding")
+
+    def __init__(self, encoding: bytes = b"identity") -> None:
+        self._buf = b""
+        self.encoding = encoding
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos, n = 0, len(buf)
+        while n - pos >= 5:
+            size = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if size > MAX_MESSAGE:
+                raise GrpcError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"message larger than max ({size} vs. {MAX_MESSAGE})",
+                )
+            end = pos + 5 + size
+            if end > n:
+                break
+            body = buf[pos + 5 : end]
+            if buf[pos]:
+                body = self._inflate(body)
+            out.append(body)
+            pos = end
+        self._buf = buf[pos:] if pos < n else b""
+        return out
+
+    def _inflate(self, body: bytes) -> bytes:
+        if self.encoding == b"gzip":
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if self.encoding == b"deflate":
+            return zlib.decompress(body)
+        raise GrpcError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"compressed message with grpc-encoding {self.encoding.decode(errors='replace')!r}",
+        )
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._buf)
+
+
+def parse_timeout(value: bytes) -> float:
+    """``grpc-timeout`` in seconds.
+
+    >>> parse_timeout(b"250m")
+    0.25
+    """
+    try:
+        return int(value[:-1]) * _UNITS[value[-1:]]
+    except (KeyError, ValueError):
+        raise GrpcError(grpc.StatusCode.INTERNAL, f"bad grpc-timeout {value!r}") from None
+
+
+def format_timeout(seconds: float) -> bytes:
+    """A ``grpc-timeout`` value (at most 8 digits) for ``seconds``."""
+    ms = max(1, int(seconds * 1000))
+    return f"{ms}m".encode() if ms < 10**8 else f"{max(1, int(seconds))}S".encode()
+
+
+def encode_message(text: str) -> bytes:
+    """``grpc-message``: percent-encoded UTF-8."""
+    return quote(text, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode("ascii")
+
+
+def decode_message(value: bytes) -> str:
+    return unquote(value.decode("ascii", errors="replace"))
+
+
+def status_of(value: bytes) -> grpc.StatusCode:
+    try:
+        return STATUS_BY_INT[int(value)]
+    except (KeyError, ValueError):
+        return grpc.StatusCode.UNKNOWN
+
+
+def trailers(status: grpc.StatusCode, details: str = "") -> list[tuple[bytes, bytes]]:
+    out = [(b"grpc-status", str(status.value[0]).encode())]
+    if details:
+        out.append((b"grpc-message", encode_message(details)))
+    return out

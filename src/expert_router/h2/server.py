@@ -1,0 +1,367 @@
+"""A gRPC server on the lean HTTP/2 transport that runs grpc.aio-style servicers unchanged.
+
+Methods come from the service's protobuf descriptor; each RPC runs its servicer method as a
+task with a ``ServerCall`` as its context (``invocation_metadata``, ``send_initial_metadata``,
+``write``, ``abort``, ``set_code``, ``set_details``, ``cancelled``). A client reset or a lost
+connection cancels the task; ``grpc-timeout`` is enforced as DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, NoReturn
+
+import grpc
+
+from expert_router.h2 import frames as f
+from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.grpc import (
+    CONTENT_TYPE,
+    Deframer,
+    GrpcError,
+    message,
+    parse_timeout,
+    trailers,
+)
+
+log = logging.getLogger("expert_router.h2")
+_RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding"}
+_OK_HEAD = [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
+_EOF: Any = object()
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    request: type[Any]
+    streaming_in: bool
+    streaming_out: bool
+
+
+def methods_of(pb2: ModuleType, service: str) -> dict[bytes, Method]:
+    """``/package.Service/Method`` -> its ``Method``, from ``pb2``'s descriptor."""
+    desc = pb2.DESCRIPTOR.services_by_name[service]
+    return {
+        f"/{desc.full_name}/{m.name}".encode(): Method(
+            m.name, getattr(pb2, m.input_type.name), m.client_streaming, m.server_streaming
+        )
+        for m in desc.methods
+    }
+
+
+class _Abort(Exception):
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        self.status, self.details = status, details
+
+
+class ServerCall(H2Stream):
+    """One RPC being served, and its servicer context."""
+
+    __slots__ = (
+        "method", "metadata", "_queue", "_waiter", "_eof", "_deframer", "_head_sent",
+        "_code", "_details", "task", "cancelled_",
+    )  # fmt: skip
+
+    def __init__(
+        self, conn: ServerConnection, sid: int, method: Method, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        super().__init__(conn, sid)
+        self.method = method
+        meta: list[tuple[str, str]] = []
+        encoding = b"identity"
+        for k, v in headers:
+            if k == b"grpc-encoding":
+                encoding = v
+            elif not k.startswith(b":") and k not in _RESERVED:
+                meta.append((k.decode("latin-1"), v.decode("latin-1")))
+        self.metadata = tuple(meta)
+        self._queue: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._deframer = Deframer(encoding)
+        self._head_sent: list[tuple[bytes, bytes]] | None = None
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled_ = False
+
+    # -- frames from the client ------------------------------------------------------------
+    def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        if end_stream:
+            self._end_input()
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        try:
+            self._queue.extend(self._deframer.feed(data))
+        except GrpcError as exc:
+            self._fail(exc.status, exc.details)
+            return
+        if end_stream:
+            self._end_input()
+        self._wake()
+
+    def _end_input(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def on_reset(self, code: int) -> None:
+        self._cancel()
+
+    def on_lost(self, exc: BaseException | None) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        self.cancelled_ = True
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _fail(self, status: grpc.StatusCode, details: str) -> None:
+        """End the call now (a broken request): trailers, then cancel the servicer."""
+        self.finish(status, details)
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- reading requests ------------------------------------------------------------------
+    async def read(self) -> Any:
+        """The next request message, or ``_EOF`` once the client half-closed."""
+        while not self._queue:
+            if self._eof:
+                return _EOF
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self.method.request.FromString(self._queue.popleft())
+
+    async def requests(self) -> AsyncIterator[Any]:
+        while (msg := await self.read()) is not _EOF:
+            yield msg
+
+    # -- the servicer context (grpc.aio's names) -------------------------------------------
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        if self._head_sent is not None:
+            raise RuntimeError("initial metadata was already sent")
+        self._head_sent = _OK_HEAD + [(str(k).encode(), str(v).encode()) for k, v in metadata]
+
+    async def write(self, msg: Any) -> None:
+        if self.closed:
+            raise asyncio.CancelledError("the call is over")
+        if not self.send_framed(message(msg.SerializeToString())):
+            await self.drain()
+
+    def send_framed(self, framed: bytes) -> bool:
+        """Send one message that already has its gRPC prefix, at once (headers first when
+        they have not left); False when the caller should ``await drain()`` before more."""
+        if self.closed:
+            return True  # the call is over: nothing to send, nothing to wait for
+        conn = self.conn
+        head = b""
+        if self._head_sent is not _SENT:
+            head = conn.headers_frame(self.sid, self._head_sent or _OK_HEAD, False)
+            self._head_sent = _SENT
+        return conn.send(self, framed, False, head) and not conn._paused
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise _Abort(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def cancelled(self) -> bool:
+        return self.cancelled_
+
+    def done(self) -> bool:
+        return self.closed
+
+    def peer(self) -> str:
+        transport = self.conn.transport
+        addr = transport.get_extra_info("peername") if transport is not None else None
+        return f"ipv4:{addr[0]}:{addr[1]}" if addr else "unknown"
+
+    # -- ending ----------------------------------------------------------------------------
+    def finish(self, status: grpc.StatusCode, details: str = "", last: bytes = b"") -> None:
+        """End the call with trailers (a unary answer's message ``last`` before them); once."""
+        if self.closed:
+            return
+        conn, sid, tail = self.conn, self.sid, trailers(status, details)
+        head = b""
+        if self._head_sent is _SENT:
+            end = conn.headers_frame(sid, tail, True)
+        elif last:
+            head = conn.headers_frame(sid, self._head_sent or _OK_HEAD, False)
+            end = conn.headers_frame(sid, tail, True)
+        else:  # trailers-only
+            end = conn.headers_frame(sid, (self._head_sent or _OK_HEAD) + tail, True)
+        self._head_sent = _SENT
+        if not self._eof:
+            end += f.rst_stream(sid, f.NO_ERROR)  # the client need not send more
+        if last:
+            conn.send(self, last, False, head)
+        conn.queue(self, b"", False, end)
+        conn.forget(self)
+
+
+_SENT: Any = [(b"", b"")]  # marker: the response headers have left
+
+
+class ServerConnection(H2Connection):
+    """The server end of one client connection."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        super().__init__()
+        self.server = server
+        self.last_sid = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        super().connection_lost(exc)
+
+    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if sid % 2 == 0 or sid <= self.last_sid:
+            return  # a frame for a stream already over
+        self.last_sid = sid
+        path, ctype, timeout = b"", b"", b""
+        for k, v in headers:
+            if k == b":path":
+                path = v
+            elif k == b"content-type":
+                ctype = v
+            elif k == b"grpc-timeout":
+                timeout = v
+        method = self.server.methods.get(path)
+        if not ctype.startswith(CONTENT_TYPE):
+            self._write(
+                self.headers_frame(sid, [(b":status", b"415")], True)
+                + f.rst_stream(sid, f.NO_ERROR)
+            )
+            return
+        if method is None:
+            msg = f"Method not found: {path.decode(errors='replace')}"
+            tail = trailers(grpc.StatusCode.UNIMPLEMENTED, msg)
+            self._write(self.headers_frame(sid, _OK_HEAD + tail, True) + f.rst_stream(sid, 0))
+            return
+        call = ServerCall(self, sid, method, headers)
+        self.streams[sid] = call
+        if end:
+            call._eof = True
+        deadline = None
+        if timeout:
+            try:
+                deadline = parse_timeout(timeout)
+            except GrpcError:
+                deadline = None
+        task = asyncio.get_running_loop().create_task(self.server.run(call, deadline))
+        call.task = task
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        pass
+
+
+class GrpcServer:
+    """Serves ``servicer`` (a grpc.aio-style class) for ``service`` of ``pb2``."""
+
+    def __init__(
+        self,
+        servicer: Any,
+        pb2: ModuleType,
+        service: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reuse_port: bool = False,
+    ) -> None:
+        self.servicer = servicer
+        self.methods = methods_of(pb2, service)
+        self.host, self.port, self.reuse_port = host, port, reuse_port
+        self.connections: set[ServerConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ServerConnection(self),
+            self.host,
+            self.port,
+            reuse_port=self.reuse_port or None,
+            backlog=4096,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for conn in list(self.connections):
+            conn.abort(f.NO_ERROR, "server stopping")
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await server.wait_closed()
+
+    async def run(self, call: ServerCall, deadline: float | None) -> None:
+        """Run one RPC's servicer method and end the call with its status."""
+        handler: Callable[..., Any] = getattr(self.servicer, call.method.name)
+        method = call.method
+        try:
+            async with asyncio.timeout(deadline):
+                if method.streaming_in:
+                    result = handler(call.requests(), call)
+                else:
+                    request = await call.read()
+                    if request is _EOF:
+                        raise _Abort(grpc.StatusCode.INTERNAL, "request message missing")
+                    result = handler(request, call)
+                if method.streaming_out:
+                    if hasattr(result, "__aiter__"):
+                        async for msg in result:
+                            await call.write(msg)
+                    else:
+                        await result
+                    call.finish(call._code or grpc.StatusCode.OK, call._details)
+                else:
+                    response = await result
+                    if call._code not in (None, grpc.StatusCode.OK):
+                        call.finish(call._code, call._details)
+                    else:
+                        call.finish(grpc.StatusCode.OK, "", message(response.SerializeToString()))
+        except _Abort as exc:
+            call.finish(exc.status, exc.details)
+        except TimeoutError:
+            call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except asyncio.CancelledError:
+            if not call.cancelled_:
+                call.finish(grpc.StatusCode.CANCELLED, "server stopping")
+            raise
+        except NotImplementedError:
+            call.finish(call._code or grpc.StatusCode.UNIMPLEMENTED, call._details or "")
+        except Exception:
+            log.exception("error in gRPC method %s", method.name)
+            call.finish(grpc.StatusCode.UNKNOWN, "Unexpected error in RPC handling")
