@@ -92,16 +92,27 @@ def parse_timeout(value: bytes) -> float:
     >>> parse_timeout(b"250m")
     0.25
     """
-    try:
-        return int(value[:-1]) * _UNITS[value[-1:]]
-    except (KeyError, ValueError):
-        raise GrpcError(grpc.StatusCode.INTERNAL, f"bad grpc-timeout {value!r}") from None
+    digits, unit = value[:-1], _UNITS.get(value[-1:])
+    if unit is None or not digits.isdigit():  # ASCII digits only: no sign, space or "_"
+        raise GrpcError(grpc.StatusCode.INTERNAL, f"bad grpc-timeout {value!r}")
+    return int(digits) * unit
 
 
 def format_timeout(seconds: float) -> bytes:
-    """A ``grpc-timeout`` value (at most 8 digits) for ``seconds``."""
-    ms = max(1, int(seconds * 1000))
-    return f"{ms}m".encode() if ms < 10**8 else f"{max(1, int(seconds))}S".encode()
+    """A ``grpc-timeout`` value (at most 8 digits) for ``seconds``, in the finest unit that
+    fits: milliseconds, rounded (never 0), else whole seconds, minutes or hours, rounded up.
+
+    >>> format_timeout(4.007), format_timeout(1e9)
+    (b'4007m', b'16666667M')
+    """
+    ms = max(1, round(seconds * 1000))
+    if ms < 10**8:
+        return b"%dm" % ms
+    for unit, size in ((b"S", 1), (b"M", 60), (b"H", 3600)):
+        n = -(-int(seconds) // size)
+        if n < 10**8:
+            return b"%d%s" % (n, unit)
+    return b"99999999H"
 
 
 def encode_message(text: str) -> bytes:
