@@ -13,6 +13,7 @@ CONTENT_TYPE = b"application/grpc"
 STATUS_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 MAX_MESSAGE = 64 << 20
+_WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
 # The gRPC status for an HTTP status that is not 200 (gRPC's http-grpc-status-mapping).
 STATUS_FOR_HTTP = {
@@ -72,10 +73,21 @@ class Deframer:
         return out
 
     def _inflate(self, body: bytes) -> bytes:
-        if self.encoding == b"gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if self.encoding == b"deflate":
-            return zlib.decompress(body)
+        wbits = _WBITS.get(self.encoding)
+        if wbits is not None:
+            try:
+                inflater = zlib.decompressobj(wbits)
+                out = inflater.decompress(body, MAX_MESSAGE + 1)
+            except zlib.error as exc:
+                raise GrpcError(
+                    grpc.StatusCode.INTERNAL, f"cannot decompress a message: {exc}"
+                ) from None
+            if len(out) > MAX_MESSAGE:
+                raise GrpcError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"decompressed message larger than max ({MAX_MESSAGE})",
+                )
+            return out
         raise GrpcError(
             grpc.StatusCode.UNIMPLEMENTED,
             f"compressed message with grpc-encoding {self.encoding.decode(errors='replace')!r}",
