@@ -64,8 +64,8 @@ async def test_openai_streams_are_paced_per_request() -> None:
             full = await r.json()
         whole = time.perf_counter() - t0
     assert all(len(r.times) == 5 and r.done and r.finish_reason == "length" for r in runs)
-    assert statistics.median(r.ttft for r in runs) == pytest.approx(0.010, abs=0.006)
-    assert max(r.ttft for r in runs) < 0.045
+    # Batched, the median would be ~30 ms (10 ms + half a 40 ms step).
+    assert statistics.median(r.ttft for r in runs) == pytest.approx(0.010, abs=0.007)
     assert statistics.median(g for r in runs for g in r.gaps()) == pytest.approx(0.040, abs=0.006)
     assert len(chat.times) == 5 and chat.done
     assert full["usage"]["completion_tokens"] == 4 and count_tokens(full["choices"][0]["text"]) == 4
