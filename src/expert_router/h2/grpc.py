@@ -42,16 +42,30 @@ def message(payload: bytes) -> bytes:
 
 
 class Deframer:
-    """Splits a stream's DATA into messages (compressed ones inflated per ``grpc-encoding``)."""
+    """Splits a stream's DATA into messages (compressed ones inflated per ``grpc-encoding``).
 
-    __slots__ = ("_buf", "encoding")
+    A message that arrives in pieces is kept as a list of them and joined once it is whole,
+    so a large message costs linear time, not one copy of the buffer per DATA frame.
+    """
+
+    __slots__ = ("_parts", "_have", "_need", "encoding")
 
     def __init__(self, encoding: bytes = b"identity") -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []
+        self._have = 0  # bytes in _parts
+        self._need = 0  # bytes _parts must hold before a message can be taken out
         self.encoding = encoding
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data if self._buf else data
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = data
         out: list[bytes] = []
         pos, n = 0, len(buf)
         while n - pos >= 5:
@@ -69,7 +83,10 @@ class Deframer:
                 body = self._inflate(body)
             out.append(body)
             pos = end
-        self._buf = buf[pos:] if pos < n else b""
+        if pos < n:
+            self._parts = [buf[pos:] if pos else buf]
+            self._have = have = n - pos
+            self._need = 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big") if have >= 5 else 5
         return out
 
     def _inflate(self, body: bytes) -> bytes:
@@ -95,7 +112,7 @@ class Deframer:
 
     @property
     def partial(self) -> bool:
-        return bool(self._buf)
+        return bool(self._parts)
 
 
 def parse_timeout(value: bytes) -> float:
