@@ -122,8 +122,8 @@ def _start_emulator(
     return experts, [f"grpc://127.0.0.1:{gbase + i}" for i in range(args.fleet)], model
 
 
-def _emulator_lag(experts: list[str]) -> str:
-    """How late the paced emulator's tokens left, from its /metrics (summed over the fleet)."""
+def _lag_counters(experts: list[str]) -> dict[str, float]:
+    """The paced emulator's token-lag counters from its /metrics, summed over the fleet."""
     total = {"tokens": 0.0, "lag": 0.0, "max": 0.0, "late": 0.0}
     names = {
         "vllm:generation_tokens_total": "tokens",
@@ -140,12 +140,15 @@ def _emulator_lag(experts: list[str]) -> str:
                     total[names[name]] += value
                 elif name == "emulator:paced_token_lag_seconds_max":
                     total["max"] = max(total["max"], value)
-    if not total["tokens"]:
+    return total
+
+
+def _lag_text(before: dict[str, float], after: dict[str, float]) -> str:
+    tokens = after["tokens"] - before["tokens"]
+    if not tokens:
         return "no tokens"
-    return (
-        f"{total['tokens']:.0f} tokens, mean {total['lag'] / total['tokens'] * 1e3:.3f} ms, "
-        f"max {total['max'] * 1e3:.1f} ms, {total['late']:.0f} over 50 ms late"
-    )
+    mean = (after["lag"] - before["lag"]) / tokens * 1e3
+    return f"{tokens:.0f} tokens, mean {mean:.3f} ms, {after['late'] - before['late']:.0f} > 50 ms"
 
 
 def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -161,6 +164,7 @@ def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> d
         "cpu_s": _median(runs, "watched_cpu_s"),
         "events_per_cpu_s": _median(runs, "events_per_cpu_s"),
         "first_errors": runs[-1]["first_errors"],
+        "upstream_lag": [r["upstream_lag"] for r in runs if "upstream_lag" in r],
     }
     if base is not None:
         for q in ("p50", "p99"):
@@ -225,14 +229,19 @@ def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
-                        runs[f"{proto}/{t.name}"].append(run_loadgen(stack, t, proto_cli, timeout))
+                        lag0 = _lag_counters(experts) if args.upstream == "paced" else None
+                        result = run_loadgen(stack, t, proto_cli, timeout)
+                        if lag0 is not None:
+                            result["upstream_lag"] = _lag_text(lag0, _lag_counters(experts))
+                        runs[f"{proto}/{t.name}"].append(result)
                 res = {}
                 for key, key_runs in runs.items():
                     direct = runs[key.split("/")[0] + "/direct"]
                     res[key] = _summary(key_runs, None if key.endswith("/direct") else direct)
                 results[users] = res
             if args.upstream == "paced":
-                lag = _emulator_lag(experts)
+                end = _lag_counters(experts)
+                lag = _lag_text(dict.fromkeys(end, 0.0), end) + f", max {end['max'] * 1e3:.1f} ms"
         finally:
             stack.close()
     upstream = "paced (emulator --pacing per-request)" if args.upstream == "paced" else (
@@ -274,6 +283,11 @@ def report_grpc(results: dict[int, dict[str, dict[str, Any]]], rounds: int) -> l
             )
             if r["first_errors"]:
                 lines.append(f"         errors: {r['first_errors'][:2]}")
+    if any(r["upstream_lag"] for res in results.values() for r in res.values()):
+        lines.append("paced emulator's token lag behind its deadlines during each run:")
+        for users, res in results.items():
+            for key, r in res.items():
+                lines.append(f"{users:>6} {key:<20} {'; '.join(r['upstream_lag'])}")
     for users, res in results.items():
         lines.append(f"{users:>5} users, added TTFT over direct gRPC (median of {rounds} rounds):")
         for name in ("gateway", "nginx"):
