@@ -104,6 +104,7 @@ class H2Connection(asyncio.Protocol):
         self.closed = True
         streams, self.streams = self.streams, {}
         for stream in streams.values():
+            self._drop(stream)
             stream.on_lost(exc)
         self._wake_writers()
 
@@ -193,6 +194,7 @@ class H2Connection(asyncio.Protocol):
             stream = self.streams.pop(sid, None)
             if stream is not None:
                 stream.closed = True
+                self._drop(stream)  # no DATA may follow a reset
                 stream.on_reset(f.u32(payload))
         elif kind == f.GOAWAY:
             self.goaway_id = f.u32(payload) & 0x7FFFFFFF
@@ -357,11 +359,18 @@ class H2Connection(asyncio.Protocol):
         """RST_STREAM ``stream`` (dropping anything queued for it)."""
         stream.closed = True
         self.streams.pop(stream.sid, None)
+        self._drop(stream)
+        self._write(f.rst_stream(stream.sid, code))
+
+    def _drop(self, stream: H2Stream) -> None:
+        """Forget what is queued for ``stream`` and release a writer waiting for it to leave."""
         if stream.pending is not None:
             stream.pending = None
             if stream in self._blocked:
                 self._blocked.remove(stream)
-        self._write(f.rst_stream(stream.sid, code))
+        waiter, stream.drained = stream.drained, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def info(self) -> dict[str, Any]:
         return {"streams": len(self.streams), "blocked": len(self._blocked)}
