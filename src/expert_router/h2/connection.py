@@ -40,7 +40,7 @@ class H2Stream:
     def __init__(self, conn: H2Connection, sid: int) -> None:
         self.conn, self.sid = conn, sid
         self.send_window = conn.peer_initial_window
-        self.pending: deque[tuple[bytes, bool, bytes]] | None = None  # (data, end, then-frame)
+        self.pending: deque[tuple[bytes | memoryview, bool, bytes]] | None = None  # data, end, then
         self.drained: asyncio.Future[None] | None = None
         self.recv_unacked = 0
         self.closed = False
@@ -307,7 +307,7 @@ class H2Connection(asyncio.Protocol):
         self.queue(stream, data, end, b"")
         return stream.pending is None
 
-    def queue(self, stream: H2Stream, data: bytes, end: bool, then: bytes) -> None:
+    def queue(self, stream: H2Stream, data: bytes | memoryview, end: bool, then: bytes) -> None:
         """Add DATA (and a frame to write after it, e.g. trailers) behind the stream's queue."""
         if stream.pending is None:
             stream.pending = deque()
@@ -328,7 +328,10 @@ class H2Connection(asyncio.Protocol):
             room = min(self.send_window, stream.send_window, self.peer_max_frame)
             if data and room <= 0:
                 return
-            chunk = data[:room] if len(data) > room else data
+            chunk: bytes | memoryview = data
+            if len(data) > room:  # a view: the rest is not copied for every frame
+                data = data if isinstance(data, memoryview) else memoryview(data)
+                chunk = data[:room]
             whole = len(chunk) == len(data)
             flags = f.END_STREAM if end and whole else 0
             if data or flags or whole:

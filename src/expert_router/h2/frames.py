@@ -38,7 +38,7 @@ _U32 = struct.Struct(">I")
 _SETTING = struct.Struct(">HI")
 
 
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
     """One frame: the 9-byte head and ``payload``."""
     n = len(payload)
     return HEAD.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
