@@ -1,0 +1,332 @@
+"""One HTTP/2 connection fed with frames and read back from what it writes: header blocks split
+into CONTINUATION, flow control both ways, SETTINGS, PING, RST_STREAM and protocol errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import hpack
+import pytest
+
+from expert_router.h2 import frames as f
+from expert_router.h2.connection import CONN_RECV_WINDOW, RECV_WINDOW, H2Connection, H2Stream
+
+Frame = tuple[int, int, int, bytes]
+
+
+class Transport:
+    """Collects what the connection writes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closing
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def take(self) -> list[Frame]:
+        raw, self.out = bytes(self.out), bytearray()
+        return parse(raw)
+
+
+def parse(raw: bytes) -> list[Frame]:
+    out, pos = [], 0
+    while pos < len(raw):
+        hi, lo, kind, flags, sid = f.HEAD.unpack_from(raw, pos)
+        end = pos + 9 + (hi << 16 | lo)
+        assert end <= len(raw), "truncated frame"
+        out.append((kind, flags, sid, raw[pos + 9 : end]))
+        pos = end
+    return out
+
+
+class Stream(H2Stream):
+    __slots__ = ("events",)
+
+    def __init__(self, conn: H2Connection, sid: int) -> None:
+        super().__init__(conn, sid)
+        self.events: list[tuple[str, Any, Any]] = []
+
+    def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self.events.append(("headers", [(bytes(k), bytes(v)) for k, v in headers], end_stream))
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        self.events.append(("data", data, end_stream))
+
+    def on_reset(self, code: int) -> None:
+        self.events.append(("reset", code, None))
+
+    def on_lost(self, exc: BaseException | None) -> None:
+        self.events.append(("lost", exc, None))
+
+
+class Conn(H2Connection):
+    """A connection that takes new streams as ``Stream``s (client side: no preface to read)."""
+
+    client_side = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[tuple[int, list[tuple[bytes, bytes]], bool]] = []
+
+    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        self.opened.append((sid, [(bytes(k), bytes(v)) for k, v in headers], end))
+
+
+def connected() -> tuple[Conn, Transport]:
+    conn, t = Conn(), Transport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    t.out.clear()  # the preface and our SETTINGS
+    return conn, t
+
+
+def test_connection_start_announces_settings_and_window() -> None:
+    conn, t = Conn(), Transport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    assert bytes(t.out).startswith(f.PREFACE)
+    frames = parse(bytes(t.out)[len(f.PREFACE) :])
+    assert frames[0][0] == f.SETTINGS
+    assert (f.INITIAL_WINDOW_SIZE, RECV_WINDOW) in f.parse_settings(frames[0][3])
+    assert frames[1][:3] == (f.WINDOW_UPDATE, 0, 0)
+    assert f.u32(frames[1][3]) == CONN_RECV_WINDOW - f.DEFAULT_WINDOW
+
+
+@pytest.mark.parametrize("limit", [16_384, 20_000, 50_000])
+def test_large_header_block_is_split_into_continuation(limit: int) -> None:
+    conn, _ = connected()
+    conn.peer_max_frame = limit
+    headers = [(b":status", b"200"), (b"x-big", b"v" * 45_000), (b"x-" + b"n" * 300, b"w" * 9000)]
+    raw = conn.headers_frame(5, headers, True)
+    frames = parse(raw)
+    block = f.header_block(headers)
+    assert all(len(p) <= limit for *_, p in frames)
+    assert b"".join(p for *_, p in frames) == block
+    assert frames[0][0] == f.HEADERS and frames[0][1] == f.END_STREAM  # no END_HEADERS yet
+    assert [k for k, *_ in frames[1:]] == [f.CONTINUATION] * (len(frames) - 1)
+    assert [fl for _, fl, *_ in frames[1:]] == [0] * (len(frames) - 2) + [f.END_HEADERS]
+    assert {sid for _, _, sid, _ in frames} == {5}
+    decoded = hpack.Decoder(1 << 20).decode(block, raw=True)
+    assert [(bytes(k), bytes(v)) for k, v in decoded] == headers
+    # and the connection's own reader puts it back together, END_STREAM kept
+    reader, _ = connected()
+    reader.decoder.max_header_list_size = 1 << 20
+    for i in range(0, len(raw), 777):  # arriving in odd pieces
+        reader.data_received(raw[i : i + 777])
+    assert reader.opened == [(5, headers, True)]
+
+
+def test_small_header_block_is_one_frame() -> None:
+    conn, _ = connected()
+    frames = parse(conn.headers_frame(3, [(b":status", b"200")], False))
+    assert frames == [(f.HEADERS, f.END_HEADERS, 3, f.header_block([(b":status", b"200")]))]
+
+
+def test_table_size_change_is_acknowledged_in_the_next_block() -> None:
+    conn, t = connected()
+    conn.data_received(f.settings([(f.HEADER_TABLE_SIZE, 0)]))
+    assert t.take() == [(f.SETTINGS, f.ACK, 0, b"")]
+    first = parse(conn.headers_frame(1, [(b"a", b"b")], False))[0][3]
+    second = parse(conn.headers_frame(3, [(b"a", b"b")], False))[0][3]
+    assert first == f.TABLE_SIZE_ZERO + second
+    dec = hpack.Decoder()
+    assert [(bytes(k), bytes(v)) for k, v in dec.decode(first, raw=True)] == [(b"a", b"b")]
+
+
+def test_padded_and_prioritised_frames_are_read() -> None:
+    conn, _ = connected()
+    block = f.header_block([(b":path", b"/x")])
+    payload = bytes([3]) + b"\x00\x00\x00\x00\x10" + block + b"pad"
+    conn.data_received(f.frame(f.HEADERS, f.END_HEADERS | f.PADDED | f.PRIORITY_FLAG, 1, payload))
+    assert conn.opened == [(1, [(b":path", b"/x")], False)]
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    conn.data_received(f.frame(f.DATA, f.PADDED | f.END_STREAM, 1, b"\x02hi!xx"))
+    assert s.events == [("data", b"hi!", True)]
+
+
+def test_ping_is_answered_with_its_payload() -> None:
+    conn, t = connected()
+    conn.data_received(f.frame(f.PING, 0, 0, b"12345678"))
+    assert t.take() == [(f.PING, f.ACK, 0, b"12345678")]
+    conn.data_received(f.frame(f.PING, f.ACK, 0, b"87654321"))
+    assert t.take() == []
+
+
+def test_headers_interrupted_before_continuation_is_a_protocol_error() -> None:
+    conn, t = connected()
+    block = f.header_block([(b"a", b"b")])
+    conn.data_received(f.frame(f.HEADERS, 0, 1, block[:2]) + f.frame(f.DATA, 0, 1, b"x"))
+    (goaway,) = t.take()
+    assert goaway[0] == f.GOAWAY and f.u32(goaway[3], 4) == f.PROTOCOL_ERROR
+    assert t.closing
+
+
+def test_bad_preface_is_refused() -> None:
+    class Server(H2Connection):
+        pass
+
+    conn, t = Server(), Transport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    t.take()
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (goaway,) = t.take()
+    assert goaway[0] == f.GOAWAY and f.u32(goaway[3], 4) == f.PROTOCOL_ERROR
+
+
+def _data(frames: list[Frame], sid: int) -> tuple[bytes, list[int]]:
+    body = b"".join(p for kind, _, s, p in frames if kind == f.DATA and s == sid)
+    flags = [fl for kind, fl, s, _ in frames if kind == f.DATA and s == sid]
+    return body, flags
+
+
+def test_send_respects_windows_and_frame_size_then_trailers() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    body = bytes(i % 251 for i in range(200_000))
+    trailers = conn.headers_frame(1, [(b"grpc-status", b"0")], True)
+    assert not conn.send(s, body, False, b"")
+    conn.queue(s, b"", False, trailers)
+    sent = t.take()
+    got, _ = _data(sent, 1)
+    assert len(got) == f.DEFAULT_WINDOW  # both windows start at 65535
+    assert all(len(p) <= f.DEFAULT_FRAME for *_, p in sent)
+    assert conn.info() == {"streams": 1, "blocked": 1}
+    # the connection window opens first: still blocked on the stream's window
+    conn.data_received(f.window_update(0, 1 << 20))
+    assert t.take() == []
+    conn.data_received(f.window_update(1, 100_000))
+    more, _ = _data(t.take(), 1)
+    assert len(more) == 100_000
+    conn.data_received(f.window_update(1, 1 << 20))
+    rest = t.take()
+    tail, flags = _data(rest, 1)
+    assert got + more + tail == body
+    assert rest[-1][0] == f.HEADERS and rest[-1][1] & f.END_STREAM  # trailers after all data
+    assert conn.info()["blocked"] == 0
+    assert conn.send_window == f.DEFAULT_WINDOW + (1 << 20) - len(body)
+
+
+def test_send_end_stream_on_the_last_frame_only() -> None:
+    conn, t = connected()
+    conn.peer_max_frame = 1000
+    s = Stream(conn, 3)
+    conn.streams[3] = s
+    assert conn.send(s, b"x" * 2500, True, conn.headers_frame(3, [(b"a", b"b")], False))
+    frames = t.take()
+    assert frames[0][0] == f.HEADERS
+    body, flags = _data(frames, 3)
+    assert body == b"x" * 2500 and flags == [0, 0, f.END_STREAM]
+    assert conn.info()["blocked"] == 0  # it all fitted the windows, in three frames
+
+
+def test_settings_change_of_initial_window_moves_open_streams() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    conn.data_received(f.window_update(0, 1 << 20))
+    conn.send(s, b"a" * 60_000, False)
+    conn.data_received(f.settings([(f.INITIAL_WINDOW_SIZE, 10_000)]))
+    assert s.send_window == 10_000 - 60_000
+    t.take()
+    conn.send(s, b"b" * 5, False)
+    assert _data(t.take(), 1)[0] == b""  # the window is negative: held back
+    conn.data_received(f.settings([(f.INITIAL_WINDOW_SIZE, 100_000)]))
+    assert _data(t.take(), 1)[0] == b"bbbbb"
+    conn.data_received(f.settings([(f.INITIAL_WINDOW_SIZE, 2**31)]))
+    (goaway,) = [fr for fr in t.take() if fr[0] == f.GOAWAY]
+    assert f.u32(goaway[3], 4) == f.FLOW_CONTROL_ERROR
+
+
+def test_max_frame_size_setting_allows_larger_frames() -> None:
+    conn, t = connected()
+    conn.data_received(
+        f.settings([(f.MAX_FRAME_SIZE, 1 << 16), (f.INITIAL_WINDOW_SIZE, 1 << 20)])
+        + f.window_update(0, 1 << 20)
+    )
+    t.take()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    assert conn.send(s, b"y" * 60_000, True)
+    assert [len(p) for k, _, _, p in t.take() if k == f.DATA] == [60_000]
+
+
+async def test_reset_by_the_peer_drops_queued_data() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    assert not conn.send(s, b"z" * 100_000, False)
+    conn.queue(s, b"", False, conn.headers_frame(1, [(b"grpc-status", b"0")], True))
+    t.take()
+    waiter = asyncio.ensure_future(s.drain())
+    await asyncio.sleep(0)
+    conn.data_received(f.rst_stream(1, f.CANCEL))
+    assert s.events == [("reset", f.CANCEL, None)]
+    async with asyncio.timeout(1):
+        await waiter  # a writer waiting for room is released
+    assert conn.info() == {"streams": 0, "blocked": 0}
+    conn.data_received(f.window_update(0, 1 << 20) + f.window_update(1, 1 << 20))
+    assert t.take() == []  # nothing more for a reset stream
+
+
+async def test_our_reset_drops_queued_data_and_releases_writers() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    conn.send(s, b"z" * 100_000, False)
+    t.take()
+    waiter = asyncio.ensure_future(s.drain())
+    await asyncio.sleep(0)
+    conn.reset(s, f.CANCEL)
+    assert t.take() == [(f.RST_STREAM, 0, 1, f.CANCEL.to_bytes(4, "big"))]
+    async with asyncio.timeout(1):
+        await waiter
+    assert conn.info() == {"streams": 0, "blocked": 0}
+
+
+async def test_lost_connection_releases_writers() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    conn.send(s, b"z" * 100_000, False)
+    waiter = asyncio.ensure_future(s.drain())
+    conn.pause_writing()
+    paused = asyncio.ensure_future(conn.writable())
+    await asyncio.sleep(0)
+    conn.connection_lost(None)
+    async with asyncio.timeout(1):
+        await waiter
+        await paused
+    assert s.events[-1][0] == "lost"
+
+
+def test_received_data_is_acknowledged_as_it_arrives() -> None:
+    conn, t = connected()
+    s = Stream(conn, 1)
+    conn.streams[1] = s
+    chunk = b"d" * 16_384
+    sent = 0
+    while sent < RECV_WINDOW:
+        conn.data_received(f.frame(f.DATA, 0, 1, chunk))
+        sent += len(chunk)
+    ups = [(sid, f.u32(p)) for k, _, sid, p in t.take() if k == f.WINDOW_UPDATE]
+    stream_acks = sum(n for sid, n in ups if sid == 1)
+    # the peer never runs out of window: what is not acknowledged stays below half of it
+    assert sent - stream_acks < RECV_WINDOW // 2
+    assert sum(len(d) for kind, d, _ in s.events if kind == "data") == sent
+    # data for a stream that is gone still counts for the connection window
+    for _ in range(CONN_RECV_WINDOW // len(chunk)):
+        conn.data_received(f.frame(f.DATA, 0, 99, chunk))
+    conn_acks = sum(f.u32(p) for k, _, sid, p in t.take() if k == f.WINDOW_UPDATE and sid == 0)
+    assert sent + CONN_RECV_WINDOW - conn_acks < CONN_RECV_WINDOW // 2
