@@ -140,9 +140,6 @@ async def _serve_until_signal(
         # microseconds, not tens of milliseconds of a stalled event loop.
         gc.collect()
         gc.freeze()
-        # Thousands of streams in flight keep tens of thousands of young objects alive: at the
-        # default threshold (700 allocations) the collector rescanned them every few requests.
-        gc.set_threshold(*GC_THRESHOLDS)
         on_ready(gw.url)
         await stop.wait()
 
