@@ -103,10 +103,10 @@ class ClientCall(H2Stream):
         else:
             try:
                 messages = self._deframer.feed(data)
-            except GrpcError as exc:
-                self.cancel()
-                self.error = exc
-                messages = []
+            except GrpcError as exc:  # a broken message: the call is over, its listener told
+                self.conn.reset(self, f.CANCEL)
+                self._end(exc.status, exc.details)
+                return
             if listener is None:
                 self._queue.extend(messages)
             else:
