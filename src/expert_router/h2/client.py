@@ -132,6 +132,8 @@ class ClientCall(H2Stream):
         if self.done:
             return
         self.done = self.closed = True
+        if self.pending is not None:  # the server answered before our request had all left
+            self.conn.reset(self, f.CANCEL)
         self.conn.streams.pop(self.sid, None)
         if status != grpc.StatusCode.OK:
             self.error = GrpcError(status, details)
@@ -221,6 +223,7 @@ class ClientConnection(H2Connection):
         for sid, stream in list(self.streams.items()):
             if sid > last_stream_id:  # never processed: safe to retry elsewhere
                 self.streams.pop(sid, None)
+                self._drop(stream)
                 stream.on_lost(ConnectionResetError(f"GOAWAY (HTTP/2 error {code})"))
 
 
