@@ -192,14 +192,17 @@ class ClientCall(H2Stream):
         return self.metadata
 
     def cancel(self) -> None:
-        """Cancel the call (RST_STREAM CANCEL); later reads raise CANCELLED."""
+        """Cancel the call (RST_STREAM CANCEL); later reads raise CANCELLED, and a listener's
+        ``end`` is called with that error."""
         if self.done:
             return
         self.done = True
         self.error = GrpcError(grpc.StatusCode.CANCELLED, "cancelled by the client")
-        self.listener = None
+        listener, self.listener = self.listener, None
         self.conn.reset(self, f.CANCEL)
         self._wake()
+        if listener is not None:
+            listener.end(self.error)
 
 
 class ClientConnection(H2Connection):
