@@ -157,6 +157,14 @@ class ServerCall(H2Stream):
         if self._head_sent is not None:
             raise RuntimeError("initial metadata was already sent")
         self._head_sent = _OK_HEAD + [(str(k).encode(), str(v).encode()) for k, v in metadata]
+        # They leave with the first message when one follows at once, else on their own.
+        asyncio.get_running_loop().call_soon(self._send_head)
+
+    def _send_head(self) -> None:
+        head = self._head_sent
+        if head is not _SENT and head is not None and not self.closed:
+            self._head_sent = _SENT
+            self.conn._write(self.conn.headers_frame(self.sid, head, False))
 
     async def write(self, msg: Any) -> None:
         if self.closed:
