@@ -26,6 +26,7 @@ from expert_router.errors import (
 _MAX_HEAD = 64 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 _HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _DONE = range(5)
+_LAST = b"0\r\n\r\n"  # the last chunk, no trailers
 _CONTENT_TYPE = re.compile(rb"\r\n(?i:content-type)[ \t]*:[ \t]*([^\r\n]*)")
 _CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked")
 _LENGTH_RE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)")
@@ -59,7 +60,8 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
-        self.now = asyncio.get_running_loop().time
+        self.loop = asyncio.get_running_loop()
+        self.now = self.loop.time
         self._reset()
 
     def _reset(self) -> None:
@@ -73,7 +75,8 @@ class _Conn(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.sink: ChunkSink | None = None
         self.framed: Callable[[bytes], bool] | None = None
-        self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.framed_end: Callable[[bytes], bool] | None = None
+        self.head: asyncio.Future[None] = self.loop.create_future()
         self.wake: asyncio.Future[None] | None = None
         self.error: BackendError | None = None
         self.paused = False
@@ -104,9 +107,14 @@ class _Conn(asyncio.Protocol):
                 # in one write; the rest (a partial chunk, the last chunk) is parsed.
                 end = _whole_chunks(data)
                 if end:
-                    if not framed(data if end == len(data) else data[:end]):
+                    rest = len(data) - end
+                    if rest == 5 and self.framed_end is not None and data.endswith(_LAST):
+                        self.framed_end(data)  # the last events and the end, in one write
+                        self._finish()
+                        return
+                    if not framed(data if not rest else data[:end]):
                         self._pause()
-                    if end == len(data):
+                    if not rest:
                         return
                     data = data[end:]
             self._chunked(data)
@@ -224,8 +232,7 @@ class _Conn(asyncio.Protocol):
         """Watch for ``first_byte`` seconds without a response head, then for ``read``
         seconds of silence between chunks."""
         self.last = self.now()
-        loop = asyncio.get_running_loop()
-        self.watchdog = loop.call_at(self.last + first_byte, self._check, first_byte, read)
+        self.watchdog = self.loop.call_at(self.last + first_byte, self._check, first_byte, read)
 
     def _check(self, first_byte: float, read: float) -> None:
         if self.state == _DONE:
@@ -237,7 +244,7 @@ class _Conn(asyncio.Protocol):
         if self.now() >= due:
             self._fail(BackendTimeout(f"{self.backend.base}: upstream silent for {read:g}s"))
         else:
-            self.watchdog = asyncio.get_running_loop().call_at(due, self._check, first_byte, read)
+            self.watchdog = self.loop.call_at(due, self._check, first_byte, read)
 
     def _finish(self) -> None:
         if self.watchdog is not None:
@@ -266,7 +273,7 @@ class _Conn(asyncio.Protocol):
             w.set_result(None)
 
     async def wait(self) -> None:
-        self.wake = asyncio.get_running_loop().create_future()
+        self.wake = self.loop.create_future()
         await self.wake
         self.wake = None
 
@@ -304,6 +311,7 @@ class Http1Response:
         c.pending.clear()
         c.sink = sink
         c.framed = getattr(sink, "write_framed", None)
+        c.framed_end = getattr(sink, "write_framed_end", None)
         try:
             while c.state != _DONE:
                 await c.wait()
@@ -314,7 +322,7 @@ class Http1Response:
                         c.transport.resume_reading()
         finally:
             c.sink = None
-            c.framed = None
+            c.framed = c.framed_end = None
         if c.error is not None:
             raise c.error
 

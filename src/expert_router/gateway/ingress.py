@@ -42,6 +42,21 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+class _EndingSink(_ClientSink):
+    """A client sink that may also take the upstream's last chunk (a plain ``0\r\n\r\n``,
+    as this response ends too) with the events before it: one write less per stream."""
+
+    __slots__ = ("ended",)
+
+    def __init__(self, transport: Any) -> None:
+        super().__init__(transport)
+        self.ended = False
+
+    def write_framed_end(self, data: bytes) -> bool:
+        self.ended = True
+        return self.write_framed(data)
+
+
 class FastIngress(asyncio.Protocol):
     """One client connection, served here until a request needs aiohttp."""
 
@@ -242,8 +257,9 @@ class FastIngress(asyncio.Protocol):
                 self._write(head + _chunk(first) + _LAST)
             else:
                 self._write(head + _chunk(first))
+                sink = _EndingSink(t)
                 try:
-                    await up.pipe(_ClientSink(t))
+                    await up.pipe(sink)
                 except ConnectionError:
                     return 499
                 except Exception as exc:
@@ -252,7 +268,8 @@ class FastIngress(asyncio.Protocol):
                     self._write(_chunk(stream_error_event(exc)))
                 if t.is_closing():
                     return 499
-                self._write(_LAST)
+                if not sink.ended:
+                    self._write(_LAST)
         if status < 400:
             fleet.record_success(replica)
         return status
