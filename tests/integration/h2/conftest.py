@@ -1,0 +1,81 @@
+"""Servers for the HTTP/2 transport tests: the lean ``GrpcServer`` and grpc.aio's own server,
+both running the ``h2test.Echo`` servicer on 127.0.0.1 (port 0), always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from h2_service import AIO_OPTIONS, SERVICE, Echo, aio_handler, pb2
+
+from expert_router.h2.client import GrpcChannel
+from expert_router.h2.server import GrpcServer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Lean:
+    server: GrpcServer
+    servicer: Echo
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+@dataclass
+class Aio:
+    server: grpc.aio.Server
+    servicer: Echo
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+async def start_aio(servicer: Echo, port: int = 0, options: Sequence[tuple[str, Any]] = ()) -> Aio:
+    server = grpc.aio.server(options=[*AIO_OPTIONS, *options])
+    server.add_generic_rpc_handlers((aio_handler(servicer),))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return Aio(server, servicer, bound)
+
+
+@pytest.fixture
+async def lean() -> AsyncIterator[Lean]:
+    servicer = Echo()
+    server = GrpcServer(servicer, pb2, SERVICE)  # type: ignore[arg-type]
+    await server.start()
+    try:
+        yield Lean(server, servicer)
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def aio_server() -> AsyncIterator[Aio]:
+    s = await start_aio(Echo())
+    try:
+        yield s
+    finally:
+        await s.server.stop(None)
+
+
+@pytest.fixture
+async def aio_channel(lean: Lean) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(lean.target, options=AIO_OPTIONS) as channel:
+        yield channel
+
+
+@pytest.fixture
+async def channel_to_aio(aio_server: Aio) -> AsyncIterator[GrpcChannel]:
+    channel = GrpcChannel(aio_server.target, connect_timeout=2.0)
+    try:
+        yield channel
+    finally:
+        await channel.close()

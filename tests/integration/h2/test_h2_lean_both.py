@@ -1,0 +1,283 @@
+"""Lean client and lean server together (and PING keepalives from grpc.aio peers): streaming
+round trips, flow control on both lean ends, deadlines and cancel enforced by the lean
+server, broken frames, idle connections, and what is left over once calls are over."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+
+import grpc
+import hpack
+import pytest
+from conftest import Lean, start_aio
+from h2_service import AIO_OPTIONS, PATH, AioStub, Echo, Msg, eventually
+from test_h2_lean_client import STREAM, UNARY, Collect, read_all
+
+from expert_router.h2 import frames as f
+from expert_router.h2.client import ClientCall, GrpcChannel
+from expert_router.h2.connection import H2Connection
+from expert_router.h2.grpc import GrpcError
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+BIDI, CLIENT_STREAM = (PATH + "Bidi").encode(), (PATH + "ClientStream").encode()
+
+
+@pytest.fixture
+async def channel(lean: Lean) -> GrpcChannel:
+    ch = GrpcChannel(lean.target, connect_timeout=2)
+    yield ch  # type: ignore[misc]
+    await ch.close()
+
+
+async def _settled(channel: GrpcChannel) -> None:
+    """Wait until the channel's connections hold no stream and nothing queued."""
+    await eventually(lambda: all(c.info() == {"streams": 0, "blocked": 0} for c in channel._conns))
+
+
+async def test_streaming_round_trips(lean: Lean, channel: GrpcChannel) -> None:
+    reqs = [Msg(n=i, data=bytes([i % 256]) * (i % 300)).SerializeToString() for i in range(2000)]
+    async with asyncio.timeout(10):
+        call = await channel.start(BIDI, reqs, Msg)
+        got = await read_all(call)
+        assert [(m.n, m.data) for m in got] == [
+            (i, bytes([i % 256]) * (i % 300)) for i in range(2000)
+        ]
+        call = await channel.start(CLIENT_STREAM, reqs, Msg)
+        summed = await read_all(call)
+        assert [(m.n, m.text) for m in summed] == [(2000, str(sum(i % 300 for i in range(2000))))]
+        call = await channel.start(STREAM, [Msg(n=3000).SerializeToString()], Msg)
+        assert [m.n for m in await read_all(call)] == list(range(3000))
+        assert (await channel.unary(UNARY, Msg(n=5, text="é"), Msg)).text == "é"
+    await _settled(channel)
+    assert not lean.server.tasks
+
+
+@pytest.mark.parametrize("size", [1 << 20, 5 << 20])
+async def test_large_messages_lean_to_lean(channel: GrpcChannel, size: int) -> None:
+    body = bytes(i % 233 for i in range(size))
+    async with asyncio.timeout(20):
+        assert (await channel.unary(UNARY, Msg(data=body), Msg)).data == body
+        calls = [
+            await channel.start(STREAM, [Msg(n=3, data=body).SerializeToString()], Msg)
+            for _ in range(3)
+        ]
+        for call in calls:
+            assert [m.data == body for m in await read_all(call)] == [True] * 3
+    await _settled(channel)
+
+
+async def test_deadline_is_enforced_by_the_server(lean: Lean, channel: GrpcChannel) -> None:
+    t0 = time.monotonic()
+    async with asyncio.timeout(10):
+        call = await channel.start(
+            STREAM, [Msg(op="sleep", n=1).SerializeToString()], Msg, deadline=0.3
+        )
+        assert (await call.read()).n == 0
+        with pytest.raises(GrpcError) as err:
+            await call.read()  # the client does not time out by itself: the trailers say so
+        assert err.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
+        await lean.servicer.cancelled.wait()
+    assert 0.25 < time.monotonic() - t0 < 3
+    await _settled(channel)
+
+
+async def test_cancel_cancels_the_lean_servicer(lean: Lean, channel: GrpcChannel) -> None:
+    async with asyncio.timeout(10):
+        call = await channel.start(
+            BIDI, [Msg(op="sleep").SerializeToString()], Msg, half_close=False
+        )
+        await lean.servicer.started.wait()
+        t0 = time.monotonic()
+        call.cancel()
+        await lean.servicer.cancelled.wait()
+        assert time.monotonic() - t0 < 1.0
+        await eventually(lambda: not lean.server.tasks)
+    await _settled(channel)
+
+
+async def test_server_answering_early_drops_the_unsent_request(
+    lean: Lean, channel: GrpcChannel
+) -> None:
+    """The server ends the call while the client still has 10 MB to send: the rest is dropped
+    (not sent on a closed stream, not kept queued) and the connection serves the next call."""
+    reqs = [Msg(op="abort:INVALID_ARGUMENT:stop").SerializeToString(), b"\x00" * (10 << 20)]
+    async with asyncio.timeout(10):
+        call = await channel.start(BIDI, reqs, Msg)
+        with pytest.raises(GrpcError) as err:
+            await call.read()
+        assert (err.value.status, err.value.details) == (grpc.StatusCode.INVALID_ARGUMENT, "stop")
+        await _settled(channel)
+        assert (await channel.unary(UNARY, Msg(n=8), Msg)).n == 8
+    assert len(channel._conns) == 1
+
+
+async def test_bad_message_from_the_server_ends_a_listener(
+    lean: Lean, channel: GrpcChannel
+) -> None:
+    async with asyncio.timeout(10):
+        call = await channel.start(STREAM, [Msg(op="badframe", n=1).SerializeToString()], Msg)
+        assert (await call.read()).n == 0
+        listener = Collect()
+        call.listen(listener)
+        await listener.ended.wait()
+        assert listener.error is not None
+        assert listener.error.status == grpc.StatusCode.UNIMPLEMENTED
+        await lean.servicer.cancelled.wait()  # the call was reset
+        call = await channel.start(STREAM, [Msg(op="badframe", n=0).SerializeToString()], Msg)
+        with pytest.raises(GrpcError) as err:
+            await call.read()
+        assert err.value.status == grpc.StatusCode.UNIMPLEMENTED
+    await _settled(channel)
+
+
+async def test_corrupt_compressed_request_fails_only_its_call(
+    lean: Lean, channel: GrpcChannel
+) -> None:
+    conn = await channel._connection()
+
+    async def compressed(body: bytes) -> ClientCall:
+        sid = conn.next_sid
+        conn.next_sid += 2
+        call = ClientCall(conn, sid, Msg)
+        conn.streams[sid] = call
+        head = [*channel._head, (b":path", UNARY), (b"grpc-encoding", b"gzip")]
+        framed = b"\x01" + len(body).to_bytes(4, "big") + body
+        conn.send(call, framed, True, conn.headers_frame(sid, head, False))
+        return call
+
+    async with asyncio.timeout(10):
+        ok = await compressed(gzip.compress(Msg(n=6).SerializeToString()))
+        assert [m.n for m in await read_all(ok)] == [6]
+        bad = await compressed(b"this is not gzip")
+        with pytest.raises(GrpcError) as err:
+            await bad.read()
+        assert err.value.status == grpc.StatusCode.INTERNAL
+        assert (await channel.unary(UNARY, Msg(n=7), Msg)).n == 7
+    assert not conn.closed and len(channel._conns) == 1
+
+
+async def test_lean_server_stop_mid_stream(lean: Lean, channel: GrpcChannel) -> None:
+    async with asyncio.timeout(10):
+        calls = [
+            await channel.start(STREAM, [Msg(op="sleep", n=1).SerializeToString()], Msg)
+            for _ in range(3)
+        ]
+        for call in calls:
+            assert (await call.read()).n == 0
+        await lean.server.stop()
+        for call in calls:
+            with pytest.raises(GrpcError) as err:
+                await call.read()
+            assert err.value.status == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(GrpcError) as err:
+            await channel.unary(UNARY, Msg(), Msg)
+        assert err.value.status == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_idle_connection_still_works(lean: Lean, channel: GrpcChannel) -> None:
+    async with asyncio.timeout(10):
+        assert (await channel.unary(UNARY, Msg(n=1), Msg)).n == 1
+        conn = channel._conns[0]
+        await asyncio.sleep(2.0)
+        assert (await channel.unary(UNARY, Msg(n=2), Msg)).n == 2
+    assert channel._conns == [conn] and not conn.closed
+
+
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 200),
+    ("grpc.keepalive_timeout_ms", 300),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the PING frames (not acknowledgements) that lean connections receive."""
+    seen: list[int] = []
+    frame = H2Connection._frame
+
+    def counting(self: H2Connection, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if kind == f.PING and not flags & f.ACK:
+            seen.append(sid)
+        frame(self, kind, flags, sid, payload)
+
+    monkeypatch.setattr(H2Connection, "_frame", counting)
+    return seen
+
+
+async def test_keepalive_pings_from_a_grpc_aio_client_are_answered(
+    lean: Lean, pings: list[int]
+) -> None:
+    async with grpc.aio.insecure_channel(lean.target, options=[*AIO_OPTIONS, *KEEPALIVE]) as ch:
+        stub = AioStub(ch)
+        async with asyncio.timeout(10):
+            assert (await stub.Unary(Msg(n=1))).n == 1
+            (conn,) = lean.server.connections
+            await asyncio.sleep(2.0)  # unanswered pings would close the connection in 0.3 s
+            assert (await stub.Unary(Msg(n=2))).n == 2
+        assert lean.server.connections == {conn}
+    assert len(pings) >= 3
+
+
+async def test_keepalive_pings_from_a_grpc_aio_server_are_answered(pings: list[int]) -> None:
+    server = await start_aio(Echo(), options=KEEPALIVE)
+    channel = GrpcChannel(server.target)
+    try:
+        async with asyncio.timeout(10):
+            assert (await channel.unary(UNARY, Msg(n=1), Msg)).n == 1
+            conn = channel._conns[0]
+            await asyncio.sleep(2.0)
+            assert (await channel.unary(UNARY, Msg(n=2), Msg)).n == 2
+        assert channel._conns == [conn] and not conn.closed
+    finally:
+        await channel.close()
+        await server.server.stop(None)
+    assert len(pings) >= 3
+
+
+async def test_non_grpc_request_gets_415(lean: Lean) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean.server.port)
+    try:
+        head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", UNARY),
+                (b":authority", b"x"), (b"content-type", b"text/plain")]  # fmt: skip
+        writer.write(f.PREFACE + f.settings([]) + f.frame(f.HEADERS, 5, 1, f.header_block(head)))
+        dec, buf = hpack.Decoder(), b""
+        async with asyncio.timeout(5):
+            while True:
+                buf += await reader.read(65536)
+                pos, found = 0, None
+                while len(buf) - pos >= 9:
+                    hi, lo, kind, flags, sid = f.HEAD.unpack_from(buf, pos)
+                    end = pos + 9 + (hi << 16 | lo)
+                    if end > len(buf):
+                        break
+                    if kind == f.HEADERS:
+                        found = dict(dec.decode(buf[pos + 9 : end], raw=True))
+                    pos = end
+                if found is not None:
+                    break
+        assert found[b":status"] == b"415"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_cancel_while_listening_ends_the_listener(lean: Lean, channel: GrpcChannel) -> None:
+    async with asyncio.timeout(10):
+        call = await channel.start(STREAM, [Msg(op="sleep", n=2).SerializeToString()], Msg)
+        listener = Collect()
+        call.listen(listener)
+        await lean.servicer.started.wait()
+        await eventually(lambda: len(listener.framed) >= 2)
+        call.cancel()
+        call.cancel()  # twice is harmless
+        await listener.ended.wait()
+        assert listener.ends == 1 and listener.error is not None
+        assert listener.error.status == grpc.StatusCode.CANCELLED
+        assert [Msg.FromString(fr[5:]).n for fr in listener.framed] == [0, 1]
+        await lean.servicer.cancelled.wait()
+    await _settled(channel)
