@@ -338,8 +338,9 @@ class GrpcServer:
         """Run one RPC's servicer method and end the call with its status."""
         handler: Callable[..., Any] = getattr(self.servicer, call.method.name)
         method = call.method
+        timer = asyncio.timeout(deadline)
         try:
-            async with asyncio.timeout(deadline):
+            async with timer:
                 if method.streaming_in:
                     result = handler(call.requests(), call)
                 else:
@@ -362,14 +363,24 @@ class GrpcServer:
                         call.finish(grpc.StatusCode.OK, "", message(response.SerializeToString()))
         except _Abort as exc:
             call.finish(exc.status, exc.details)
-        except TimeoutError:
-            call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except TimeoutError as exc:
+            if timer.expired():
+                call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            else:  # the servicer's own timeout
+                _failed(call, exc)
         except asyncio.CancelledError:
             if not call.cancelled_:
                 call.finish(grpc.StatusCode.CANCELLED, "server stopping")
             raise
-        except NotImplementedError:
-            call.finish(call._code or grpc.StatusCode.UNIMPLEMENTED, call._details or "")
-        except Exception:
-            log.exception("error in gRPC method %s", method.name)
-            call.finish(grpc.StatusCode.UNKNOWN, "Unexpected error in RPC handling")
+        except Exception as exc:
+            _failed(call, exc)
+
+
+def _failed(call: ServerCall, exc: Exception) -> None:
+    """End a call whose servicer raised, as grpc.aio does: the code it set, else UNKNOWN."""
+    if isinstance(exc, NotImplementedError):
+        log.debug("gRPC method %s not implemented", call.method.name)
+    else:
+        log.exception("error in gRPC method %s", call.method.name)
+    code = call._code if call._code not in (None, grpc.StatusCode.OK) else None
+    call.finish(code or grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
