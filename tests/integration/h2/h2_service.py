@@ -63,6 +63,7 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
 
 class Echo:
     """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep |
+    raise:value|timeout|todo | setcode:<CODE>:<details> | todo-coded | value-coded | none |
     size (answer ``n`` bytes) | meta-sleep | badframe; ServerStream answers ``n`` messages first."""
 
     def __init__(self) -> None:
@@ -90,6 +91,25 @@ class Echo:
             await context.abort(grpc.StatusCode[code], details)
         if op == "sleep":
             await self._sleep()
+        if op.startswith("raise:"):
+            raise {"value": ValueError, "timeout": TimeoutError, "todo": NotImplementedError}[
+                op[6:]
+            ]("raised by the servicer")
+        if op.startswith("setcode:"):
+            _, code, details = op.split(":", 2)
+            context.set_code(grpc.StatusCode[code])
+            context.set_details(details)
+            return Msg(text="with a code")
+        if op == "todo-coded":  # what generated base servicers do
+            context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+            context.set_details("Method not implemented!")
+            raise NotImplementedError("Method not implemented!")
+        if op == "value-coded":
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details("gone")
+            raise ValueError("after set_code")
+        if op == "none":
+            return None
         if op == "size":
             return Msg(data=b"s" * request.n)
         return Msg(op=op, n=request.n, data=request.data, text=request.text)

@@ -9,7 +9,7 @@ import time
 
 import grpc
 import pytest
-from conftest import Lean
+from conftest import Aio, Lean
 from h2_service import AIO_OPTIONS, PATH, AioStub, Msg, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -230,3 +230,23 @@ async def test_server_stop_with_streams_open_fails_them(lean: Lean) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Unary(Msg(), timeout=2)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "op",
+    ["raise:value", "raise:timeout", "raise:todo", "setcode:NOT_FOUND:gone ✓", "none",
+     "setcode:OK:fine", "todo-coded", "value-coded"],
+)  # fmt: skip
+async def test_servicer_outcomes_match_grpc_aio(lean: Lean, aio_server: Aio, op: str) -> None:
+    """The same servicer behind both servers: grpc.aio's client sees the same status (and the
+    same details where the servicer set them). (grpc.aio's server hangs on ``abort(OK)``.)"""
+    seen = []
+    for target in (lean.target, aio_server.target):
+        async with grpc.aio.insecure_channel(target) as channel:
+            try:
+                async with asyncio.timeout(10):
+                    answer = await AioStub(channel).Unary(Msg(op=op))
+                seen.append((grpc.StatusCode.OK, answer and answer.text))
+            except grpc.aio.AioRpcError as exc:
+                seen.append((exc.code(), exc.details() if "code" in op else ""))
+    assert seen[0] == seen[1], seen
