@@ -242,6 +242,8 @@ class H2Connection(asyncio.Protocol):
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif key == f.MAX_FRAME_SIZE:
+                if not f.DEFAULT_FRAME <= value < 1 << 24:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"bad max frame size {value}")
                 self.peer_max_frame = value
             elif key == f.MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
