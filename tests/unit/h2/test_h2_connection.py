@@ -330,3 +330,12 @@ def test_received_data_is_acknowledged_as_it_arrives() -> None:
         conn.data_received(f.frame(f.DATA, 0, 99, chunk))
     conn_acks = sum(f.u32(p) for k, _, sid, p in t.take() if k == f.WINDOW_UPDATE and sid == 0)
     assert sent + CONN_RECV_WINDOW - conn_acks < CONN_RECV_WINDOW // 2
+
+
+@pytest.mark.parametrize("value", [0, 16_383, 1 << 24])
+def test_invalid_max_frame_size_is_a_protocol_error(value: int) -> None:
+    conn, t = connected()
+    conn.data_received(f.settings([(f.MAX_FRAME_SIZE, value)]))
+    (goaway,) = [fr for fr in t.take() if fr[0] == f.GOAWAY]
+    assert f.u32(goaway[3], 4) == f.PROTOCOL_ERROR
+    assert conn.peer_max_frame == f.DEFAULT_FRAME
