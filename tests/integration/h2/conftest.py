@@ -3,12 +3,14 @@ both running the ``h2test.Echo`` servicer on 127.0.0.1 (port 0), always stopped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+import uvloop
 from h2_service import AIO_OPTIONS, SERVICE, Echo, aio_handler, pb2
 
 from expert_router.h2.client import GrpcChannel
@@ -79,3 +81,12 @@ async def channel_to_aio(aio_server: Aio) -> AsyncIterator[GrpcChannel]:
         yield channel
     finally:
         await channel.close()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """The lean-to-lean tests also run on uvloop, as the gateway and the emulator do."""
+    loops: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    name = getattr(item, "originalname", item.name)
+    if item.path.name == "test_h2_lean_both.py" and "idle" not in name and "keepalive" not in name:
+        loops["uvloop"] = uvloop.new_event_loop
+    return loops
