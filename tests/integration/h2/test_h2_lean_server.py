@@ -250,3 +250,18 @@ async def test_servicer_outcomes_match_grpc_aio(lean: Lean, aio_server: Aio, op:
             except grpc.aio.AioRpcError as exc:
                 seen.append((exc.code(), exc.details() if "code" in op else ""))
     assert seen[0] == seen[1], seen
+
+
+async def test_cancel_while_the_server_waits_for_window(lean: Lean) -> None:
+    """The client stops reading a large answer and cancels: the servicer blocked on flow
+    control ends, and nothing stays queued for the reset stream."""
+    async with grpc.aio.insecure_channel(lean.target, options=AIO_OPTIONS) as channel:
+        call = AioStub(channel).ServerStream(Msg(n=64, data=b"w" * (1 << 20)))
+        async with asyncio.timeout(10):
+            assert (await call.read()).n == 0
+            (conn,) = lean.server.connections
+            await eventually(lambda: conn.info()["blocked"] == 1)  # 64 MB do not fit
+            call.cancel()
+            await eventually(lambda: not lean.server.tasks)
+            await eventually(lambda: conn.info() == {"streams": 0, "blocked": 0})
+            assert (await AioStub(channel).Unary(Msg(n=3))).n == 3
