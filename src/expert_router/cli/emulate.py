@@ -84,6 +84,7 @@ def _list_presets() -> int:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import gc
     from pathlib import Path
 
     from expert_router.emulator.fleet import load_fleet_config
@@ -130,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
                             grpc_servers.append(g)
                             line += f", gRPC on {g.target}"
                         print(line, flush=True)
+                    # What is loaded now lives as long as the process: keep it out of the
+                    # cyclic collector's scans, so a full collection under load does not stall
+                    # the event loop (and every token due meanwhile) for tens of milliseconds.
+                    gc.collect()
+                    gc.freeze()
                     await asyncio.Event().wait()
                 finally:
                     for g in grpc_servers:
