@@ -213,6 +213,18 @@ class ClientConnection(H2Connection):
     def __init__(self) -> None:
         super().__init__()
         self.next_sid = 1
+        # Set once the server's first SETTINGS came (its stream limit above all), or on close.
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _settings(self, payload: bytes) -> None:
+        super()._settings(payload)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.ready.done():
+            self.ready.set_result(None)
 
     def usable(self) -> bool:
         return (
@@ -249,25 +261,35 @@ class GrpcChannel:
         ]
 
     async def _connection(self) -> ClientConnection:
-        for conn in self._conns:
+        while True:
+            for conn in self._conns:
+                if conn.usable():
+                    return conn
+            self._conns = [c for c in self._conns if not c.closed]
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            task = self._connecting
+            try:
+                conn = await asyncio.shield(task)
+            finally:
+                if task.done() and self._connecting is task:
+                    self._connecting = None
             if conn.usable():
                 return conn
-        self._conns = [c for c in self._conns if not c.closed]
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-        task = self._connecting
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done() and self._connecting is task:
-                self._connecting = None
+            if conn.closed or conn.peer_max_streams == 0:
+                raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target} takes no calls")
+            # else the callers that shared this connect filled it: open one more
 
     async def _connect(self) -> ClientConnection:
         loop = asyncio.get_running_loop()
+        conn: ClientConnection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(ClientConnection, self.host, self.port)
+                await asyncio.shield(conn.ready)  # calls must not exceed its stream limit
         except TimeoutError:
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
             raise GrpcError(
                 grpc.StatusCode.UNAVAILABLE, f"{self.target}: connect timed out"
             ) from None
@@ -276,6 +298,8 @@ class GrpcChannel:
                 grpc.StatusCode.UNAVAILABLE,
                 f"failed to connect to {self.target}: {exc.strerror or exc}",
             ) from None
+        if conn.closed:
+            raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target} closed the connection")
         self._conns.append(conn)
         return conn
 
