@@ -282,3 +282,38 @@ async def test_compressed_answers_are_read() -> None:
     finally:
         await channel.close()
         await server.stop(None)
+
+
+async def test_metadata_both_ways(channel_to_aio: GrpcChannel) -> None:
+    meta = [("x-one", "1"), ("x-two", "zwei"), ("x-one", "again")]
+    async with asyncio.timeout(10):
+        call = await channel_to_aio.start(
+            UNARY, [Msg(op="meta").SerializeToString()], Msg, metadata=meta
+        )
+        initial = await call.initial_metadata()
+        answer = await call.read()
+        assert await call.read() is EOF
+    assert ("x-initial", "hello") in initial
+    assert answer.text == repr(sorted(meta))
+
+
+async def test_server_stream_limit_is_respected() -> None:
+    """A server that takes 10 streams per connection: 50 calls at once all succeed (more
+    connections, none over the limit, none refused), and again on the warm channel."""
+    server = await start_aio(Echo(), options=[("grpc.max_concurrent_streams", 10)])
+    channel = GrpcChannel(server.target)
+
+    async def one(i: int) -> list[int]:
+        call = await channel.start(STREAM, [Msg(n=2).SerializeToString()], Msg)
+        return [m.n for m in await read_all(call)]
+
+    try:
+        for _ in range(2):
+            async with asyncio.timeout(10):
+                got = await asyncio.gather(*(one(i) for i in range(50)))
+            assert got == [[0, 1]] * 50
+        assert len(channel._conns) >= 5
+        assert {c.peer_max_streams for c in channel._conns} == {10}
+    finally:
+        await channel.close()
+        await server.server.stop(None)
