@@ -467,11 +467,15 @@ async def serve_stream(
 
     ``handle(request)`` yields that request's stream messages, written to ``context`` as they
     are produced (one write at a time). Returns when the client has sent everything and every
-    request is answered; leaving early (the call was cancelled) cancels the handlers.
+    request is answered; leaving early (the call was cancelled) cancels the handlers. When the
+    context tells that the client has already half-closed after its first request (an
+    ``input_done()`` method, as the project's own gRPC server has), that request is served in
+    place, without a task.
     """
     lock = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
     write = context.write
+    input_done: Callable[[], bool] | None = getattr(context, "input_done", None)
 
     async def run_one(request: Any) -> None:
         async for msg in handle(request):
@@ -480,12 +484,17 @@ async def serve_stream(
 
     try:
         async for request in requests:
+            if not tasks and input_done is not None and input_done():
+                async for msg in handle(request):
+                    await write(msg)
+                return
             task = asyncio.create_task(run_one(request))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         while tasks:
             await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
