@@ -64,12 +64,14 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
 class Echo:
     """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep |
     raise:value|timeout|todo | setcode:<CODE>:<details> | todo-coded | value-coded | none |
-    size (answer ``n`` bytes) | meta-sleep | badframe; ServerStream answers ``n`` messages first."""
+    size (answer ``n`` bytes) | meta-sleep | nap | badframe; ServerStream answers ``n``
+    messages (after its op's wait, before its abort)."""
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
         self.seen: list[Any] = []  # contexts, for checks on what arrived
+        self.napping = 0
 
     async def _sleep(self) -> None:
         self.started.set()
@@ -116,6 +118,9 @@ class Echo:
 
     async def ServerStream(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         self.seen.append(context)
+        if request.op == "nap":  # a short wait before the answers
+            self.napping += 1
+            await asyncio.sleep(0.3)
         if request.op == "meta-sleep":
             await context.send_initial_metadata([("x-initial", "early")])
             await self._sleep()

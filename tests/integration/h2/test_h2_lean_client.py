@@ -317,3 +317,26 @@ async def test_server_stream_limit_is_respected() -> None:
     finally:
         await channel.close()
         await server.server.stop(None)
+
+
+async def test_graceful_server_stop_lets_calls_in_flight_finish() -> None:
+    servicer = Echo()
+    server = await start_aio(servicer)
+    channel = GrpcChannel(server.target)
+    try:
+        async with asyncio.timeout(10):
+            calls = [
+                await channel.start(STREAM, [Msg(op="nap", n=3).SerializeToString()], Msg)
+                for _ in range(5)
+            ]
+            await eventually(lambda: servicer.napping == 5)  # (calls not begun are CANCELLED)
+            stopping = asyncio.ensure_future(server.server.stop(grace=5))
+            for call in calls:  # GOAWAY names them as taken: they end normally
+                assert [m.n for m in await read_all(call)] == [0, 1, 2]
+            await stopping
+            with pytest.raises(GrpcError) as err:
+                await channel.unary(UNARY, Msg(), Msg)
+            assert err.value.status == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close()
+        await server.server.stop(None)
