@@ -252,6 +252,7 @@ class GrpcChannel:
         self.connect_timeout = connect_timeout
         self._conns: list[ClientConnection] = []
         self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._closes = 0  # close() calls: a connect that spans one is not kept
         self._head = [
             (b":method", b"POST"),
             (b":scheme", b"http"),
@@ -267,7 +268,8 @@ class GrpcChannel:
                     return conn
             self._conns = [c for c in self._conns if not c.closed]
             if self._connecting is None:
-                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+                connect = self._connect(self._closes)
+                self._connecting = asyncio.get_running_loop().create_task(connect)
             task = self._connecting
             try:
                 conn = await asyncio.shield(task)
@@ -280,7 +282,7 @@ class GrpcChannel:
                 raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target} takes no calls")
             # else the callers that shared this connect filled it: open one more
 
-    async def _connect(self) -> ClientConnection:
+    async def _connect(self, closes: int) -> ClientConnection:
         loop = asyncio.get_running_loop()
         conn: ClientConnection | None = None
         try:
@@ -300,6 +302,9 @@ class GrpcChannel:
             ) from None
         if conn.closed:
             raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target} closed the connection")
+        if closes != self._closes and conn.transport is not None:
+            conn.transport.close()
+            raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target}: the channel was closed")
         self._conns.append(conn)
         return conn
 
@@ -346,6 +351,7 @@ class GrpcChannel:
         return answer
 
     async def close(self) -> None:
+        self._closes += 1
         conns, self._conns = self._conns, []
         for conn in conns:
             if conn.transport is not None:
