@@ -281,3 +281,19 @@ async def test_cancel_while_listening_ends_the_listener(lean: Lean, channel: Grp
         assert [Msg.FromString(fr[5:]).n for fr in listener.framed] == [0, 1]
         await lean.servicer.cancelled.wait()
     await _settled(channel)
+
+
+async def test_close_while_connecting_keeps_no_connection(lean: Lean) -> None:
+    channel = GrpcChannel(lean.target)
+    call = asyncio.ensure_future(channel.unary(UNARY, Msg(n=5), Msg))
+    await asyncio.sleep(0)  # the connect has begun
+    await channel.close()
+    with pytest.raises(GrpcError) as err:
+        async with asyncio.timeout(5):
+            await call
+    assert err.value.status == grpc.StatusCode.UNAVAILABLE
+    assert channel._conns == []
+    await eventually(lambda: not lean.server.connections)
+    async with asyncio.timeout(5):  # the channel still works afterwards
+        assert (await channel.unary(UNARY, Msg(n=6), Msg)).n == 6
+    await channel.close()
