@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
 from conftest import Aio, Lean
-from h2_service import AIO_OPTIONS, PATH, AioStub, Msg, eventually
+from h2_service import AIO_OPTIONS, PATH, SERVICE, AioStub, Echo, Msg, eventually, pb2
+
+from expert_router.h2.server import GrpcServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -265,3 +268,39 @@ async def test_cancel_while_the_server_waits_for_window(lean: Lean) -> None:
             await eventually(lambda: not lean.server.tasks)
             await eventually(lambda: conn.info() == {"streams": 0, "blocked": 0})
             assert (await AioStub(channel).Unary(Msg(n=3))).n == 3
+
+
+class Writer(Echo):
+    """Answers with ``await context.write`` from a coroutine, grpc.aio's other style."""
+
+    async def ServerStream(self, request: Any, context: Any) -> None:  # type: ignore[override]  # noqa: N802
+        for i in range(request.n):
+            await context.write(Msg(n=i, data=request.data))
+        if request.op == "setcode":
+            context.set_code(grpc.StatusCode.ABORTED)
+            context.set_details("after writes")
+
+
+async def test_servicer_writing_through_the_context() -> None:
+    server = GrpcServer(Writer(), pb2, SERVICE)  # type: ignore[arg-type]
+    await server.start()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        async with grpc.aio.insecure_channel(target, options=AIO_OPTIONS) as channel:
+            stub = AioStub(channel)
+            async with asyncio.timeout(15):
+                got = [m.n async for m in stub.ServerStream(Msg(n=1000))]
+                assert got == list(range(1000))
+                big = b"b" * (3 << 20)  # each write waits for window: drain() on flow control
+                sizes = [len(m.data) async for m in stub.ServerStream(Msg(n=6, data=big))]
+                assert sizes == [len(big)] * 6
+                call = stub.ServerStream(Msg(n=2, op="setcode"))
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in call:
+                        pass
+                assert (err.value.code(), err.value.details()) == (
+                    grpc.StatusCode.ABORTED,
+                    "after writes",
+                )
+    finally:
+        await server.stop()
