@@ -64,7 +64,7 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
 class Echo:
     """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep |
     raise:value|timeout|todo | setcode:<CODE>:<details> | todo-coded | value-coded | none |
-    size (answer ``n`` bytes) | meta-sleep | nap | badframe; ServerStream answers ``n``
+    size (answer ``n`` bytes) | bigmeta | meta-sleep | nap | badframe; ServerStream answers ``n``
     messages (after its op's wait, before its abort)."""
 
     def __init__(self) -> None:
@@ -91,6 +91,10 @@ class Echo:
         if op.startswith("abort:"):
             _, code, details = op.split(":", 2)
             await context.abort(grpc.StatusCode[code], details)
+        if op == "bigmeta":  # ``n`` bytes of initial metadata; the size of x-big received
+            await context.send_initial_metadata([("x-big", "v" * request.n)])
+            got = [len(v) for k, v in context.invocation_metadata() if k == "x-big"]
+            return Msg(text=str(got))
         if op == "sleep":
             await self._sleep()
         if op.startswith("raise:"):

@@ -297,3 +297,38 @@ async def test_close_while_connecting_keeps_no_connection(lean: Lean) -> None:
     async with asyncio.timeout(5):  # the channel still works afterwards
         assert (await channel.unary(UNARY, Msg(n=6), Msg)).n == 6
     await channel.close()
+
+
+META = [("grpc.max_metadata_size", 1 << 20), ("grpc.absolute_max_metadata_size", 1 << 20)]
+
+
+@pytest.mark.parametrize("client", ["lean", "aio"])
+@pytest.mark.parametrize("server", ["lean", "aio"])
+async def test_metadata_larger_than_a_frame(lean: Lean, client: str, server: str) -> None:
+    """40 kB of metadata each way: header blocks split into CONTINUATION frames."""
+    size = 40_000
+    aio = await start_aio(Echo(), options=META) if server == "aio" else None
+    target = aio.target if aio is not None else lean.target
+    try:
+        async with asyncio.timeout(10):
+            if client == "lean":
+                channel = GrpcChannel(target)
+                try:
+                    req = Msg(op="bigmeta", n=size).SerializeToString()
+                    call = await channel.start(UNARY, [req], Msg, metadata=[("x-big", "u" * size)])
+                    initial = dict(await call.initial_metadata())
+                    answer = (await read_all(call))[0]
+                finally:
+                    await channel.close()
+            else:
+                async with grpc.aio.insecure_channel(target, options=META) as ch:
+                    unary = AioStub(ch).Unary(
+                        Msg(op="bigmeta", n=size), metadata=(("x-big", "u" * size),)
+                    )
+                    answer = await unary
+                    initial = dict(await unary.initial_metadata())
+    finally:
+        if aio is not None:
+            await aio.server.stop(None)
+    assert answer.text == str([size])
+    assert initial["x-big"] == "v" * size
