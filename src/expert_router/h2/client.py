@@ -336,15 +336,20 @@ class GrpcChannel:
     async def unary(
         self, path: bytes, request: Any, response: type[Any], *, deadline: float | None = None
     ) -> Any:
-        """One request, one answer (``GrpcError`` when the call fails or outlives ``deadline``)."""
-        call = await self.start(path, [request.SerializeToString()], response, deadline=deadline)
+        """One request, one answer (``GrpcError`` when the call fails or outlives ``deadline``,
+        connecting included)."""
+        call: ClientCall | None = None
         try:
             async with asyncio.timeout(deadline):
+                call = await self.start(
+                    path, [request.SerializeToString()], response, deadline=deadline
+                )
                 answer = await call.read()
                 while await call.read() is not EOF:  # wait for the trailers' status
                     pass
         except TimeoutError:
-            call.cancel()
+            if call is not None:
+                call.cancel()
             raise GrpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         if answer is EOF:
             raise GrpcError(grpc.StatusCode.INTERNAL, "the server sent no message")
