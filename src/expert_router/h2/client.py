@@ -267,20 +267,24 @@ class GrpcChannel:
                 if conn.usable():
                     return conn
             self._conns = [c for c in self._conns if not c.closed]
-            if self._connecting is None:
-                connect = self._connect(self._closes)
-                self._connecting = asyncio.get_running_loop().create_task(connect)
             task = self._connecting
-            try:
-                conn = await asyncio.shield(task)
-            finally:
-                if task.done() and self._connecting is task:
-                    self._connecting = None
+            if task is None:
+                connect = self._connect(self._closes)
+                self._connecting = task = asyncio.get_running_loop().create_task(connect)
+                task.add_done_callback(self._connected)
+            conn = await asyncio.shield(task)
             if conn.usable():
                 return conn
             if conn.closed or conn.peer_max_streams == 0:
                 raise GrpcError(grpc.StatusCode.UNAVAILABLE, f"{self.target} takes no calls")
             # else the callers that shared this connect filled it: open one more
+
+    def _connected(self, task: asyncio.Task[ClientConnection]) -> None:
+        """A connect is over, even if all its callers gave up waiting: the next one is new."""
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved here, whoever still waits for it
 
     async def _connect(self, closes: int) -> ClientConnection:
         loop = asyncio.get_running_loop()
