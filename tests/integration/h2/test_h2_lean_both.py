@@ -5,8 +5,10 @@ server, broken frames, idle connections, and what is left over once calls are ov
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import hpack
@@ -332,3 +334,83 @@ async def test_metadata_larger_than_a_frame(lean: Lean, client: str, server: str
             await aio.server.stop(None)
     assert answer.text == str([size])
     assert initial["x-big"] == "v" * size
+
+
+class Silent(str):
+    """A target whose server accepts and never says a word; ``held``: what it accepted."""
+
+    held: list[asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[Silent]:
+    """A TCP server that accepts and never says a word (no HTTP/2 SETTINGS)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        target = Silent(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        target.held = held
+        yield target
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_silent_server_fails_within_the_deadline(silent: Silent) -> None:
+    channel = GrpcChannel(silent, connect_timeout=5)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(GrpcError) as err:
+            async with asyncio.timeout(10):
+                await channel.unary(UNARY, Msg(), Msg, deadline=0.3)
+        assert err.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 < 2
+    finally:
+        await channel.close()
+
+
+async def test_silent_server_is_unavailable_after_the_connect_timeout(silent: Silent) -> None:
+    channel = GrpcChannel(silent, connect_timeout=0.3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(GrpcError) as err:
+            async with asyncio.timeout(10):
+                await channel.start(STREAM, [b""], Msg)
+        assert err.value.status == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - t0 < 2
+        assert channel._conns == []
+    finally:
+        await channel.close()
+
+
+async def test_connect_outliving_its_callers_is_not_reused(silent: Silent) -> None:
+    """Every caller of a connect gave up before it failed: its failure is retrieved (no
+    'never retrieved' error) and the next call connects afresh instead of reusing it."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, ctx: errors.append(ctx))
+    channel = GrpcChannel(silent, connect_timeout=0.4)
+    try:
+        with pytest.raises(GrpcError) as err:
+            await channel.unary(UNARY, Msg(), Msg, deadline=0.1)
+        assert err.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.6)  # the connect timed out meanwhile
+        t0 = time.monotonic()
+        with pytest.raises(GrpcError) as err:
+            async with asyncio.timeout(5):
+                await channel.start(STREAM, [b""], Msg)
+        assert err.value.status == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - t0 > 0.3  # a new connect, not the old failure
+        assert len(silent.held) == 2
+        gc.collect()
+        await asyncio.sleep(0)
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        await channel.close()
