@@ -150,7 +150,7 @@ class ClientCall(H2Stream):
 
     # -- the caller's side -----------------------------------------------------------------
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.conn.future()
         await self._waiter
 
     async def read(self) -> Any:

@@ -13,9 +13,10 @@ import logging
 from collections import deque
 from typing import Any
 
-from hpack import Decoder, HPACKError
+from hpack import HPACKError
 
 from expert_router.h2 import frames as f
+from expert_router.h2.headers import BlockDecoder
 
 log = logging.getLogger("expert_router.h2")
 
@@ -61,7 +62,7 @@ class H2Stream:
         """Wait until this stream's queued data has left and the transport accepts more."""
         if self.pending is not None:
             if self.drained is None:
-                self.drained = asyncio.get_running_loop().create_future()
+                self.drained = self.conn.future()
             await asyncio.shield(self.drained)
         await self.conn.writable()
 
@@ -74,7 +75,11 @@ class H2Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
-        self.decoder = Decoder()
+        self.decoder = BlockDecoder()
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # made outside a loop (a test): the first future looks it up
+            self.loop = None
         self.peer_initial_window = f.DEFAULT_WINDOW
         self.peer_max_frame = f.DEFAULT_FRAME
         self.peer_max_streams = 2**31 - 1
@@ -120,11 +125,19 @@ class H2Connection(asyncio.Protocol):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def future(self) -> asyncio.Future[Any]:
+        """A future of the connection's loop (asking asyncio for the running loop costs a
+        ``getpid`` system call every time)."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        return loop.create_future()
+
     async def writable(self) -> None:
         """Return once the transport's buffer is below its high-water mark (or closed)."""
         while self._paused and not self.closed:
             if self._resumed is None:
-                self._resumed = asyncio.get_running_loop().create_future()
+                self._resumed = self.future()
             await asyncio.shield(self._resumed)
 
     def data_received(self, data: bytes) -> None:
@@ -222,7 +235,7 @@ class H2Connection(asyncio.Protocol):
 
     def _headers(self, sid: int, flags: int, block: bytes) -> None:
         try:
-            headers: list[tuple[bytes, bytes]] = self.decoder.decode(block, raw=True)  # type: ignore[assignment]
+            headers = self.decoder.decode(block)
         except HPACKError as exc:
             raise ConnectionError_(9, f"bad header block: {exc}") from None  # COMPRESSION_ERROR
         end = bool(flags & f.END_STREAM)

@@ -141,9 +141,13 @@ class ServerCall(H2Stream):
         while not self._queue:
             if self._eof:
                 return _EOF
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.conn.future()
             await self._waiter
         return self.method.request.FromString(self._queue.popleft())
+
+    def input_done(self) -> bool:
+        """The client has half-closed and every request it sent was read."""
+        return self._eof and not self._queue
 
     async def requests(self) -> AsyncIterator[Any]:
         while (msg := await self.read()) is not _EOF:

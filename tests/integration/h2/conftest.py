@@ -4,48 +4,19 @@ both running the ``h2test.Echo`` servicer on 127.0.0.1 (port 0), always stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 import uvloop
-from h2_service import AIO_OPTIONS, SERVICE, Echo, aio_handler, pb2
+from h2_servers import Aio, Lean, start_aio
+from h2_service import AIO_OPTIONS, SERVICE, Echo, pb2
 
 from expert_router.h2.client import GrpcChannel
 from expert_router.h2.server import GrpcServer
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Lean:
-    server: GrpcServer
-    servicer: Echo
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-
-@dataclass
-class Aio:
-    server: grpc.aio.Server
-    servicer: Echo
-    port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-async def start_aio(servicer: Echo, port: int = 0, options: Sequence[tuple[str, Any]] = ()) -> Aio:
-    server = grpc.aio.server(options=[*AIO_OPTIONS, *options])
-    server.add_generic_rpc_handlers((aio_handler(servicer),))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return Aio(server, servicer, bound)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import hpack
 import pytest
-from conftest import Lean, start_aio
+from h2_servers import Lean, start_aio
 from h2_service import AIO_OPTIONS, PATH, AioStub, Echo, Msg, eventually
 from test_h2_lean_client import STREAM, UNARY, Collect, read_all
 

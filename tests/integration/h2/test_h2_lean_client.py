@@ -10,7 +10,7 @@ import time
 
 import grpc
 import pytest
-from conftest import Aio, start_aio
+from h2_servers import Aio, start_aio
 from h2_service import PATH, Echo, Msg, aio_handler, eventually
 
 from expert_router.h2.client import EOF, ClientCall, GrpcChannel

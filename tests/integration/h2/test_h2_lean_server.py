@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Aio, Lean
+from h2_servers import Aio, Lean
 from h2_service import AIO_OPTIONS, PATH, SERVICE, AioStub, Echo, Msg, eventually, pb2
 
 from expert_router.h2.server import GrpcServer
