@@ -290,7 +290,7 @@ class H2Connection(asyncio.Protocol):
 
     def headers_frame(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bytes:
         """HEADERS (+ CONTINUATION) carrying ``headers``; written by the caller."""
-        block = f.header_block(headers)
+        block = f.cached_header_block(headers)
         if self._table_update:
             block, self._table_update = f.TABLE_SIZE_ZERO + block, False
         flags = f.END_STREAM if end else 0

@@ -83,6 +83,23 @@ def _integer(value: int, prefix_bits: int, first: int) -> bytes:
     return bytes(out)
 
 
+_BLOCKS: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+
+
+def cached_header_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``header_block``, remembered for the few header lists a gRPC peer sends again and
+    again (response headers, ``grpc-status: 0``, a channel's request headers)."""
+    key = tuple(headers)
+    block = _BLOCKS.get(key)
+    if block is None:
+        block = header_block(key)
+        if len(block) <= 512:
+            if len(_BLOCKS) >= 512:
+                _BLOCKS.clear()
+            _BLOCKS[key] = block
+    return block
+
+
 def header_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """A header block of literal fields without indexing, new names, no Huffman coding.
 
