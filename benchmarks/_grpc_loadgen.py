@@ -84,12 +84,16 @@ class TritonGrpcStreamer:
                     self.counters.events += 1
                 if tw.is_final(r):
                     rec.ok = rec.first_ns > 0
+                    rec.end_ns = time.perf_counter_ns()
+                    # Read the call to its end (its status), as tritonclient does: cancelling
+                    # right after the final message would race the server's own ending.
+                    await call.read()
                     break
         except grpc.aio.AioRpcError as exc:
             rec.error = f"{exc.code().name}: {exc.details()}"[:200]
         finally:
-            call.cancel()
-            rec.end_ns = time.perf_counter_ns()
+            call.cancel()  # a no-op once the call is over
+            rec.end_ns = rec.end_ns or time.perf_counter_ns()
         return rec
 
     async def aclose(self) -> None:

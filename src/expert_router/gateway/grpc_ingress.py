@@ -162,11 +162,12 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     ) -> AsyncIterator[Any]:
         rid, model, names = request.id, request.model_name, self.names
         Resp, text_response = pb2.ModelStreamInferResponse, tw.text_response
-        last = False
+        last = relayed = False
         try:
             async for piece in self._generate(request, unary=False, route=route, context=context):
                 if piece is _RELAYED:
-                    return  # the replica's own messages went to the client
+                    relayed = True  # the replica's own messages went to the client
+                    continue  # (the generator ends right after: let it finish, not linger)
                 text, last = piece
                 if route:
                     # Another request of this stream may have written first (metadata gone).
@@ -178,7 +179,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         except IngressError as exc:
             yield Resp(error_message=str(exc), infer_response=pb2.ModelInferResponse(id=rid))
             return
-        if not last:
+        if not last and not relayed:
             yield Resp(infer_response=text_response(pb2, model, rid, "", names, final=True))
 
     async def _admit(self, request: Any, unary: bool) -> tuple[tw.TritonRequest, Any, Any]:

@@ -487,7 +487,7 @@ async def serve_stream(
             if not tasks and input_done is not None and input_done():
                 async for msg in handle(request):
                     await write(msg)
-                return
+                continue  # the iterator ends next, at once
             task = asyncio.create_task(run_one(request))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

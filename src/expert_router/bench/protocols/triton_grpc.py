@@ -85,6 +85,9 @@ class TritonGrpcClient:
                     if text:
                         sink.text(t, text)
                 if tw.is_final(r):
+                    # Read the call to its end (its status), as tritonclient does: cancelling
+                    # right after the final message would race the server's own ending.
+                    await call.read()
                     return
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
@@ -92,7 +95,7 @@ class TritonGrpcClient:
                 f"gRPC {code.name}: {exc.details()}", http_status=HTTP_FOR_GRPC.get(code, 502)
             ) from None
         finally:
-            call.cancel()
+            call.cancel()  # a no-op once the call is over
 
     async def aclose(self) -> None:
         if self._channel is not None:
