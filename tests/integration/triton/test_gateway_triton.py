@@ -19,8 +19,9 @@ from expert_router.gateway.server import free_port
 from expert_router.tokenizer import count_tokens
 from expert_router.wire.sse import SSEDecoder
 
-# A run once hung here (the event loop idle in select, a grpc.aio poller thread alive): fail
-# after 60 s instead of stalling CI, and try once more; the cause is still open.
+# A run once hung here (the event loop idle in select, a grpc.aio poller thread alive) while
+# the gateway and the emulator still served gRPC with grpc.aio in the test's loop; both now
+# run on the project's own HTTP/2. The guard stays: fail after 60 s, and try once more.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.flaky(reruns=1)]
 
 
