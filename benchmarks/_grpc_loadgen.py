@@ -48,9 +48,10 @@ class TritonGrpcStreamer:
         from tritonclient.grpc import service_pb2 as pb2
         from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+        from expert_router.wire import kserve
         from expert_router.wire import triton as tw
 
-        self.grpc, self.pb2, self.tw = grpc, pb2, tw
+        self.grpc, self.pb2, self.tw, self.kserve = grpc, pb2, tw, kserve
         self.channels = [grpc.aio.insecure_channel(u.split("://", 1)[-1]) for u in urls]
         self.stubs = [pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self.channels]
         self.names = tw.TritonNames("ensemble")
@@ -59,10 +60,10 @@ class TritonGrpcStreamer:
         self._ids = itertools.count(1)
 
     async def request(self, user: int, seq: int) -> Record:
-        tw, grpc = self.tw, self.grpc
+        tw, kserve, grpc = self.tw, self.kserve, self.grpc
         prompt = f"{PROMPTS[(user + seq) % len(PROMPTS)]} (user {user}, request {seq})"
         req = tw.TritonRequest(prompt, self.max_tokens, min_length=self.max_tokens)
-        msg = tw.infer_request(self.pb2, req, self.names, str(next(self._ids)))
+        msg = kserve.infer_request(self.pb2, req, self.names, str(next(self._ids)))
         rec = Record(start_ns=time.perf_counter_ns())
         call = self.stubs[user % len(self.stubs)].ModelStreamInfer()
         try:
@@ -82,7 +83,7 @@ class TritonGrpcStreamer:
                         rec.first_ns = rec.headers_ns = time.perf_counter_ns()
                     rec.events += 1
                     self.counters.events += 1
-                if tw.is_final(r):
+                if kserve.is_final(r):
                     rec.ok = rec.first_ns > 0
                     rec.end_ns = time.perf_counter_ns()
                     # Read the call to its end (its status), as tritonclient does: cancelling

@@ -30,6 +30,7 @@ from expert_router.errors import (
 )
 from expert_router.h2.client import EOF, ClientCall, GrpcChannel
 from expert_router.h2.grpc import GrpcError, message
+from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.openai import error_bytes
 
@@ -178,7 +179,7 @@ class _GrpcPieces:
         if msg.error_message:
             raise BackendProtocolError(f"{self._where}: {msg.error_message}")
         resp = msg.infer_response
-        return tw.response_text(resp, self._names), tw.is_final(resp)
+        return kserve.response_text(resp, self._names), kserve.is_final(resp)
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -240,7 +241,7 @@ class TritonGrpcBackend:
         treq = tw.openai_to_triton(payload, self.template)
         treq.stream = req.stream
         rid = f"er-{next(_ids)}"
-        msg = tw.infer_request(pb2, treq, self.names, rid)
+        msg = kserve.infer_request(pb2, treq, self.names, rid)
         where = f"grpc://{self.target}"
         try:
             call = await self.channel().start(

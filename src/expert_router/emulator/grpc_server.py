@@ -22,6 +22,7 @@ from expert_router.emulator.server import EmulatorServer
 from expert_router.errors import RequestError
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.tokenizer import TokenGenerator
+from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 
 _ids = itertools.count(10_000_000)
@@ -106,36 +107,38 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             check_model(request.name, request.version)
         except UnknownModel as exc:
             return await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        return tw.model_metadata(pb2, MODEL, NAMES)
+        return kserve.model_metadata(pb2, MODEL, NAMES)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         try:
             check_model(request.model_name, request.model_version)
-            req = tw.from_tensors(tw.request_values(request, NAMES))
+            req = tw.from_tensors(kserve.request_values(request, NAMES))
         except UnknownModel as exc:
             return await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except RequestError as exc:
             return await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         req.stream = False
         text = "".join([piece async for piece, _ in generate(self.server, req)])
-        return tw.text_response(pb2, MODEL, request.id, text, NAMES, final=None)
+        return kserve.text_response(pb2, MODEL, request.id, text, NAMES, final=None)
 
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> None:
-        await tw.serve_stream(request_iterator, context, self._stream_one)
+        await kserve.serve_stream(request_iterator, context, self._stream_one)
 
     async def _stream_one(self, request: Any) -> AsyncIterator[Any]:
         rid = request.id
         try:
             check_model(request.model_name, request.model_version)
-            req = tw.from_tensors(tw.request_values(request, NAMES))
+            req = tw.from_tensors(kserve.request_values(request, NAMES))
             last = False
             async for piece, last in generate(self.server, req):
-                msg = tw.text_response(pb2, MODEL, rid, piece, NAMES, final=True if last else None)
+                msg = kserve.text_response(
+                    pb2, MODEL, rid, piece, NAMES, final=True if last else None
+                )
                 yield pb2.ModelStreamInferResponse(infer_response=msg)
             if not last:
-                msg = tw.text_response(pb2, MODEL, rid, "", NAMES, final=True)
+                msg = kserve.text_response(pb2, MODEL, rid, "", NAMES, final=True)
                 yield pb2.ModelStreamInferResponse(infer_response=msg)
         except RequestError as exc:
             yield pb2.ModelStreamInferResponse(

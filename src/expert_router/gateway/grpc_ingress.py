@@ -33,6 +33,7 @@ from expert_router.errors import (
 from expert_router.gateway.app import Gateway
 from expert_router.gateway.pools import Replica
 from expert_router.grpc_host import GrpcServiceHost
+from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
 
@@ -122,7 +123,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         if request.name not in self.models:
             msg = f"Request for unknown model: '{request.name}' is not found"
             return await context.abort(grpc.StatusCode.NOT_FOUND, msg)
-        return tw.model_metadata(pb2, request.name, self.names)
+        return kserve.model_metadata(pb2, request.name, self.names)
 
     # -- inference ------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -138,7 +139,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         except IngressError as exc:
             return await context.abort(exc.code, str(exc))
         names = self.names
-        return tw.text_response(
+        return kserve.text_response(
             pb2, request.model_name, request.id, "".join(parts), names, final=None
         )
 
@@ -155,13 +156,13 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                 sent, route = True, []
             return self._stream_one(request, context, route)
 
-        await tw.serve_stream(request_iterator, context, handle)
+        await kserve.serve_stream(request_iterator, context, handle)
 
     async def _stream_one(
         self, request: Any, context: Any, route: list[tuple[str, str]] | None
     ) -> AsyncIterator[Any]:
         rid, model, names = request.id, request.model_name, self.names
-        Resp, text_response = pb2.ModelStreamInferResponse, tw.text_response
+        Resp, text_response = pb2.ModelStreamInferResponse, kserve.text_response
         last = relayed = False
         try:
             async for piece in self._generate(request, unary=False, route=route, context=context):
@@ -190,7 +191,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             msg = f"Request for unknown model: '{request.model_name}' is not found"
             raise IngressError(grpc.StatusCode.NOT_FOUND, msg, 404)
         try:
-            treq = tw.from_tensors(tw.request_values(request, self.names))
+            treq = tw.from_tensors(kserve.request_values(request, self.names))
         except RequestError as exc:
             raise IngressError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), 400) from None
         t1 = perf_counter()

@@ -67,6 +67,7 @@ async def test_stream_metadata_names_the_route(
     from tritonclient.grpc import service_pb2 as pb2
     from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+    from expert_router.wire import kserve
     from expert_router.wire import triton as tw
 
     text = "How do interest rates affect the stock market and mortgage loans?"
@@ -75,13 +76,13 @@ async def test_stream_metadata_names_the_route(
             stub = pb2_grpc.GRPCInferenceServiceStub(channel)
             call = stub.ModelStreamInfer()
             req = tw.TritonRequest(text, 3, min_length=3)
-            await call.write(tw.infer_request(pb2, req, tw.TritonNames(), "r"))
+            await call.write(kserve.infer_request(pb2, req, tw.TritonNames(), "r"))
             await call.done_writing()
             meta = dict(await call.initial_metadata())
             msgs = [m async for m in call]
     assert meta["x-expert-router-cluster"] == str(clf.predict(text).cluster)
     assert meta["x-expert-router-replica"]
-    assert tw.is_final(msgs[-1].infer_response)
+    assert kserve.is_final(msgs[-1].infer_response)
 
 
 @pytest.mark.parametrize("kind", [0, 2], ids=["grpc-backend", "http-backend"])
@@ -175,6 +176,7 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
     from tritonclient.grpc import service_pb2 as pb2
     from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+    from expert_router.wire import kserve
     from expert_router.wire import triton as tw
 
     async with gateway(f"grpc://{emu.target}") as (gw, ingress):
@@ -182,9 +184,9 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
         async with grpc.aio.insecure_channel(ingress.target) as channel:
             call = pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
             req = tw.TritonRequest("a long answer please", 3000, min_length=3000)
-            await call.write(tw.infer_request(pb2, req, tw.TritonNames(), "long"))
+            await call.write(kserve.infer_request(pb2, req, tw.TritonNames(), "long"))
             first = await call.read()
-            assert tw.response_text(first.infer_response, tw.TritonNames())
+            assert kserve.response_text(first.infer_response, tw.TritonNames())
             assert sum(r.outstanding for r in fleet.replicas.values()) == 1
             assert emu.server.engine.num_running == 1
             call.cancel()

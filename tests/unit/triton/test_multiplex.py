@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from expert_router.wire.triton import serve_stream
+from expert_router.wire.kserve import serve_stream
 
 
 async def _requests(items: list[tuple[str, int]]) -> AsyncIterator[tuple[str, int]]:

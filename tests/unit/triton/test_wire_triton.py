@@ -11,32 +11,33 @@ from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from expert_router.errors import RequestError
+from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
 
 
 def test_bytes_codec_matches_tritonclient() -> None:
     items = [b"hello", b"", "żółw".encode()]
-    ours = tw.encode_bytes(items)
+    ours = kserve.encode_bytes(items)
     theirs = serialize_byte_tensor(np.array(items, dtype=object)).item()
     assert ours == theirs
-    assert tw.decode_bytes(theirs) == items
+    assert kserve.decode_bytes(theirs) == items
     assert list(deserialize_bytes_tensor(ours)) == items
 
 
 @pytest.mark.parametrize("raw", [b"\x05\x00", b"\x05\x00\x00\x00abc"])
 def test_malformed_bytes_tensor(raw: bytes) -> None:
     with pytest.raises(RequestError, match="malformed BYTES"):
-        tw.decode_bytes(raw)
+        kserve.decode_bytes(raw)
 
 
 def test_decode_raw_numbers_and_errors() -> None:
-    assert tw.decode_raw("x", "INT32", struct.pack("<2i", 3, -1)) == [3, -1]
-    assert tw.decode_raw("x", "BOOL", b"\x01") == [True]
+    assert kserve.decode_raw("x", "INT32", struct.pack("<2i", 3, -1)) == [3, -1]
+    assert kserve.decode_raw("x", "BOOL", b"\x01") == [True]
     with pytest.raises(RequestError, match="'x': 3 bytes is not a whole INT32"):
-        tw.decode_raw("x", "INT32", b"abc")
+        kserve.decode_raw("x", "INT32", b"abc")
     with pytest.raises(RequestError, match="unsupported datatype"):
-        tw.decode_raw("x", "FP16", b"ab")
+        kserve.decode_raw("x", "FP16", b"ab")
 
 
 def test_from_tensors_checks_and_names_fields() -> None:
@@ -120,13 +121,13 @@ def test_url_query_configures_model_template_and_names() -> None:
 def test_protobuf_request_round_trip_with_renamed_tensors() -> None:
     names = tw.TritonNames("ens", (("text_input", "prompt"),))
     req = tw.TritonRequest("hello", 4, stream=True, min_length=4, temperature=0.5, bad_words=["a"])
-    msg = tw.infer_request(pb2, req, names, "r1")
+    msg = kserve.infer_request(pb2, req, names, "r1")
     assert msg.model_name == "ens" and msg.id == "r1"
     assert [t.name for t in msg.inputs][:3] == ["prompt", "max_tokens", "stream"]
-    back = tw.from_tensors(tw.request_values(msg, names))
+    back = tw.from_tensors(kserve.request_values(msg, names))
     assert back == req
     with pytest.raises(RequestError, match="unexpected inference input 'prompt'"):
-        tw.request_values(msg, tw.TritonNames())
+        kserve.request_values(msg, tw.TritonNames())
 
 
 def test_typed_contents_and_datatype_checks() -> None:
@@ -135,24 +136,24 @@ def test_typed_contents_and_datatype_checks() -> None:
     t.contents.bytes_contents.append(b"typed")
     m = msg.inputs.add(name="max_tokens", datatype="INT32", shape=[1, 1])
     m.contents.int_contents.append(3)
-    req = tw.from_tensors(tw.request_values(msg, tw.TritonNames()))
+    req = tw.from_tensors(kserve.request_values(msg, tw.TritonNames()))
     assert (req.text, req.max_tokens) == ("typed", 3)
     bad = pb2.ModelInferRequest(model_name="ensemble")
     bad.inputs.add(name="text_input", datatype="INT32", shape=[1])
     with pytest.raises(RequestError, match="datatype INT32, expected BYTES"):
-        tw.request_values(bad, tw.TritonNames())
+        kserve.request_values(bad, tw.TritonNames())
 
 
 def test_text_response_and_final_flag() -> None:
     names = tw.TritonNames()
-    mid = tw.text_response(pb2, "ensemble", "r", " tok", names, final=None)
-    assert tw.response_text(mid, names) == " tok" and not tw.is_final(mid)
+    mid = kserve.text_response(pb2, "ensemble", "r", " tok", names, final=None)
+    assert kserve.response_text(mid, names) == " tok" and not kserve.is_final(mid)
     assert tw.FINAL not in mid.parameters
-    last = tw.text_response(pb2, "ensemble", "r", " end", names, final=True)
-    assert tw.response_text(last, names) == " end" and tw.is_final(last)
-    empty = tw.text_response(pb2, "ensemble", "r", "", names, final=True)
-    assert not empty.outputs and tw.is_final(empty)
-    meta = tw.model_metadata(pb2, "ensemble", names)
+    last = kserve.text_response(pb2, "ensemble", "r", " end", names, final=True)
+    assert kserve.response_text(last, names) == " end" and kserve.is_final(last)
+    empty = kserve.text_response(pb2, "ensemble", "r", "", names, final=True)
+    assert not empty.outputs and kserve.is_final(empty)
+    meta = kserve.model_metadata(pb2, "ensemble", names)
     assert {i.name for i in meta.inputs} >= {"text_input", "max_tokens", "stream", "min_length"}
     assert meta.outputs[0].name == "text_output"
 

@@ -17,6 +17,7 @@ from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
 from expert_router.bench.protocols.base import ClientSettings, Message, StreamFailed, StreamSink
+from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 
 _now = time.perf_counter_ns
@@ -65,7 +66,7 @@ class TritonGrpcClient:
 
     async def stream(self, messages: Sequence[Message], max_tokens: int, sink: StreamSink) -> None:
         req = tw.TritonRequest(prompt_of(messages), max_tokens, stream=True, min_length=max_tokens)
-        msg = tw.infer_request(pb2, req, self.names, f"b{next(_ids)}")
+        msg = kserve.infer_request(pb2, req, self.names, f"b{next(_ids)}")
         call = self._get_stub().ModelStreamInfer(timeout=self.settings.request_timeout)
         key = self.names["text_output"]
         try:
@@ -84,7 +85,7 @@ class TritonGrpcClient:
                     text = _first_text(r, key)
                     if text:
                         sink.text(t, text)
-                if tw.is_final(r):
+                if kserve.is_final(r):
                     # Read the call to its end (its status), as tritonclient does: cancelling
                     # right after the final message would race the server's own ending.
                     await call.read()
@@ -109,5 +110,5 @@ def _first_text(r: Any, key: str) -> str:
             raw = r.raw_output_contents[i]
             if len(raw) == 4 + int.from_bytes(raw[:4], "little"):  # one element: the usual case
                 return str(raw[4:].decode("utf-8", errors="replace"))
-            return "".join(b.decode("utf-8", errors="replace") for b in tw.decode_bytes(raw))
+            return "".join(b.decode("utf-8", errors="replace") for b in kserve.decode_bytes(raw))
     return ""
