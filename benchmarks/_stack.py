@@ -85,18 +85,7 @@ class Stack:
         return urls, model
 
     def nginx(self, upstreams: list[str], model: str, workers: int = 1) -> Target:
-        nginx, why = ensure_nginx()
-        if nginx is None:
-            raise RuntimeError(why)
-        prefix = self.workdir / "nginx"
-        prefix.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        hostports = [u.split("://", 1)[1] for u in upstreams]
-        options = NginxOptions(listen=f"127.0.0.1:{port}", worker_processes=str(workers))
-        (prefix / "nginx.conf").write_text(render_nginx_conf(hostports, options))
-        cmd = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-e", "stderr"]
-        proc = ServerProcess(self._wrap(cmd, self.server_cpus), prefix / "nginx.log")
-        self.exit.callback(proc.stop)
+        proc, port = self._nginx("nginx", upstreams, worker_processes=str(workers))
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{url}/health")
         return Target("nginx", [url], proc.pid, model)
@@ -108,25 +97,27 @@ class Stack:
 
         nginx opens one upstream connection per call in flight; ``keepalive`` idle ones are kept.
         """
+        proc, port = self._nginx(
+            "nginx-grpc", upstreams, worker_processes=str(workers), grpc=True, keepalive=keepalive
+        )
+        wait_grpc_live(f"127.0.0.1:{port}", proc)
+        return Target("nginx", [f"grpc://127.0.0.1:{port}"], proc.pid, model)
+
+    def _nginx(self, name: str, upstreams: list[str], **options: Any) -> tuple[ServerProcess, int]:
+        """Start nginx (config in ``workdir/name``) in front of ``upstreams``; (process, port)."""
         nginx, why = ensure_nginx()
         if nginx is None:
             raise RuntimeError(why)
-        prefix = self.workdir / "nginx-grpc"
+        prefix = self.workdir / name
         prefix.mkdir(parents=True, exist_ok=True)
         port = free_port()
         hostports = [u.split("://", 1)[1] for u in upstreams]
-        options = NginxOptions(
-            listen=f"127.0.0.1:{port}",
-            worker_processes=str(workers),
-            grpc=True,
-            keepalive=keepalive,
-        )
-        (prefix / "nginx.conf").write_text(render_nginx_conf(hostports, options))
+        conf = NginxOptions(listen=f"127.0.0.1:{port}", **options)
+        (prefix / "nginx.conf").write_text(render_nginx_conf(hostports, conf))
         cmd = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-e", "stderr"]
         proc = ServerProcess(self._wrap(cmd, self.server_cpus), prefix / "nginx.log")
         self.exit.callback(proc.stop)
-        wait_grpc_live(f"127.0.0.1:{port}", proc)
-        return Target("nginx", [f"grpc://127.0.0.1:{port}"], proc.pid, model)
+        return proc, port
 
     def gateway(self, experts: list[str], model: str, workers: int = 1) -> Target:
         port = free_port()

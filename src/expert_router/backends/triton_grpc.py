@@ -28,7 +28,7 @@ from expert_router.errors import (
     ConfigError,
     RequestError,
 )
-from expert_router.h2.client import EOF, ClientCall, GrpcChannel
+from expert_router.h2.client import ClientCall, GrpcChannel
 from expert_router.h2.grpc import GrpcError, message
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
@@ -171,11 +171,16 @@ class _GrpcPieces:
 
     async def next(self) -> tuple[str, bool]:
         try:
-            msg = await self._call.read()
+            raw = await self._call.read_raw()
         except GrpcError as exc:
             raise rpc_error(self._where, exc) from exc
-        if msg is EOF:
+        return self.piece(raw)
+
+    def piece(self, raw: bytes | None) -> tuple[str, bool]:
+        """(text, final) of one serialized answer (``None``: the stream ended)."""
+        if raw is None:
             return "", True  # the server ended the stream without a final flag
+        msg = pb2.ModelStreamInferResponse.FromString(raw)
         if msg.error_message:
             raise BackendProtocolError(f"{self._where}: {msg.error_message}")
         resp = msg.infer_response
@@ -212,7 +217,7 @@ class NativeCall:
         """Send every message, framed, to ``sink`` as it arrives; return when the answer is
         complete, raise ``BackendError`` when it broke off."""
         sink(message(self.first))
-        done: asyncio.Future[GrpcError | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[GrpcError | None] = self.call.conn.future()
         self.call.listen(_Forward(sink, done))
         error = await done
         if error is not None:
@@ -243,32 +248,19 @@ class TritonGrpcBackend:
         rid = f"er-{next(_ids)}"
         msg = kserve.infer_request(pb2, treq, self.names, rid)
         where = f"grpc://{self.target}"
+        call, raw = await self._open(msg, where)
+        pieces = _GrpcPieces(call, self.names, where)
         try:
-            call = await self.channel().start(
-                STREAM_INFER, [msg.SerializeToString()], pb2.ModelStreamInferResponse
-            )
-        except GrpcError as exc:
-            raise rpc_error(where, exc) from exc
-        try:
-            async with asyncio.timeout(self._s.first_byte_timeout):
-                first = await _GrpcPieces(call, self.names, where).next()
-        except TimeoutError as exc:
-            call.cancel()
-            raise BackendTimeout(f"{where}: no first response in time") from exc
+            first = pieces.piece(raw)
         except BackendProtocolError as exc:
             call.cancel()
             raise BackendStatusError(
                 str(exc), status=400, body=error_bytes(str(exc), code="upstream_error")
             ) from exc
-        except BaseException:
-            call.cancel()
-            raise
         chat = req.path.endswith("chat/completions")
         model = payload.get("model") or self.names.model
         enc = tw.OpenAIChunks(chat, str(model), rid)
-        return TritonResponse(
-            _GrpcPieces(call, self.names, where), enc, first, treq.max_tokens, req.stream
-        )
+        return TritonResponse(pieces, enc, first, treq.max_tokens, req.stream)
 
     def relays(self, request: Any) -> bool:
         """Whether a client's request can be forwarded as it is: same model and tensor names,
@@ -279,13 +271,23 @@ class TritonGrpcBackend:
         """Forward a client's ``ModelInferRequest`` unchanged; returns once the first answer
         arrived. Errors before it raise ``BackendError`` (retryable when unreachable)."""
         where = f"grpc://{self.target}"
+        call, first = await self._open(request, where)
+        if first is None:
+            raise BackendProtocolError(f"{where}: the stream ended without a response")
+        failed = bool(pb2.ModelStreamInferResponse.FromString(first).error_message)
+        return NativeCall(call, first, failed, where)
+
+    async def _open(self, request: Any, where: str) -> tuple[ClientCall, bytes | None]:
+        """Send ``request`` on a new ``ModelStreamInfer`` call and wait for the first answer
+        (serialized; ``None`` when the stream ended first). Failures and the first-byte
+        timeout raise ``BackendError``s, after cancelling the call."""
         try:
             call = await self.channel().start(
                 STREAM_INFER, [request.SerializeToString()], pb2.ModelStreamInferResponse
             )
             try:
                 async with asyncio.timeout(self._s.first_byte_timeout):
-                    first = await call.read_raw()
+                    return call, await call.read_raw()
             except BaseException:
                 call.cancel()
                 raise
@@ -293,10 +295,6 @@ class TritonGrpcBackend:
             raise BackendTimeout(f"{where}: no first response in time") from exc
         except GrpcError as exc:
             raise rpc_error(where, exc) from exc
-        if first is None:
-            raise BackendProtocolError(f"{where}: the stream ended without a response")
-        failed = bool(pb2.ModelStreamInferResponse.FromString(first).error_message)
-        return NativeCall(call, first, failed, where)
 
     async def probe(self, path: str, timeout_s: float) -> int:
         """200 when the server is live and the model ready, 503 otherwise (``path`` unused)."""

@@ -170,11 +170,6 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                     relayed = True  # the replica's own messages went to the client
                     continue  # (the generator ends right after: let it finish, not linger)
                 text, last = piece
-                if route:
-                    # Another request of this stream may have written first (metadata gone).
-                    with contextlib.suppress(Exception):
-                        await context.send_initial_metadata(route)
-                    route = None
                 msg = text_response(pb2, model, rid, text, names, final=True if last else None)
                 yield Resp(infer_response=msg)
         except IngressError as exc:
@@ -183,7 +178,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         if not last and not relayed:
             yield Resp(infer_response=text_response(pb2, model, rid, "", names, final=True))
 
-    async def _admit(self, request: Any, unary: bool) -> tuple[tw.TritonRequest, Any, Any]:
+    async def _admit(self, request: Any) -> tuple[tw.TritonRequest, Any, Any]:
         """Check and classify a request and reserve a replica: (request, prediction, decision)."""
         gw = self.gw
         assert gw.fleet is not None
@@ -217,9 +212,9 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
         A non-streaming request (``stream`` false, or a unary call) yields its whole text once.
         ``route``, when given, receives the cluster and replica headers before the first piece.
-        With ``context`` (a ModelStreamInfer call), a request a Triton replica can take as it
-        is goes there unchanged and its answer is relayed to ``context`` undecoded: then
-        ``_RELAYED`` is yielded once it is complete.
+        With ``context`` (a ModelStreamInfer call) they go out as its initial metadata, and a
+        request a Triton replica can take as it is goes there unchanged, its answer relayed to
+        ``context`` undecoded: then ``_RELAYED`` is yielded once it is complete.
         """
         gw, t0 = self.gw, perf_counter()
         fleet = gw.fleet
@@ -227,7 +222,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         cluster, replica_name, status = "none", "none", 200
         relayed = False
         try:
-            treq, pred, decision = await self._admit(request, unary)
+            treq, pred, decision = await self._admit(request)
             cluster = decision.cluster
             stream = treq.stream and not unary
             decided = [decision]
@@ -248,12 +243,13 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             cluster, replica_name = decided[0].cluster, replica.name
             if route is not None:
                 route += [(CLUSTER_KEY, cluster), (REPLICA_KEY, replica_name)]
+                if context is not None:
+                    # Another request of this stream may have written first (metadata gone).
+                    with contextlib.suppress(Exception):
+                        await context.send_initial_metadata(route)
             try:
                 if isinstance(up, NativeCall):
                     fleet.ttft[replica.name].observe(perf_counter() - t_sent)
-                    if route:
-                        with contextlib.suppress(Exception):
-                            await context.send_initial_metadata(route)
                     await up.relay(context.send_framed)
                     status = 400 if up.failed else 200
                     relayed = True

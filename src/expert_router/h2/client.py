@@ -44,7 +44,7 @@ class ClientCall(H2Stream):
     """One call in flight: its initial metadata, messages and final status."""
 
     __slots__ = (
-        "response", "metadata", "_queue", "_waiter", "_deframer", "_head", "done", "error",
+        "response", "metadata", "_queue", "_deframer", "_head", "done", "error",
         "listener",
     )  # fmt: skip
 
@@ -53,7 +53,6 @@ class ClientCall(H2Stream):
         self.response = response
         self.metadata: list[tuple[str, str]] | None = None
         self._queue: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._deframer = Deframer()
         self._head = False
         self.done = False
@@ -141,27 +140,11 @@ class ClientCall(H2Stream):
             self.listener.end(self.error)
         self._wake()
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
     # -- the caller's side -----------------------------------------------------------------
-    async def _wait(self) -> None:
-        self._waiter = self.conn.future()
-        await self._waiter
-
     async def read(self) -> Any:
         """The next message, ``EOF`` after the last one; ``GrpcError`` when the call failed."""
-        while not self._queue:
-            if self.error is not None:
-                raise self.error
-            if self.done:
-                return EOF
-            await self._wait()
-        return self.response.FromString(self._queue.popleft())
+        raw = await self.read_raw()
+        return EOF if raw is None else self.response.FromString(raw)
 
     async def read_raw(self) -> bytes | None:
         """The next message's serialized bytes, ``None`` after the last one."""
@@ -214,7 +197,7 @@ class ClientConnection(H2Connection):
         super().__init__()
         self.next_sid = 1
         # Set once the server's first SETTINGS came (its stream limit above all), or on close.
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ready: asyncio.Future[None] = self.future()
 
     def _settings(self, payload: bytes) -> None:
         super()._settings(payload)

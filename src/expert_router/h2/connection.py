@@ -36,7 +36,9 @@ class ConnectionError_(Exception):  # noqa: N801  (the builtin's name is taken)
 class H2Stream:
     """Send-side state of one stream; subclasses add what they do with received frames."""
 
-    __slots__ = ("conn", "sid", "send_window", "pending", "drained", "recv_unacked", "closed")
+    __slots__ = (
+        "conn", "sid", "send_window", "pending", "drained", "recv_unacked", "closed", "_waiter",
+    )  # fmt: skip
 
     def __init__(self, conn: H2Connection, sid: int) -> None:
         self.conn, self.sid = conn, sid
@@ -45,6 +47,19 @@ class H2Stream:
         self.drained: asyncio.Future[None] | None = None
         self.recv_unacked = 0
         self.closed = False
+        self._waiter: asyncio.Future[None] | None = None  # the reader waiting for frames
+
+    async def _wait(self) -> None:
+        """Sleep until ``_wake``: frames for this stream arrived, or it ended."""
+        self._waiter = self.conn.future()
+        await self._waiter
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
 
     def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         raise NotImplementedError
@@ -125,13 +140,17 @@ class H2Connection(asyncio.Protocol):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def future(self) -> asyncio.Future[Any]:
-        """A future of the connection's loop (asking asyncio for the running loop costs a
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The connection's loop, looked up once (``asyncio.get_running_loop()`` costs a
         ``getpid`` system call every time)."""
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
-        return loop.create_future()
+        return loop
+
+    def future(self) -> asyncio.Future[Any]:
+        """A future of the connection's loop."""
+        return self.event_loop().create_future()
 
     async def writable(self) -> None:
         """Return once the transport's buffer is below its high-water mark (or closed)."""
@@ -237,7 +256,7 @@ class H2Connection(asyncio.Protocol):
         try:
             headers = self.decoder.decode(block)
         except HPACKError as exc:
-            raise ConnectionError_(9, f"bad header block: {exc}") from None  # COMPRESSION_ERROR
+            raise ConnectionError_(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
         end = bool(flags & f.END_STREAM)
         stream = self.streams.get(sid)
         if stream is None:
@@ -358,14 +377,9 @@ class H2Connection(asyncio.Protocol):
                 pending.popleft()
             else:
                 pending[0] = (data[len(chunk) :], end, then)
-        stream.pending = None
-        if stream in self._blocked:
-            self._blocked.remove(stream)
+        self._drop(stream)  # all sent: no longer blocked, its writer released
         if stream.closed:
             self.streams.pop(stream.sid, None)
-        waiter, stream.drained = stream.drained, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def forget(self, stream: H2Stream) -> None:
         """Drop a finished stream; one with frames still queued goes once they have left."""

@@ -64,7 +64,7 @@ class ServerCall(H2Stream):
     """One RPC being served, and its servicer context."""
 
     __slots__ = (
-        "method", "metadata", "_queue", "_waiter", "_eof", "_deframer", "_head_sent",
+        "method", "metadata", "_queue", "_eof", "_deframer", "_head_sent",
         "_code", "_details", "task", "cancelled_",
     )  # fmt: skip
 
@@ -82,7 +82,6 @@ class ServerCall(H2Stream):
                 meta.append((k.decode("latin-1"), v.decode("latin-1")))
         self.metadata = tuple(meta)
         self._queue: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._deframer = Deframer(encoding)
         self._head_sent: list[tuple[bytes, bytes]] | None = None
@@ -110,13 +109,6 @@ class ServerCall(H2Stream):
         self._eof = True
         self._wake()
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
     def on_reset(self, code: int) -> None:
         self._cancel()
 
@@ -141,8 +133,7 @@ class ServerCall(H2Stream):
         while not self._queue:
             if self._eof:
                 return _EOF
-            self._waiter = self.conn.future()
-            await self._waiter
+            await self._wait()
         return self.method.request.FromString(self._queue.popleft())
 
     def input_done(self) -> bool:
@@ -162,7 +153,7 @@ class ServerCall(H2Stream):
             raise RuntimeError("initial metadata was already sent")
         self._head_sent = _OK_HEAD + [(str(k).encode(), str(v).encode()) for k, v in metadata]
         # They leave with the first message when one follows at once, else on their own.
-        asyncio.get_running_loop().call_soon(self._send_head)
+        self.conn.event_loop().call_soon(self._send_head)
 
     def _send_head(self) -> None:
         head = self._head_sent
@@ -280,17 +271,12 @@ class ServerConnection(H2Connection):
             call._eof = True
         deadline = None
         if timeout:
-            try:
+            with contextlib.suppress(GrpcError):  # a malformed timeout is no deadline
                 deadline = parse_timeout(timeout)
-            except GrpcError:
-                deadline = None
-        task = asyncio.get_running_loop().create_task(self.server.run(call, deadline))
+        task = self.event_loop().create_task(self.server.run(call, deadline))
         call.task = task
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
-
-    def on_goaway(self, last_stream_id: int, code: int) -> None:
-        pass
 
 
 class GrpcServer:
