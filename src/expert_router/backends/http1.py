@@ -3,7 +3,9 @@
 One asyncio protocol per pooled keep-alive connection; the response body is de-chunked in
 ``data_received`` and handed to a synchronous sink, so relaying an SSE event costs one
 callback and one write, no coroutine switch; a sink with ``write_framed`` gets whole chunks
-with their framing, as they came. ``https://`` keeps the aiohttp adapter.
+with their framing, as they came. ``send_now`` writes a request on an idle connection at once
+and reports to a ``Listener`` by callbacks (the gateway's callback relay); ``start`` is the
+awaitable way. ``https://`` keeps the aiohttp adapter.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
@@ -52,7 +55,21 @@ def _whole_chunks(data: bytes) -> int:
     return pos
 
 
-class _Conn(asyncio.Protocol):
+class Listener(Protocol):
+    """Told what happens to a request sent with ``Http1Backend.send_now``, from callbacks."""
+
+    def on_head(self, conn: Http1Connection) -> None:
+        """The response head arrived (``conn.status``, ``conn.content_type``); a listener that
+        relays the body sets ``conn.sink`` (and ``framed``/``framed_end``) now."""
+
+    def on_pause(self, conn: Http1Connection) -> None:
+        """The sink refused more: reading is paused until ``conn.resume()``."""
+
+    def on_done(self, conn: Http1Connection) -> None:
+        """The response ended, or failed (``conn.error``); called once, listener detached."""
+
+
+class Http1Connection(asyncio.Protocol):
     """One upstream connection and the response being read on it."""
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -78,6 +95,7 @@ class _Conn(asyncio.Protocol):
         self.framed_end: Callable[[bytes], bool] | None = None
         self.head: asyncio.Future[None] = self.loop.create_future()
         self.wake: asyncio.Future[None] | None = None
+        self.listener: Listener | None = None
         self.error: BackendError | None = None
         self.paused = False
         self.last = 0.0
@@ -162,6 +180,8 @@ class _Conn(asyncio.Protocol):
             self.keep_alive = conn is not None and conn.group(1) == b"keep-alive"
         if not self.head.done():
             self.head.set_result(None)
+        if self.listener is not None:
+            self.listener.on_head(self)
         rest = buf[end + 4 :]
         if chunked:
             self.state = _CHUNKED
@@ -271,6 +291,37 @@ class _Conn(asyncio.Protocol):
         w = self.wake
         if w is not None and not w.done():
             w.set_result(None)
+        listener = self.listener
+        if listener is not None:
+            if self.state == _DONE:
+                self.listener = None
+                listener.on_done(self)
+            elif self.paused:
+                listener.on_pause(self)
+
+    def resume(self) -> None:
+        """Read again after a pause (the sink drained)."""
+        self.paused = False
+        if self.transport is not None and not self.closed and self.state != _DONE:
+            self.transport.resume_reading()
+
+    def abandon(self) -> None:
+        """The requester left: close the connection (the upstream sees it and aborts); no
+        more callbacks."""
+        self.listener = None
+        self.sink = None
+        self.framed = self.framed_end = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def close_or_keep(self) -> None:
+        """The response is over for its reader: back to the pool when whole and kept alive."""
+        if self.state == _DONE and self.error is None and self.keep_alive and not self.closed:
+            self.backend.release(self)
+        elif self.transport is not None:
+            self.closed = True
+            self.transport.close()  # the upstream sees the client leave and aborts
 
     async def wait(self) -> None:
         self.wake = self.loop.create_future()
@@ -283,7 +334,7 @@ class Http1Response:
 
     __slots__ = ("_c", "status", "content_type")
 
-    def __init__(self, conn: _Conn) -> None:
+    def __init__(self, conn: Http1Connection) -> None:
         self._c = conn
         self.status = conn.status
         self.content_type = conn.content_type
@@ -317,9 +368,7 @@ class Http1Response:
                 await c.wait()
                 if c.paused and c.state != _DONE:
                     await sink.drain()
-                    c.paused = False
-                    if c.transport is not None and not c.closed:
-                        c.transport.resume_reading()
+                    c.resume()
         finally:
             c.sink = None
             c.framed = c.framed_end = None
@@ -333,12 +382,7 @@ class Http1Response:
         return b"".join(parts)
 
     def close(self) -> None:
-        c = self._c
-        if c.state == _DONE and c.error is None and c.keep_alive and not c.closed:
-            c.backend.release(c)
-        elif c.transport is not None:
-            c.closed = True
-            c.transport.close()  # the upstream sees the client leave and aborts
+        self._c.close_or_keep()
 
 
 class Http1Backend:
@@ -359,16 +403,16 @@ class Http1Backend:
             f" HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
             f"Accept-Encoding: identity\r\n{auth}Content-Length: "
         ).encode("latin-1")
-        self.idle: deque[_Conn] = deque()
+        self.idle: deque[Http1Connection] = deque()
         self._heads: dict[str, bytes] = {}
         self.first_byte = min(settings.first_byte_timeout, settings.read_timeout)
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Http1Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.s.connect_timeout):
                 transport, conn = await loop.create_connection(
-                    lambda: _Conn(self), self.host, self.port
+                    lambda: Http1Connection(self), self.host, self.port
                 )
         except TimeoutError as exc:
             raise BackendUnavailable(f"{self.base}: connect timed out") from exc
@@ -378,25 +422,57 @@ class Http1Backend:
             conn.transport = transport
         return conn
 
-    def _acquire_idle(self) -> _Conn | None:
+    def _acquire_idle(self) -> Http1Connection | None:
         while self.idle:
             c = self.idle.pop()
             if not c.closed and c.transport is not None and not c.transport.is_closing():
                 return c
         return None
 
-    def release(self, c: _Conn) -> None:
+    def release(self, c: Http1Connection) -> None:
         c.reused = True
         c._reset()
         self.idle.append(c)
 
-    async def start(self, req: BackendRequest) -> Http1Response:
+    def _message(self, req: BackendRequest) -> bytes:
         head = self._heads.get(req.path)
         if head is None:  # built once per path: the request head up to Content-Length's value
             head = self._heads[req.path] = (
                 b"POST " + (self.prefix + req.path).encode() + self._head_tail
             )
-        message = b"%b%d\r\n\r\n%b" % (head, len(req.body), req.body)
+        return b"%b%d\r\n\r\n%b" % (head, len(req.body), req.body)
+
+    def send_now(self, req: BackendRequest, listener: Listener) -> Http1Connection | None:
+        """Write ``req`` on an idle pooled connection now and report to ``listener``; None
+        (nothing sent) when no idle connection is at hand. A connection that turns out stale
+        fails before any byte (``conn.reused and not conn.got_bytes``): the caller may retry."""
+        conn = self._acquire_idle()
+        if conn is None:
+            return None
+        assert conn.transport is not None
+        conn.listener = listener
+        conn.transport.write(self._message(req))
+        conn.arm(self.first_byte, self.s.read_timeout)
+        return conn
+
+    async def status_error(self, conn: Http1Connection) -> BackendStatusError:
+        """The error an answer of status >= 400 becomes, with (up to 64 KB of) its body; the
+        connection is done with afterwards."""
+        resp = Http1Response(conn)
+        body = b""
+        try:
+            async with asyncio.timeout(self.s.read_timeout):
+                while len(body) < _MAX_ERROR_BODY and (chunk := await resp.readany()):
+                    body += chunk
+        except (BackendError, TimeoutError):
+            pass
+        resp.close()
+        return BackendStatusError(
+            f"{self.base} answered {resp.status}", status=resp.status, body=body
+        )
+
+    async def start(self, req: BackendRequest) -> Http1Response:
+        message = self._message(req)
         for attempt in range(2):  # a stale pooled connection gets one fresh retry
             idle = self._acquire_idle()
             reused = idle is not None
@@ -414,20 +490,9 @@ class Http1Backend:
                 conn._fail(BackendUnavailable(f"{self.base}: request abandoned"))
                 raise
             break
-        resp = Http1Response(conn)
         if conn.status >= 400:
-            body = b""
-            try:
-                async with asyncio.timeout(self.s.read_timeout):
-                    while len(body) < _MAX_ERROR_BODY and (chunk := await resp.readany()):
-                        body += chunk
-            except (BackendError, TimeoutError):
-                pass
-            resp.close()
-            raise BackendStatusError(
-                f"{self.base} answered {resp.status}", status=resp.status, body=body
-            )
-        return resp
+            raise await self.status_error(conn)
+        return Http1Response(conn)
 
     async def probe(self, path: str, timeout_s: float) -> int:
         message = (

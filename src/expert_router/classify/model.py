@@ -7,6 +7,7 @@ in-vocabulary terms, normalised; the cluster is the nearest centroid (squared Eu
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,25 +30,34 @@ DEFAULT_TEMPERATURE = 0.1
 class Prediction:
     """Where one prompt goes: ``cluster`` (nearest centroid) and why.
 
-    ``distances`` are squared Euclidean distances to every centroid, ``scores`` are
-    softmax(-distances / T), ``ranked`` lists clusters nearest first, and ``reason`` is
-    ``"nearest"``, or ``"empty"`` (no token at all) / ``"no_known_terms"`` (tokens, none in the
-    vocabulary): both then take the documented fallback route, the centroid nearest to the
-    feature vector of a document without terms.
+    ``dists`` are squared Euclidean distances to every centroid (``distances`` as an array);
+    ``scores`` are softmax(-distances / T), ``ranked`` lists clusters nearest first (both
+    computed when asked: routing needs only ``cluster``), and ``reason`` is ``"nearest"``, or
+    ``"empty"`` (no token at all) / ``"no_known_terms"`` (tokens, none in the vocabulary):
+    both then take the documented fallback route, the centroid nearest to the feature vector
+    of a document without terms.
     """
 
     cluster: int
-    distances: FloatArray
-    scores: FloatArray
-    ranked: tuple[int, ...]
+    dists: tuple[float, ...]
     reason: str
+    temperature: float = DEFAULT_TEMPERATURE
 
+    @property
+    def distances(self) -> FloatArray:
+        return np.array(self.dists, dtype=np.float64)
 
-def _softmax_rows(d: FloatArray, temperature: float) -> FloatArray:
-    logits = -(d - d.min(axis=-1, keepdims=True)) / temperature
-    e = np.exp(logits)
-    out: FloatArray = e / e.sum(axis=-1, keepdims=True)
-    return out
+    @property
+    def ranked(self) -> tuple[int, ...]:
+        d = self.dists
+        return tuple(sorted(range(len(d)), key=d.__getitem__))
+
+    @property
+    def scores(self) -> FloatArray:
+        d = self.distances
+        e = np.exp((d.min() - d) / self.temperature)
+        out: FloatArray = e / e.sum()
+        return out
 
 
 class Classifier:
@@ -68,19 +78,16 @@ class Classifier:
         self._offset = arrays["offset"].astype(np.float64)
         self._scale = arrays["scale"].astype(np.float64)
         self.n_clusters: int = int(self._centroids.shape[0])
-        self._inv_t = 1.0 / self.temperature
         self._csq = (self._centroids**2).sum(axis=1)
+        self._csq1 = (self._csq + 1.0).tolist()  # |c|^2 + |z|^2 for a unit z
         self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
         # The defined route for a prompt without known terms: its TF-IDF row is all zeros,
         # so it goes where the scikit-learn pipeline would send an empty document.
         zero = np.zeros(self._centroids.shape[1]) if self.scaler == "l2" else -self._offset
-        self._fallback_d = ((zero - self._centroids) ** 2).sum(axis=1)
+        self._fallback_d = tuple(((zero - self._centroids) ** 2).sum(axis=1).tolist())
 
-    def _prediction(self, d: FloatArray, reason: str) -> Prediction:
-        order = d.argsort(kind="stable").tolist()
-        e = np.exp((d[order[0]] - d) * self._inv_t)
-        e /= e.sum()
-        return Prediction(order[0], d, e, tuple(order), reason)
+    def _prediction(self, d: tuple[float, ...], reason: str) -> Prediction:
+        return Prediction(min(range(len(d)), key=d.__getitem__), d, reason, self.temperature)
 
     def _fallback(self, text: str) -> str:
         return "no_known_terms" if has_tokens(text) else "empty"
@@ -95,17 +102,22 @@ class Classifier:
         """
         ids = self._ids_of(text)
         if not ids.size:
-            return self._prediction(self._fallback_d.copy(), self._fallback(text))
-        z = self._weights.take(ids, axis=0).sum(axis=0).astype(np.float64)
+            return self._prediction(self._fallback_d, self._fallback(text))
+        # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches).
+        z = self._weights.take(ids, axis=0).sum(axis=0, dtype=np.float64)
         if self.scaler == "l2":
-            zz = z @ z
-            z = z / np.sqrt(zz) if zz > 0.0 else z
+            zz = float(z @ z)
+            if zz > 0.0:
+                inv = 1.0 / math.sqrt(zz)
+                cross = (z @ self._ct2).tolist()
+                d = tuple([max(c + x * inv, 0.0) for c, x in zip(self._csq1, cross, strict=True)])
+                return self._prediction(d, "nearest")
         else:
             unique, counts = np.unique(ids, return_counts=True)
             tfidf = counts * self._idf.take(unique)
             z = z / np.sqrt(tfidf @ tfidf) - self._offset
-        d = np.maximum(z @ z + self._csq + z @ self._ct2, 0.0)
-        return self._prediction(d, "nearest")
+        dz = np.maximum(z @ z + self._csq + z @ self._ct2, 0.0)
+        return self._prediction(tuple(dz.tolist()), "nearest")
 
     def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify many prompts at once (one sparse product); same results as ``predict``."""
@@ -137,11 +149,7 @@ class Classifier:
         for row in np.flatnonzero(lengths == 0).tolist():
             d[row] = self._fallback_d
             reasons[row] = self._fallback(texts[row])
-        scores = _softmax_rows(d, self.temperature)
-        order = np.argsort(d, axis=1, kind="stable").tolist()
-        return [
-            Prediction(o[0], d[r], scores[r], tuple(o), reasons[r]) for r, o in enumerate(order)
-        ]
+        return [self._prediction(tuple(row), reasons[r]) for r, row in enumerate(d.tolist())]
 
     # -- inspection -----------------------------------------------------------------------
     def term_weights(self) -> FloatArray:

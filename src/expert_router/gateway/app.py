@@ -82,6 +82,20 @@ class Gateway:
         self.started = time.time()
 
     # -- the hot path's first step, shared by the HTTP ingresses -----------------------------
+    def predict(self, parsed: ParsedRequest) -> PredictionLike:
+        return self.classifier.predict(classify_text(parsed, self.text_mode))
+
+    def timed(
+        self, headers: dict[str, str], pred: PredictionLike, t1: float, t2: float, t3: float
+    ) -> None:
+        """Account a classification (``t1``..``t2``) and a routing step (``t2``..``t3``): the
+        classify histogram, the cluster and ``Server-Timing`` headers."""
+        self.metrics.classify_seconds.observe(t2 - t1)
+        headers["x-expert-router-cluster"] = str(pred.cluster)
+        headers["Server-Timing"] = (
+            f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
+        )
+
     async def classify_and_acquire(
         self, parsed: ParsedRequest, headers: dict[str, str]
     ) -> tuple[PredictionLike, RouteDecision]:
@@ -89,18 +103,20 @@ class Gateway:
         take it. Sets ``x-expert-router-cluster`` and ``Server-Timing`` in ``headers`` either way.
         """
         t1 = time.perf_counter()
-        pred = self.classifier.predict(classify_text(parsed, self.text_mode))
+        pred = self.predict(parsed)
         t2 = time.perf_counter()
-        self.metrics.classify_seconds.observe(t2 - t1)
-        headers["x-expert-router-cluster"] = str(pred.cluster)
+        return pred, await self.acquire(pred, headers, t1, t2)
+
+    async def acquire(
+        self, pred: PredictionLike, headers: dict[str, str], t1: float, t2: float
+    ) -> RouteDecision:
+        """Reserve a replica for a request classified between ``t1`` and ``t2``; accounted by
+        ``timed`` either way."""
         assert self.fleet is not None
         try:
-            return pred, await self.fleet.acquire(pred)
+            return await self.fleet.acquire(pred)
         finally:
-            t3 = time.perf_counter()
-            headers["Server-Timing"] = (
-                f"classify;dur={(t2 - t1) * 1000:.3f}, route;dur={(t3 - t2) * 1000:.3f}"
-            )
+            self.timed(headers, pred, t1, t2, time.perf_counter())
 
     async def start_upstream(
         self,
@@ -111,6 +127,9 @@ class Gateway:
         decided: list[RouteDecision],
         headers: dict[str, str],
         t0: float,
+        failed: BackendError | None = None,
+        *,
+        observe: bool = True,
     ) -> tuple[Replica, UpstreamResponse, float]:
         """Send an OpenAI request to ``decided[0]``'s reserved replica, with ``start_on``'s
         retries; the cluster/replica headers name the last replica tried."""
@@ -121,7 +140,7 @@ class Gateway:
             breq = BackendRequest(path, with_model(parsed, body, replica.model), parsed.stream)
             return replica.backend.start(breq)
 
-        return await self.start_on(pred, decided, t0, send)
+        return await self.start_on(pred, decided, t0, send, failed, observe=observe)
 
     async def start_on(
         self,
@@ -129,13 +148,18 @@ class Gateway:
         decided: list[RouteDecision],
         t0: float,
         send: Callable[[Replica], Awaitable[U]],
+        failed: BackendError | None = None,
+        *,
+        observe: bool = True,
     ) -> tuple[Replica, U, float]:
         """``send`` the request to ``decided[0]``'s (reserved) replica; before the first byte,
         retry on other replicas, ``limits.retries`` times at most.
 
-        Returns the replica (still reserved: the caller releases it), what ``send`` returned
-        and the time the request left. Raises the last ``BackendError`` when no replica
-        answers; ``decided[0]`` always names the last replica tried.
+        ``failed``: the first attempt was made elsewhere (the callback relay) and failed so;
+        ``observe=False``: the gateway's overhead was counted already. Returns the replica
+        (still reserved: the caller releases it), what ``send`` returned and the time the
+        request left. Raises the last ``BackendError`` when no replica answers; ``decided[0]``
+        always names the last replica tried.
         """
         fleet = self.fleet
         assert fleet is not None
@@ -145,9 +169,12 @@ class Gateway:
             assert decision.replica is not None
             replica = fleet.replicas[decision.replica]
             t_sent = time.perf_counter()
-            if not exclude:
+            if observe and not exclude and failed is None:
                 self.metrics.overhead_seconds.observe(t_sent - t0)
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 return replica, await send(replica), t_sent
             except BackendError as exc:
                 fleet.release(replica)

@@ -1,9 +1,11 @@
 """A lean HTTP/1.1 ingress for the hot path: streaming POSTs to the two proxy routes.
 
 Every connection starts here. A well-formed streaming request (HTTP/1.1, Content-Length,
-authorised, valid body) is classified, routed and relayed with a hand-written response head;
-the first request that is anything else hands the connection, bytes read so far included,
-to aiohttp's request handler (``proxy.Proxy``) for the rest of its life, before any answer.
+authorised, valid body) is classified and routed in ``data_received``; when its replica has an
+idle pooled connection it is written upstream there and then, and an ``Exchange`` relays the
+answer by callbacks; otherwise (and to retry) a coroutine serves it. Responses have a
+hand-written head. The first request that is anything else hands the connection, bytes read so
+far included, to aiohttp's request handler (``proxy.Proxy``) for the rest of its life.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from http import HTTPStatus
 from time import perf_counter
 from typing import Any
 
 from aiohttp import web
 
-from expert_router.backends import UpstreamResponse
+from expert_router.backends import BackendRequest, UpstreamResponse
+from expert_router.backends.http1 import Http1Backend, Http1Connection
 from expert_router.errors import BackendError, ExpertRouterError, RequestError, RoutingError
 from expert_router.gateway.app import Gateway
+from expert_router.gateway.exchange import LAST, Exchange, Job, chunk, response_head
 from expert_router.gateway.pools import Replica
 from expert_router.gateway.proxy import _SSE_HEADERS, NONE, _ClientSink
 from expert_router.gateway.responses import for_exception, stream_error_event
 from expert_router.routing import RouteDecision
-from expert_router.wire.openai import Kind, ParsedRequest, parse_body
+from expert_router.wire.openai import Kind, ParsedRequest, parse_body, with_model
 
 access_log = logging.getLogger("expert_router.access")
 ROUTES: dict[bytes, tuple[Kind, str]] = {
@@ -35,11 +38,6 @@ ROUTES: dict[bytes, tuple[Kind, str]] = {
 _MAX_HEAD = 64 * 1024
 _MAX_PENDING = 1024 * 1024
 IDLE_TIMEOUT = 75.0  # seconds a kept-alive connection may sit idle (aiohttp's default)
-_LAST = b"0\r\n\r\n"
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class _EndingSink(_ClientSink):
@@ -67,6 +65,7 @@ class FastIngress(asyncio.Protocol):
         self.t: Any = None
         self.buf = b""
         self.task: asyncio.Task[None] | None = None
+        self.exchange: Exchange | None = None
         self.handed_off = False
         self.paused = False
         self.last = 0.0
@@ -86,10 +85,12 @@ class FastIngress(asyncio.Protocol):
             self.timer.cancel()
         if self.task is not None:
             self.task.cancel()  # the relay's finally closes the upstream request
+        if self.exchange is not None:
+            self.exchange.abort()
 
     def data_received(self, data: bytes) -> None:
         self.buf = self.buf + data if self.buf else data
-        if self.task is None:
+        if self.task is None and self.exchange is None:
             self._next()
         elif len(self.buf) > _MAX_PENDING and not self.paused:
             self.paused = True
@@ -98,7 +99,7 @@ class FastIngress(asyncio.Protocol):
     def _idle(self) -> None:
         now = self.loop.time()
         due = self.last + IDLE_TIMEOUT
-        if self.task is not None or self.buf:
+        if self.task is not None or self.exchange is not None or self.buf:
             self.timer = self.loop.call_at(now + IDLE_TIMEOUT, self._idle)
         elif now >= due:
             self.t.close()
@@ -150,7 +151,54 @@ class FastIngress(asyncio.Protocol):
         if not parsed.stream:
             return self._hand_off()
         self.buf = buf[total:]
-        self.task = self.loop.create_task(self._serve(route[1], parsed, body, close, t0))
+        self._start(route[1], parsed, body, close, t0)
+
+    def _start(self, path: str, parsed: ParsedRequest, body: bytes, close: bool, t0: float) -> None:
+        """Classify and route; write the request upstream now if a pooled connection is idle
+        (the callback relay), else leave it to a coroutine."""
+        gw = self.gw
+        fleet = gw.fleet
+        assert fleet is not None
+        t1 = perf_counter()
+        pred = gw.predict(parsed)
+        t2 = perf_counter()
+        decision = fleet.try_acquire(pred)
+        headers = {"x-expert-router-cluster": NONE}
+        job = Job(path, parsed, body, close, t0, headers, pred, t1, t2, [])
+        if decision is not None:
+            t3 = perf_counter()
+            job.decided.append(decision)
+            replica = fleet.replicas[decision.replica or ""]
+            backend = replica.backend
+            if type(backend) is Http1Backend:
+                ex = Exchange(self, job, replica)
+                req = BackendRequest(path, with_model(parsed, body, replica.model), True)
+                ex.t_sent = perf_counter()
+                ex.conn = backend.send_now(req, ex)
+                if ex.conn is not None:
+                    self.exchange = ex
+                    gw.metrics.overhead_seconds.observe(ex.t_sent - t0)
+                    headers["x-expert-router-replica"] = replica.name
+                    gw.timed(headers, pred, t1, t2, t3)
+                    headers["x-expert-router-cluster"] = decision.cluster
+                    return
+            gw.timed(headers, pred, t1, t2, t3)
+        self.task = self.loop.create_task(self._serve(job))
+
+    def rescue(
+        self, ex: Exchange, failed: BackendError | None, conn: Http1Connection | None
+    ) -> None:
+        """The callback relay's request failed before the upstream's head (``failed``; None:
+        a stale connection) or was answered with an error status on ``conn``: the coroutine
+        path takes over (reads the error, retries)."""
+        self.exchange = None
+        self.task = self.loop.create_task(self._serve(ex.job, failed, conn, rescued=True))
+
+    def exchange_done(self, job: Job, status: int) -> None:
+        self.exchange = None
+        self._log(job.path, status, job.t0, job.headers, job.decided)
+        if status != 499:
+            self._finished(job.close)
 
     def _hand_off(self) -> None:
         """Give the connection (and what it sent so far) to aiohttp's request handler."""
@@ -179,45 +227,54 @@ class FastIngress(asyncio.Protocol):
             self._next()
 
     async def _serve(
-        self, path: str, parsed: ParsedRequest, body: bytes, close: bool, t0: float
+        self,
+        job: Job,
+        failed: BackendError | None = None,
+        conn: Http1Connection | None = None,
+        rescued: bool = False,
     ) -> None:
-        headers = {"x-expert-router-cluster": NONE}
-        decision: list[RouteDecision] = []
         try:
-            status = await self._route(path, parsed, body, t0, close, headers, decision)
+            status = await self._route(job, failed, conn, rescued)
         except asyncio.CancelledError:
-            self._log(path, 499, t0, headers, decision)
+            self._log(job.path, 499, job.t0, job.headers, job.decided)
             raise
         except Exception:  # never leave a client hanging
             logging.getLogger(__name__).exception("fast ingress failed")
             status = 500
             self.t.close()
-        self._log(path, status, t0, headers, decision)
-        self._finished(close)
+        self._log(job.path, status, job.t0, job.headers, job.decided)
+        self._finished(job.close)
 
     # -- the proxy logic (the same steps as proxy.Proxy, without aiohttp objects) -----------
     async def _route(
-        self,
-        path: str,
-        parsed: ParsedRequest,
-        body: bytes,
-        t0: float,
-        close: bool,
-        headers: dict[str, str],
-        decided: list[RouteDecision],
+        self, job: Job, failed: BackendError | None, conn: Http1Connection | None, rescued: bool
     ) -> int:
-        """Classify, reserve a replica, forward, relay; returns the status to count."""
+        """Reserve a replica (unless the request has one), forward, relay; returns the status
+        to count. ``rescued``: a callback relay's first attempt failed (see ``rescue``)."""
         gw = self.gw
-        try:
-            pred, decision = await gw.classify_and_acquire(parsed, headers)
-        except RoutingError as exc:
-            return self._error(exc, headers, close)
         fleet = gw.fleet
         assert fleet is not None
-        decided[:] = [decision]
+        headers, close = job.headers, job.close
+        if not job.decided:
+            try:
+                job.decided.append(await gw.acquire(job.pred, headers, job.t1, job.t2))
+            except RoutingError as exc:
+                return self._error(exc, headers, close)
+        elif conn is not None:
+            backend = fleet.replicas[job.decided[0].replica or ""].backend
+            assert isinstance(backend, Http1Backend)
+            failed = await backend.status_error(conn)
         try:
             replica, up, t_sent = await gw.start_upstream(
-                path, parsed, body, pred, decided, headers, t0
+                job.path,
+                job.parsed,
+                job.body,
+                job.pred,
+                job.decided,
+                headers,
+                job.t0,
+                failed,
+                observe=not rescued,
             )
         except BackendError as exc:
             return self._error(exc, headers, close)
@@ -241,22 +298,22 @@ class FastIngress(asyncio.Protocol):
         if up.content_type.startswith("text/event-stream"):
             headers.update(_SSE_HEADERS)
         status = up.status
-        head = _head(status, headers, close, chunked=True)
+        head = response_head(status, headers, close, chunked=True)
         t = self.t
         try:
             first = await up.readany()
         except Exception as exc:
             fleet.record_failure(replica, "stream_interrupted")
-            self._write(head + _chunk(stream_error_event(exc)) + _LAST)
+            self._write(head + chunk(stream_error_event(exc)) + LAST)
             return 502
         if not first:
-            self._write(head + _LAST)
+            self._write(head + LAST)
         else:
             fleet.ttft[replica.name].observe(perf_counter() - t_sent)
             if up.at_eof():
-                self._write(head + _chunk(first) + _LAST)
+                self._write(head + chunk(first) + LAST)
             else:
-                self._write(head + _chunk(first))
+                self._write(head + chunk(first))
                 sink = _EndingSink(t)
                 try:
                     await up.pipe(sink)
@@ -265,11 +322,11 @@ class FastIngress(asyncio.Protocol):
                 except Exception as exc:
                     fleet.record_failure(replica, "stream_interrupted")
                     status = 502
-                    self._write(_chunk(stream_error_event(exc)))
+                    self._write(chunk(stream_error_event(exc)))
                 if t.is_closing():
                     return 499
                 if not sink.ended:
-                    self._write(_LAST)
+                    self._write(LAST)
         if status < 400:
             fleet.record_success(replica)
         return status
@@ -284,7 +341,7 @@ class FastIngress(asyncio.Protocol):
         body = resp.body if isinstance(resp.body, bytes) else b""
         out = dict(resp.headers)
         out["Content-Length"] = str(len(body))
-        self._write(_head(resp.status, out, close, chunked=False) + body)
+        self._write(response_head(resp.status, out, close, chunked=False) + body)
         return resp.status
 
     def _log(
@@ -313,20 +370,6 @@ class FastIngress(asyncio.Protocol):
                 "remote": peer[0] if peer else None,
             }
             access_log.info(json.dumps(entry))
-
-
-def _head(status: int, headers: dict[str, str], close: bool, *, chunked: bool) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def fallback_factory(runner: web.AppRunner) -> Callable[[], Any]:

@@ -108,6 +108,15 @@ class Fleet:
         if d.reason == "spillover":
             self.metrics.spillovers.labels(d.nearest, d.cluster).inc()
 
+    def try_acquire(self, prediction: PredictionLike) -> RouteDecision | None:
+        """A decision with a reserved replica when one is free now, else None (nothing counted:
+        ``acquire`` decides again)."""
+        d = self.decide(prediction)
+        if d.replica is None:
+            return None
+        self._reserve(d)
+        return d
+
     async def acquire(
         self, prediction: PredictionLike, exclude: Collection[str] = ()
     ) -> RouteDecision:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from gwhelpers import make_config
@@ -15,10 +17,12 @@ from expert_router.gateway import proxy
 pytestmark = pytest.mark.integration
 EVENT = b"data: " + b"x" * 4000 + b"\n\n"
 N = 2000  # 8 MB: more than the kernel buffers of a small-window client absorb
+BODY = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "pooled"])
 async def test_slow_client_gets_everything(
-    gateway: Any, unused_tcp_port: int, monkeypatch: pytest.MonkeyPatch
+    gateway: Any, unused_tcp_port: int, monkeypatch: pytest.MonkeyPatch, warm: bool
 ) -> None:
     async def blast(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -51,12 +55,17 @@ async def test_slow_client_gets_everything(
     try:
         cfg = make_config({"*": [f"http://127.0.0.1:{unused_tcp_port}"]})
         async with gateway(cfg) as g:
+            if warm:  # a pooled upstream connection: the callback relay pauses and resumes
+                async with aiohttp.ClientSession() as s:
+                    async with s.post(g.url + "/v1/chat/completions", json=BODY) as resp:
+                        assert len(await resp.read()) > len(EVENT) * N
+                drains = 0
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", g.port))
             reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
-            body = b'{"messages": [{"role": "user", "content": "hi"}], "stream": true}'
+            body = json.dumps(BODY).encode()
             writer.write(
                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)

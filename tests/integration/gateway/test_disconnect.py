@@ -16,14 +16,24 @@ from expert_router.emulator import serve_emulator
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("stream", [True, False])
-async def test_disconnect_cancels_upstream(gateway: Any, two_topics: Any, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("stream", "warm"),
+    [(True, False), (True, True), (False, False)],
+    ids=["stream", "stream-pooled", "no-stream"],
+)
+async def test_disconnect_cancels_upstream(
+    gateway: Any, two_topics: Any, stream: bool, warm: bool
+) -> None:
     async with serve_emulator("cpu-tiny", tpot_ms=5) as srv:
         async with gateway(make_config({"*": [srv.url]})) as g:
             engine = srv.engine
             session = aiohttp.ClientSession()
             body = chat_body(two_topics[0], stream=stream, max_tokens=2000)  # ~10 s
             url = g.url + "/v1/chat/completions"
+            if warm:  # a pooled upstream connection: the stream rides the callback relay
+                short = chat_body(two_topics[0], stream=True, max_tokens=2)
+                async with session.post(url, json=short) as resp:
+                    await resp.read()
             if stream:
                 resp = await session.post(url, json=body)
                 await resp.content.readany()  # the stream has started
