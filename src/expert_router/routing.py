@@ -102,7 +102,10 @@ class RoutingPolicy:
             return None
         if n == 1:
             return candidates[0]
-        a, b = self._rng.sample(candidates, 2)
+        draw = self._rng.random  # two distinct picks, cheaper than rng.sample
+        i = int(draw() * n)
+        j = int(draw() * (n - 1))
+        a, b = candidates[i], candidates[j + (j >= i)]
         return a if a.outstanding / a.weight <= b.outstanding / b.weight else b
 
     def decide(

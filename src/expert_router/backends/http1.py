@@ -93,7 +93,7 @@ class Http1Connection(asyncio.Protocol):
         self.sink: ChunkSink | None = None
         self.framed: Callable[[bytes], bool] | None = None
         self.framed_end: Callable[[bytes], bool] | None = None
-        self.head: asyncio.Future[None] = self.loop.create_future()
+        self.head: asyncio.Future[None] | None = None  # made by ``expect_head`` when awaited
         self.wake: asyncio.Future[None] | None = None
         self.listener: Listener | None = None
         self.error: BackendError | None = None
@@ -178,8 +178,9 @@ class Http1Connection(asyncio.Protocol):
             self.keep_alive = conn is None or conn.group(1) != b"close"
         else:
             self.keep_alive = conn is not None and conn.group(1) == b"keep-alive"
-        if not self.head.done():
-            self.head.set_result(None)
+        head_seen = self.head
+        if head_seen is not None and not head_seen.done():
+            head_seen.set_result(None)
         if self.listener is not None:
             self.listener.on_head(self)
         rest = buf[end + 4 :]
@@ -279,9 +280,10 @@ class Http1Connection(asyncio.Protocol):
             self.watchdog = None
         if self.error is None:
             self.error = exc
-        if not self.head.done():
-            self.head.set_exception(exc)
-            self.head.exception()  # mark retrieved: the caller may be gone
+        head_seen = self.head
+        if head_seen is not None and not head_seen.done():
+            head_seen.set_exception(exc)
+            head_seen.exception()  # mark retrieved: the caller may be gone
         self.state = _DONE
         if self.transport is not None:
             self.transport.close()
@@ -298,6 +300,12 @@ class Http1Connection(asyncio.Protocol):
                 listener.on_done(self)
             elif self.paused:
                 listener.on_pause(self)
+
+    def expect_head(self) -> asyncio.Future[None]:
+        """A future done when the response head arrives (failed with the error if none does);
+        made before the request is written."""
+        self.head = self.loop.create_future()
+        return self.head
 
     def resume(self) -> None:
         """Read again after a pause (the sink drained)."""
@@ -478,10 +486,11 @@ class Http1Backend:
             reused = idle is not None
             conn = idle if idle is not None else await self._connect()
             assert conn.transport is not None
+            head = conn.expect_head()
             conn.transport.write(message)
             conn.arm(self.first_byte, self.s.read_timeout)
             try:
-                await conn.head  # the watchdog fails it after `first_byte` seconds
+                await head  # the watchdog fails it after `first_byte` seconds
             except BackendUnavailable:
                 if reused and not conn.got_bytes and attempt == 0:
                     continue
@@ -503,8 +512,9 @@ class Http1Backend:
             async with asyncio.timeout(timeout_s):
                 conn = await self._connect()
                 assert conn.transport is not None
+                head = conn.expect_head()
                 conn.transport.write(message)
-                await conn.head
+                await head
                 status = conn.status
                 conn.transport.close()
                 return status

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ class Classifier:
         'nearest'
         """
         ids = self._ids_of(text)
-        if not ids.size:
+        if not ids:
             return self._prediction(self._fallback_d, self._fallback(text))
         # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches).
         z = self._weights.take(ids, axis=0).sum(axis=0, dtype=np.float64)
@@ -128,10 +129,10 @@ class Classifier:
             return []
         ids_of = self._ids_of
         parts = [ids_of(text) for text in texts]
-        lengths = np.fromiter((p.size for p in parts), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=n)
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        indices = np.concatenate(parts)
+        indices = np.fromiter(chain.from_iterable(parts), dtype=np.intp, count=int(indptr[-1]))
         vocab_size = self._weights.shape[0]
         ones = np.ones(indices.size, dtype=self._weights.dtype)
         counts = sparse.csr_matrix((ones, indices, indptr), shape=(n, vocab_size))

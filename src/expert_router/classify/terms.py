@@ -11,12 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
-from itertools import filterfalse, repeat
-
-import numpy as np
-import numpy.typing as npt
-
-IdArray = npt.NDArray[np.intp]
+from itertools import filterfalse
 
 _WORD_BYTES = frozenset((string.ascii_lowercase + string.digits + "_").encode())
 # A-Z -> a-z, other ASCII word bytes kept, ASCII non-word -> space, non-ASCII bytes kept.
@@ -55,10 +50,10 @@ class TermCounter:
         self._str_get = vocabulary.get
         self._bytes_get = {t.encode(): i for t, i in vocabulary.items() if t.isascii()}.get
 
-    def ids(self, text: str) -> IdArray:
+    def ids(self, text: str) -> list[int]:
         """Vocabulary ids of the terms of ``text``, repeated once per occurrence, any order.
 
-        >>> TermCounter({"cat": 0, "café": 1}).ids("Cat, CAFÉ and cat!").tolist()
+        >>> TermCounter({"cat": 0, "café": 1}).ids("Cat, CAFÉ and cat!")
         [0, 0, 1]
         """
         ascii_only = text.isascii()
@@ -73,23 +68,20 @@ class TermCounter:
                 return self._exact(text)
             ascii_only = cut.isascii()
         runs = cut.split()
-        ids = np.fromiter(map(self._bytes_get, runs, repeat(-1)), dtype=np.intp, count=len(runs))
-        ids = ids[ids >= 0]
+        get_ascii = self._bytes_get
+        ids = [i for run in runs if (i := get_ascii(run)) is not None]
         if not ascii_only:
             # Runs holding non-ASCII bytes: one decode + lower + regex over all of them (runs
             # are whole UTF-8 sequences cut at ASCII bytes, so joining with spaces is exact).
             wide = list(filterfalse(bytes.isascii, runs))
             get = self._str_get
             tokens = _UNICODE_WORDS(b" ".join(wide).decode().lower())
-            more = [i for token in tokens if (i := get(token)) is not None]
-            if more:
-                ids = np.concatenate([ids, np.array(more, dtype=np.intp)])
+            ids += [i for token in tokens if (i := get(token)) is not None]
         return ids
 
-    def _exact(self, text: str) -> IdArray:
+    def _exact(self, text: str) -> list[int]:
         get = self._str_get
-        found = [i for t in _UNICODE_WORDS(text.lower()) if (i := get(t)) is not None]
-        return np.array(found, dtype=np.intp)
+        return [i for t in _UNICODE_WORDS(text.lower()) if (i := get(t)) is not None]
 
 
 def has_tokens(text: str) -> bool:

@@ -36,12 +36,11 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
 def response_head(status: int, headers: dict[str, str], close: bool, *, chunked: bool) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
