@@ -17,7 +17,7 @@ from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from expert_router.backends.http1 import Http1Connection
+from expert_router.backends.http1_conn import Http1Connection
 from expert_router.errors import BackendUnavailable
 from expert_router.gateway.app import PredictionLike
 from expert_router.gateway.pools import Replica

@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from expert_router.backends import BackendRequest, UpstreamResponse
-from expert_router.backends.http1 import Http1Backend, Http1Connection
+from expert_router.backends.http1 import Http1Backend
+from expert_router.backends.http1_conn import Http1Connection
 from expert_router.errors import BackendError, ExpertRouterError, RequestError, RoutingError
 from expert_router.gateway.app import Gateway
 from expert_router.gateway.exchange import LAST, Exchange, Job, chunk, response_head
