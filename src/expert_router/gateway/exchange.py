@@ -92,7 +92,7 @@ class Exchange:
     def on_head(self, conn: Http1Connection) -> None:
         if conn.status >= 400:  # the coroutine path reads the error and may retry
             conn.listener = None
-            self.ingress.rescue(self, None, conn)
+            self.ingress.rescue(self.job, None, conn)
             return
         job = self.job
         headers = job.headers
@@ -114,7 +114,7 @@ class Exchange:
             # A kept-alive connection the upstream had closed: the same replica, afresh.
             stale = conn.reused and not conn.got_bytes and type(error) is BackendUnavailable
             conn.close_or_keep()
-            self.ingress.rescue(self, None if stale else error, None)
+            self.ingress.rescue(self.job, None if stale else error, None)
             return
         fleet = self.ingress.gw.fleet
         assert fleet is not None

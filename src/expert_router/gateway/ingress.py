@@ -166,34 +166,35 @@ class FastIngress(asyncio.Protocol):
         decision = fleet.try_acquire(pred)
         headers = {"x-expert-router-cluster": NONE}
         job = Job(path, parsed, body, close, t0, headers, pred, t1, t2, [])
-        if decision is not None:
-            t3 = perf_counter()
-            job.decided.append(decision)
-            replica = fleet.replicas[decision.replica or ""]
-            backend = replica.backend
-            if type(backend) is Http1Backend:
-                ex = Exchange(self, job, replica)
-                req = BackendRequest(path, with_model(parsed, body, replica.model), True)
-                ex.t_sent = perf_counter()
-                ex.conn = backend.send_now(req, ex)
-                if ex.conn is not None:
-                    self.exchange = ex
-                    gw.metrics.overhead_seconds.observe(ex.t_sent - t0)
-                    headers["x-expert-router-replica"] = replica.name
-                    gw.timed(headers, pred, t1, t2, t3)
-                    headers["x-expert-router-cluster"] = decision.cluster
-                    return
-            gw.timed(headers, pred, t1, t2, t3)
-        self.task = self.loop.create_task(self._serve(job))
+        if decision is None:  # every replica busy: the coroutine path waits in the queue
+            self.task = self.loop.create_task(self._serve(job))
+            return
+        t3 = perf_counter()
+        job.decided.append(decision)
+        replica = fleet.replicas[decision.replica or ""]
+        backend = replica.backend
+        ex: Exchange | None = None
+        if type(backend) is Http1Backend:
+            ex = Exchange(self, job, replica)
+            req = BackendRequest(path, with_model(parsed, body, replica.model), True)
+            ex.t_sent = perf_counter()
+            ex.conn = backend.send_now(req, ex)
+        # Accounting after the write, off the request's way upstream.
+        gw.timed(headers, pred, t1, t2, t3)
+        if ex is None or ex.conn is None:
+            self.task = self.loop.create_task(self._serve(job))
+            return
+        self.exchange = ex
+        gw.metrics.overhead_seconds.observe(ex.t_sent - t0)
+        headers["x-expert-router-cluster"] = decision.cluster
+        headers["x-expert-router-replica"] = replica.name
 
-    def rescue(
-        self, ex: Exchange, failed: BackendError | None, conn: Http1Connection | None
-    ) -> None:
+    def rescue(self, job: Job, failed: BackendError | None, conn: Http1Connection | None) -> None:
         """The callback relay's request failed before the upstream's head (``failed``; None:
         a stale connection) or was answered with an error status on ``conn``: the coroutine
         path takes over (reads the error, retries)."""
         self.exchange = None
-        self.task = self.loop.create_task(self._serve(ex.job, failed, conn, rescued=True))
+        self.task = self.loop.create_task(self._serve(job, failed, conn, rescued=True))
 
     def exchange_done(self, job: Job, status: int) -> None:
         self.exchange = None

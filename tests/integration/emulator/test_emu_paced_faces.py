@@ -10,13 +10,16 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from emu_client import stream, words
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # triton_inputs
+from triton_inputs import inputs  # noqa: E402
 
 from expert_router.emulator.grpc_server import TritonGrpcServer
 from expert_router.emulator.paced import PacedEngine
@@ -109,21 +112,6 @@ async def test_triton_http_generate_stream_one_event_per_token() -> None:
     assert times[-1] == pytest.approx(0.010 + 5 * 0.040, abs=0.030)
 
 
-def _inputs(text: str, n: int) -> list[grpcclient.InferInput]:
-    arrays = {
-        "text_input": (np.array([[text.encode()]], dtype=object), "BYTES"),
-        "max_tokens": (np.array([[n]], dtype=np.int32), "INT32"),
-        "stream": (np.array([[True]], dtype=bool), "BOOL"),
-        "min_length": (np.array([[n]], dtype=np.int32), "INT32"),
-    }
-    out = []
-    for name, (arr, dtype) in arrays.items():
-        i = grpcclient.InferInput(name, list(arr.shape), dtype)
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
-
-
 async def test_triton_grpc_stream_with_tritonclient() -> None:
     async with serve_emulator("cpu-tiny", **PACED) as srv:
         g = TritonGrpcServer(srv)
@@ -131,8 +119,8 @@ async def test_triton_grpc_stream_with_tritonclient() -> None:
         client = grpcclient.InferenceServerClient(g.target)
         try:
             reqs = [
-                {"model_name": "ensemble", "inputs": _inputs("first prompt", 5), "request_id": "a"},
-                {"model_name": "ensemble", "inputs": _inputs("second one", 3), "request_id": "b"},
+                {"model_name": "ensemble", "inputs": inputs("first prompt", 5), "request_id": "a"},
+                {"model_name": "ensemble", "inputs": inputs("second one", 3), "request_id": "b"},
             ]
 
             async def gen() -> AsyncIterator[dict[str, Any]]:
@@ -180,7 +168,7 @@ async def test_emulate_cli_serves_paced_grpc() -> None:
         assert target is not None, line
         client = grpcclient.InferenceServerClient(target.group(1))
         try:
-            result = await client.infer("ensemble", _inputs("hello there", 4)[:2])
+            result = await client.infer("ensemble", inputs("hello there", 4)[:2])
             text = b"".join(result.as_numpy("text_output").ravel()).decode()
             assert text
         finally:

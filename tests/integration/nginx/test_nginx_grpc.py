@@ -13,10 +13,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from procs import ServerProcess, free_port, start_nginx
+from triton_inputs import inputs
 from tritonclient.utils import InferenceServerException
 
 from expert_router.cli.main import main
@@ -27,21 +27,6 @@ from expert_router.tokenizer import count_tokens
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TPOT_MS = 20.0
-
-
-def _inputs(text: str, n: int) -> list[grpcclient.InferInput]:
-    arrays = {
-        "text_input": (np.array([[text.encode()]], dtype=object), "BYTES"),
-        "max_tokens": (np.array([[n]], dtype=np.int32), "INT32"),
-        "stream": (np.array([[True]], dtype=bool), "BOOL"),
-        "min_length": (np.array([[n]], dtype=np.int32), "INT32"),
-    }
-    out = []
-    for name, (arr, dtype) in arrays.items():
-        i = grpcclient.InferInput(name, list(arr.shape), dtype)
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
 
 
 def _start_grpc_nginx(nginx: str, prefix: Path, upstreams: list[str]) -> tuple[str, ServerProcess]:
@@ -73,7 +58,7 @@ async def _stream(
     """One ModelStreamInfer call with one request: (seconds since start, text, final)."""
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
-        yield {"model_name": "ensemble", "inputs": _inputs(prompt, n), "request_id": prompt}
+        yield {"model_name": "ensemble", "inputs": inputs(prompt, n), "request_id": prompt}
 
     out: list[tuple[float, str, bool]] = []
     t0 = time.perf_counter()
@@ -127,7 +112,7 @@ async def test_triton_streams_through_nginx_reach_both_experts(
 
         n = 12  # 240 ms of tokens each
         runs = await asyncio.gather(*(_stream(client, f"prompt {i}", n) for i in range(6)))
-        unary = await client.infer("ensemble", _inputs("prompt 0", n)[:2])
+        unary = await client.infer("ensemble", inputs("prompt 0", n)[:2])
         served = [e.engine.finished_total for e in experts]
 
     for msgs in runs:

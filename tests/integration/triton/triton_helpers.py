@@ -1,15 +1,18 @@
-"""Helpers for the Triton tests: tritonclient inputs and stream reading."""
+"""Helpers for the Triton tests: stream reading and a Triton-faced emulator (``inputs`` comes
+from ``tests/integration/triton_inputs.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from triton_inputs import inputs
 
 from expert_router.emulator.grpc_server import TritonGrpcServer
 from expert_router.emulator.server import EmulatorServer
+
+__all__ = ["Emulator", "inputs", "stream_texts"]
 
 
 class Emulator:
@@ -18,33 +21,6 @@ class Emulator:
     def __init__(self, server: EmulatorServer, grpc_server: TritonGrpcServer) -> None:
         self.server, self.grpc = server, grpc_server
         self.url, self.target = server.url, grpc_server.target
-
-
-def inputs(
-    text: str = "How do I bake bread?",
-    max_tokens: int = 6,
-    *,
-    stream: bool = True,
-    override: dict[str, tuple[Any, str]] | None = None,
-) -> list[grpcclient.InferInput]:
-    """TensorRT-LLM ``ensemble`` inputs as the paper's client builds them; ``override`` replaces
-    (array, datatype) per tensor (array ``None`` drops it)."""
-    arrays: dict[str, tuple[Any, str]] = {
-        "text_input": (np.array([[text.encode()]], dtype=object), "BYTES"),
-        "max_tokens": (np.array([[max_tokens]], dtype=np.int32), "INT32"),
-        "stream": (np.array([[stream]], dtype=bool), "BOOL"),
-        "min_length": (np.array([[max_tokens]], dtype=np.int32), "INT32"),
-    }
-    for key, value in (override or {}).items():
-        arrays[key] = value
-    out = []
-    for name, (arr, dtype) in arrays.items():
-        if arr is None:
-            continue
-        i = grpcclient.InferInput(name, list(arr.shape), dtype)
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
 
 
 async def stream_texts(
