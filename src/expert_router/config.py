@@ -97,6 +97,46 @@ class LimitConfig(_Strict):
     """Other replicas tried when one fails before its first byte."""
     max_connections: int = Field(default=0, ge=0)
     """Upstream connection pool size across all replicas; 0 = unlimited."""
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest non-streaming upstream answer the gateway buffers; beyond, 502."""
+    max_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest single chunk of a chunked upstream answer; beyond, the upstream is broken."""
+
+
+class ServerConfig(_Strict):
+    """How the gateway serves its clients: every resource a client can hold is bounded.
+
+    The defaults follow nginx 1.22 and grpc where they have one (the reason is given for each);
+    a request beyond a size limit is answered with its status and the connection closed.
+    """
+
+    head_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to receive a whole request head (slowloris); then 408 and close. nginx's
+    ``client_header_timeout`` is 60 s; a client on a LAN sends its head in one packet."""
+    body_timeout: float = Field(default=30.0, gt=0)
+    """Longest silence while a request body is read; then 408 and close (nginx's
+    ``client_body_timeout``, 60 s, measured the same way: between two reads)."""
+    idle_timeout: float = Field(default=75.0, gt=0)
+    """Seconds a kept-alive connection may wait for its next request (nginx's
+    ``keepalive_timeout``)."""
+    drain_timeout: float = Field(default=30.0, ge=0)
+    """On SIGTERM/SIGINT, seconds streams in flight may run on before they are ended."""
+    max_connections: int = Field(default=4096, ge=1)
+    """Open client connections per process. Beyond it requests get 503 (``/health``,
+    ``/ready`` and ``/metrics`` are still answered) and connections past it plus a small
+    reserve are closed at once, so file descriptors remain for upstreams and probes."""
+    max_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Request line plus headers; beyond, 431 (nginx: 4 buffers of 8 KB)."""
+    max_headers: int = Field(default=100, ge=1)
+    """Header fields in one request; beyond, 431 (aiohttp's and h2's order of magnitude)."""
+    write_buffer_bytes: int = Field(default=256 * 1024, ge=4096)
+    """Bytes queued for a slow client before the gateway stops reading from its upstream
+    (and from the client itself); reading resumes when a quarter is left."""
+    http2_max_streams: int = Field(default=100, ge=1)
+    """``SETTINGS_MAX_CONCURRENT_STREAMS`` of the gRPC ingress (nginx's
+    ``http2_max_concurrent_streams``, 128; grpc's default, 100)."""
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received (grpc's ``max_receive_message_length``, 4 MiB)."""
 
 
 class SpilloverConfig(_Strict):
@@ -133,6 +173,7 @@ class GatewayConfig(_Strict):
     """Bearer keys clients must send; empty = no authentication."""
     timeouts: TimeoutConfig = TimeoutConfig()
     limits: LimitConfig = LimitConfig()
+    server: ServerConfig = ServerConfig()
     spillover: SpilloverConfig = SpilloverConfig()
     health: HealthConfig = HealthConfig()
     access_log: bool = False
