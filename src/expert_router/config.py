@@ -178,6 +178,8 @@ class GatewayConfig(_Strict):
     health: HealthConfig = HealthConfig()
     access_log: bool = False
     """One JSON line per request on the ``expert_router.access`` logger (no prompt text)."""
+    access_log_probes: bool = False
+    """With ``access_log``, also a line for ``/health``, ``/ready`` and ``/metrics``."""
 
     @field_validator("experts")
     @classmethod

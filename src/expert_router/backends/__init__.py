@@ -14,8 +14,8 @@ from expert_router.backends.base import (
     Backend,
     BackendRequest,
     BackendSettings,
-    ChunkSink,
-    UpstreamResponse,
+    Listener,
+    UpstreamCall,
 )
 from expert_router.errors import ConfigError
 
@@ -58,7 +58,7 @@ __all__ = [
     "Backend",
     "BackendRequest",
     "BackendSettings",
-    "ChunkSink",
-    "UpstreamResponse",
+    "Listener",
+    "UpstreamCall",
     "make_backend",
 ]

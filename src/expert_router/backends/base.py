@@ -1,27 +1,40 @@
-"""The one protocol every upstream adapter implements, and what it hands back.
+"""The one contract every upstream adapter implements: ``Backend.open(request, listener)``.
 
-``Backend.start(req)`` sends a request and returns once the upstream answered with a success
-status (failures before that raise ``BackendError`` subclasses, retryable ones marked so);
-``UpstreamResponse.chunks()`` then yields OpenAI-wire bytes as they arrive.
+``open`` sends a request and returns an ``UpstreamCall`` at once, before any callback; the
+adapter then reports to the ``Listener`` from its own callbacks: ``on_head`` once for a
+success status, ``on_data`` with the answer's bytes as they arrive, and exactly one of
+``on_end`` / ``on_error``. An error status arrives as ``on_error(BackendStatusError)`` with
+(a bounded part of) its body. Transport failures are ``BackendError`` subclasses, retryable
+ones marked so. Adapters whose client library is coroutine-based drive the listener from a
+task (``backends/tasks.py``); the gateway never knows which kind it talks to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
+
+from expert_router.errors import BackendError
+
+MAX_ERROR_BODY = 64 * 1024
+"""Bytes of an upstream's error answer kept for the client (an OpenAI error is ~200 bytes)."""
 
 
 @dataclass(slots=True)
 class BackendRequest:
-    """An OpenAI request to forward: ``path`` like ``/v1/chat/completions``, body bytes."""
+    """An OpenAI request to forward: ``path`` like ``/v1/chat/completions``, body bytes.
+
+    ``native`` is the client's own message when it came in an upstream protocol (a KServe
+    ``ModelInferRequest`` from the gRPC ingress): an adapter of that protocol may forward it
+    unchanged and answer in it (content type ``application/grpc``, framed messages).
+    """
 
     path: str
     body: bytes
     stream: bool
-    headers: dict[str, str] = field(default_factory=dict)
+    native: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,54 +47,43 @@ class BackendSettings:
     first_byte_timeout: float
     read_timeout: float
     api_key: str | None = None
+    max_chunk_bytes: int = 8 * 1024 * 1024
 
 
-class ChunkSink(Protocol):
-    """Where a streaming response's body goes, synchronously, chunk by chunk."""
+class Listener(Protocol):
+    """Told what happens to one upstream request, from the adapter's callbacks."""
 
-    def write(self, data: bytes) -> bool:
-        """Send ``data`` on; False asks the producer to pause until ``drain()`` returns."""
+    def on_head(self, status: int, content_type: str) -> None:
+        """A success status and the answer's content type arrived (no body yet)."""
+
+    def on_data(self, data: bytes) -> bool:
+        """Some of the answer (OpenAI wire bytes; framed messages for ``application/grpc``);
+        False asks the adapter to stop reading until ``UpstreamCall.resume()``."""
         ...
 
-    async def drain(self) -> None:
-        """Wait until the consumer can take more; raises ``ConnectionError`` if it left."""
-        ...
+    def on_end(self) -> None:
+        """The answer is complete."""
+
+    def on_error(self, exc: BackendError) -> None:
+        """The request failed, before ``on_head`` or after it; nothing follows."""
 
 
-class UpstreamResponse(Protocol):
-    """An upstream answer in progress.
+class UpstreamCall(Protocol):
+    """A request in flight, as its opener holds it."""
 
-    ``readany()`` returns the next OpenAI-wire bytes as soon as some arrive, ``b""`` at the
-    end; it is a plain bound method where possible (one call per relayed chunk), and any
-    exception it raises means the upstream failed mid-stream.
-    """
+    def resume(self) -> None:
+        """Read again after ``on_data`` returned False."""
 
-    status: int
-    content_type: str
-
-    def readany(self) -> Awaitable[bytes]: ...
-
-    def at_eof(self) -> bool:
-        """True when the upstream has sent everything (the last chunk may still be unread)."""
-        ...
-
-    async def pipe(self, sink: ChunkSink) -> None:
-        """Hand every further chunk to ``sink`` until the end; raises on upstream failure."""
-        ...
-
-    async def read(self) -> bytes:
-        """The whole (non-streaming) body; failures raise ``BackendError``."""
-        ...
-
-    def close(self) -> None:
-        """Drop the upstream connection if the body was not read to its end (cancels it)."""
-        ...
+    def cancel(self) -> None:
+        """Abandon the request (the upstream sees it go); no callback follows."""
 
 
 class Backend(Protocol):
     """One replica's protocol adapter."""
 
-    async def start(self, req: BackendRequest) -> UpstreamResponse: ...
+    def open(self, req: BackendRequest, listener: Listener) -> UpstreamCall:
+        """Send ``req``; report to ``listener`` (never before returning)."""
+        ...
 
     async def probe(self, path: str, timeout_s: float) -> int:
         """GET ``path`` on the replica; returns the status, raises ``BackendError``."""

@@ -1,12 +1,10 @@
 """A lean HTTP/1.1 client for OpenAI-compatible upstreams over plain TCP (``http://``).
 
-One asyncio protocol per pooled keep-alive connection (``http1_conn.Http1Connection``); the
-response body is de-chunked in ``data_received`` and handed to a synchronous sink, so relaying
-an SSE event costs one callback and one write, no coroutine switch; a sink with
-``write_framed`` gets whole chunks with their framing, as they came. ``send_now`` writes a
-request on an idle connection at once and reports to a ``Listener`` by callbacks (the
-gateway's callback relay); ``start`` is the awaitable way. ``https://`` keeps the aiohttp
-adapter.
+``open`` writes the request on an idle pooled keep-alive connection at once (or on a new one
+once connected) and the connection (``http1_conn``) reports the answer to the listener from
+its ``data_received``: no task, coroutine or future per request on the common path. A pooled
+connection found closed before any byte came back is replaced once, transparently.
+``https://`` keeps the aiohttp adapter.
 """
 
 from __future__ import annotations
@@ -15,8 +13,8 @@ import asyncio
 from collections import deque
 from urllib.parse import urlsplit
 
-from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
-from expert_router.backends.http1_conn import _DONE, Http1Connection, Listener
+from expert_router.backends.base import BackendRequest, BackendSettings, Listener
+from expert_router.backends.http1_conn import Http1Connection
 from expert_router.errors import (
     BackendError,
     BackendStatusError,
@@ -24,63 +22,27 @@ from expert_router.errors import (
     BackendUnavailable,
 )
 
-_MAX_ERROR_BODY = 64 * 1024
 
+class Http1Call:
+    """A request in flight: which connection carries it (it may change once, see
+    ``Http1Backend.retry_fresh``) and the connect under way, if any."""
 
-class Http1Response:
-    """A response in progress on one pooled connection."""
+    __slots__ = ("conn", "connecting")
 
-    __slots__ = ("_c", "status", "content_type")
+    def __init__(self) -> None:
+        self.conn: Http1Connection | None = None
+        self.connecting: asyncio.Task[None] | None = None
 
-    def __init__(self, conn: Http1Connection) -> None:
-        self._c = conn
-        self.status = conn.status
-        self.content_type = conn.content_type
+    def resume(self) -> None:
+        if self.conn is not None:
+            self.conn.resume()
 
-    def at_eof(self) -> bool:
-        c = self._c
-        return c.state == _DONE and not c.pending and c.error is None
-
-    async def readany(self) -> bytes:
-        c = self._c
-        while not c.pending:
-            if c.error is not None:
-                raise c.error
-            if c.state == _DONE:
-                return b""
-            await c.wait()
-        out = b"".join(c.pending) if len(c.pending) > 1 else c.pending[0]
-        c.pending.clear()
-        return out
-
-    async def pipe(self, sink: ChunkSink) -> None:
-        c = self._c
-        for data in c.pending:
-            sink.write(data)
-        c.pending.clear()
-        c.sink = sink
-        c.framed = getattr(sink, "write_framed", None)
-        c.framed_end = getattr(sink, "write_framed_end", None)
-        try:
-            while c.state != _DONE:
-                await c.wait()
-                if c.paused and c.state != _DONE:
-                    await sink.drain()
-                    c.resume()
-        finally:
-            c.sink = None
-            c.framed = c.framed_end = None
-        if c.error is not None:
-            raise c.error
-
-    async def read(self) -> bytes:
-        parts = []
-        while chunk := await self.readany():
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def close(self) -> None:
-        self._c.close_or_keep()
+    def cancel(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.conn is not None:
+            self.conn.abandon()
 
 
 class Http1Backend:
@@ -104,6 +66,65 @@ class Http1Backend:
         self.idle: deque[Http1Connection] = deque()
         self._heads: dict[str, bytes] = {}
         self.first_byte = min(settings.first_byte_timeout, settings.read_timeout)
+        self.read_timeout = settings.read_timeout
+        self.max_chunk = settings.max_chunk_bytes
+
+    # -- requests ----------------------------------------------------------------------------
+    def _message(self, req: BackendRequest) -> bytes:
+        head = self._heads.get(req.path)
+        if head is None:  # built once per path: the request head up to Content-Length's value
+            head = self._heads[req.path] = (
+                b"POST " + (self.prefix + req.path).encode() + self._head_tail
+            )
+        return b"%b%d\r\n\r\n%b" % (head, len(req.body), req.body)
+
+    def open(self, req: BackendRequest, listener: Listener) -> Http1Call:
+        call = Http1Call()
+        message = self._message(req)
+        conn = self._idle()
+        if conn is not None:
+            self._start(call, conn, message, listener)
+        else:
+            task = asyncio.get_running_loop().create_task(self._open(call, message, listener))
+            call.connecting = task
+        return call
+
+    def _start(
+        self, call: Http1Call, conn: Http1Connection, message: bytes, listener: Listener
+    ) -> None:
+        call.conn = conn
+        conn.start(message, listener, call if conn.reused else None)
+
+    async def _open(self, call: Http1Call, message: bytes, listener: Listener) -> None:
+        try:
+            conn = await self._connect()
+        except BackendError as exc:
+            call.connecting = None
+            listener.on_error(exc)
+            return
+        call.connecting = None
+        self._start(call, conn, message, listener)
+
+    def retry_fresh(self, call: Http1Call, message: bytes, listener: Listener) -> None:
+        """A connection reused from the pool closed before answering: the request never
+        reached the upstream; send it again on a new connection."""
+        call.conn = None
+        call.connecting = asyncio.get_running_loop().create_task(
+            self._open(call, message, listener)
+        )
+
+    # -- the pool ----------------------------------------------------------------------------
+    def _idle(self) -> Http1Connection | None:
+        while self.idle:
+            c = self.idle.pop()
+            if not c.closed and c.transport is not None and not c.transport.is_closing():
+                return c
+        return None
+
+    def release(self, c: Http1Connection) -> None:
+        """``c`` finished a request whole and may carry another."""
+        c.reused = True
+        self.idle.append(c)
 
     async def _connect(self) -> Http1Connection:
         loop = asyncio.get_running_loop()
@@ -115,107 +136,58 @@ class Http1Backend:
         except TimeoutError as exc:
             raise BackendUnavailable(f"{self.base}: connect timed out") from exc
         except OSError as exc:
-            raise BackendUnavailable(f"{self.base}: {exc.strerror or exc!r}") from exc
+            raise BackendUnavailable(f"{self.base}: {exc.strerror or type(exc).__name__}") from exc
         if conn.transport is None:  # uvloop may call connection_made after returning
             conn.transport = transport
         return conn
 
-    def _acquire_idle(self) -> Http1Connection | None:
-        while self.idle:
-            c = self.idle.pop()
-            if not c.closed and c.transport is not None and not c.transport.is_closing():
-                return c
-        return None
-
-    def release(self, c: Http1Connection) -> None:
-        c.reused = True
-        c._reset()
-        self.idle.append(c)
-
-    def _message(self, req: BackendRequest) -> bytes:
-        head = self._heads.get(req.path)
-        if head is None:  # built once per path: the request head up to Content-Length's value
-            head = self._heads[req.path] = (
-                b"POST " + (self.prefix + req.path).encode() + self._head_tail
-            )
-        return b"%b%d\r\n\r\n%b" % (head, len(req.body), req.body)
-
-    def send_now(self, req: BackendRequest, listener: Listener) -> Http1Connection | None:
-        """Write ``req`` on an idle pooled connection now and report to ``listener``; None
-        (nothing sent) when no idle connection is at hand. A connection that turns out stale
-        fails before any byte (``conn.reused and not conn.got_bytes``): the caller may retry."""
-        conn = self._acquire_idle()
-        if conn is None:
-            return None
-        assert conn.transport is not None
-        conn.listener = listener
-        conn.transport.write(self._message(req))
-        conn.arm(self.first_byte, self.s.read_timeout)
-        return conn
-
-    async def status_error(self, conn: Http1Connection) -> BackendStatusError:
-        """The error an answer of status >= 400 becomes, with (up to 64 KB of) its body; the
-        connection is done with afterwards."""
-        resp = Http1Response(conn)
-        body = b""
-        try:
-            async with asyncio.timeout(self.s.read_timeout):
-                while len(body) < _MAX_ERROR_BODY and (chunk := await resp.readany()):
-                    body += chunk
-        except (BackendError, TimeoutError):
-            pass
-        resp.close()
-        return BackendStatusError(
-            f"{self.base} answered {resp.status}", status=resp.status, body=body
-        )
-
-    async def start(self, req: BackendRequest) -> Http1Response:
-        message = self._message(req)
-        for attempt in range(2):  # a stale pooled connection gets one fresh retry
-            idle = self._acquire_idle()
-            reused = idle is not None
-            conn = idle if idle is not None else await self._connect()
-            assert conn.transport is not None
-            head = conn.expect_head()
-            conn.transport.write(message)
-            conn.arm(self.first_byte, self.s.read_timeout)
-            try:
-                await head  # the watchdog fails it after `first_byte` seconds
-            except BackendUnavailable:
-                if reused and not conn.got_bytes and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                conn._fail(BackendUnavailable(f"{self.base}: request abandoned"))
-                raise
-            break
-        if conn.status >= 400:
-            raise await self.status_error(conn)
-        return Http1Response(conn)
-
+    # -- health ------------------------------------------------------------------------------
     async def probe(self, path: str, timeout_s: float) -> int:
         message = (
             f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             "Connection: close\r\n\r\n"
         ).encode("latin-1")
+        probe = _Probe()
+        call = Http1Call()
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await self._connect()
-                assert conn.transport is not None
-                head = conn.expect_head()
-                conn.transport.write(message)
-                await head
-                status = conn.status
-                conn.transport.close()
-                return status
+                call.conn = conn
+                conn.start(message, probe)
+                return await probe.status
         except TimeoutError as exc:
             raise BackendTimeout(f"{self.base}{path}: probe timed out") from exc
+        finally:
+            call.cancel()
 
     async def aclose(self) -> None:
         while self.idle:
             c = self.idle.pop()
-            if c.transport is not None:
-                c.transport.close()
+            c.abandon()
+
+
+class _Probe:
+    """The listener of a probe: its status (an error status too), nothing else."""
+
+    def __init__(self) -> None:
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_head(self, status: int, content_type: str) -> None:
+        if not self.status.done():
+            self.status.set_result(status)
+
+    def on_data(self, data: bytes) -> bool:
+        return True
+
+    def on_end(self) -> None:
+        pass
+
+    def on_error(self, exc: BackendError) -> None:
+        if not self.status.done():
+            if isinstance(exc, BackendStatusError):
+                self.status.set_result(exc.status)
+            else:
+                self.status.set_exception(exc)
 
 
 def make(settings: BackendSettings) -> Http1Backend:

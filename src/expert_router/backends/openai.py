@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams over aiohttp's client (``https://``; any URL on request).
 
 Bytes in, bytes out: the request body is sent as given and the response is relayed chunk by
-chunk without parsing. aiohttp errors become ``BackendError`` subclasses here.
+chunk without parsing. aiohttp is coroutine-based: ``open`` runs ``start`` through the
+``TaskCall`` shim. aiohttp errors become ``BackendError`` subclasses here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import aiohttp
 from yarl import URL
 
-from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
+from expert_router.backends.base import MAX_ERROR_BODY, BackendRequest, BackendSettings, Listener
+from expert_router.backends.tasks import TaskCall
 from expert_router.errors import (
     BackendError,
     BackendStatusError,
@@ -19,34 +21,24 @@ from expert_router.errors import (
     BackendUnavailable,
 )
 
-_MAX_ERROR_BODY = 64 * 1024
-
 
 class OpenAIResponse:
     """A streaming upstream response; ``close()`` drops the connection unless fully read."""
 
-    __slots__ = ("_resp", "status", "content_type", "_url", "readany", "at_eof")
+    __slots__ = ("_resp", "status", "content_type", "_url")
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
         self._resp = resp
         self._url = url
         self.status = resp.status
         self.content_type = resp.headers.get("Content-Type", "application/json")
-        # Bound methods of aiohttp's reader: no wrapper frame per relayed chunk.
-        self.readany = resp.content.readany
-        self.at_eof = resp.content.at_eof
 
-    async def pipe(self, sink: ChunkSink) -> None:
-        read, write = self.readany, sink.write
-        while chunk := await read():
-            if not write(chunk):
-                await sink.drain()
-
-    async def read(self) -> bytes:
+    async def readany(self) -> bytes:
         try:
-            return await self._resp.read()
+            return await self._resp.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"{self._url}: body interrupted: {exc!r}") from exc
+            what = type(exc).__name__
+            raise BackendUnavailable(f"{self._url}: body interrupted: {what}") from exc
 
     def close(self) -> None:
         if self._resp.content.is_eof():
@@ -82,8 +74,11 @@ class OpenAIBackend:
             url = self._urls[path] = URL(self._base + path)  # parsed once per path
         return url
 
+    def open(self, req: BackendRequest, listener: Listener) -> TaskCall:
+        return TaskCall(self.start(req), listener)
+
     async def start(self, req: BackendRequest) -> OpenAIResponse:
-        headers = self._headers if not req.headers else {**self._headers, **req.headers}
+        headers = self._headers
         post = self._s.session.post
         try:
             if self._first_byte is None:
@@ -96,16 +91,16 @@ class OpenAIBackend:
                         self._url(req.path), data=req.body, headers=headers, timeout=self._timeout
                     )
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-            raise BackendUnavailable(f"{self._base}: {exc!r}") from exc
+            raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise BackendUnavailable(f"{self._base}: connect timed out") from exc
         except TimeoutError as exc:
             raise BackendTimeout(f"{self._base}: no response headers in time") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnavailable(f"{self._base}: {exc!r}") from exc
+            raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
         if resp.status >= 400:
             try:
-                body = await resp.content.read(_MAX_ERROR_BODY)
+                body = await resp.content.read(MAX_ERROR_BODY)
             except (aiohttp.ClientError, TimeoutError):
                 body = b""
             finally:

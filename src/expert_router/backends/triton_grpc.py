@@ -2,8 +2,10 @@
 
 Each request opens one decoupled ``ModelStreamInfer`` call on the replica's channel (the lean
 HTTP/2 client of ``expert_router.h2``, connected on first use, closed by ``aclose``); Triton's
-text pieces are re-emitted as OpenAI SSE chunks. Health is ServerLive + ModelReady; gRPC
-failures map to ``BackendError``s.
+text pieces are re-emitted as OpenAI SSE chunks (through the ``TaskCall`` shim). A client's own
+``ModelInferRequest`` (``BackendRequest.native``) that the replica can take as it is goes there
+unchanged and its answer's messages come back undecoded, from the call's callbacks. Health is
+ServerLive + ModelReady; gRPC failures map to ``BackendError``s.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb2
 
-from expert_router.backends.base import BackendRequest, BackendSettings, ChunkSink
+from expert_router.backends.base import BackendRequest, BackendSettings, Listener
+from expert_router.backends.tasks import TaskCall
 from expert_router.errors import (
     BackendError,
     BackendProtocolError,
@@ -32,22 +35,13 @@ from expert_router.h2.client import ClientCall, GrpcChannel
 from expert_router.h2.grpc import GrpcError, message
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
+from expert_router.wire.grpc_status import http_for_grpc
 from expert_router.wire.openai import error_bytes
 
 _PATH = b"/inference.GRPCInferenceService/"
 STREAM_INFER = _PATH + b"ModelStreamInfer"
 
 _ids = itertools.count(1)
-_HTTP = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
 
 
 def parse_target(url: str) -> tuple[str, tw.TritonTarget]:
@@ -66,7 +60,7 @@ def rpc_error(where: str, exc: GrpcError) -> BackendError:
         return BackendUnavailable(f"{where}: unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return BackendTimeout(f"{where}: no answer in time")
-    status = _HTTP.get(code, 502)
+    status = http_for_grpc(code)
     return BackendStatusError(
         f"{where} answered {code.name}: {details}",
         status=status,
@@ -107,6 +101,8 @@ class TritonResponse:
     async def readany(self) -> bytes:
         if self._eof:
             return b""
+        if self.content_type == "application/json":  # not streamed: the whole answer at once
+            return await self.read()
         first = self._first
         if first is not None:
             self._first = None  # type: ignore[assignment]
@@ -123,11 +119,6 @@ class TritonResponse:
 
     def at_eof(self) -> bool:
         return self._eof
-
-    async def pipe(self, sink: ChunkSink) -> None:
-        while chunk := await self.readany():
-            if not sink.write(chunk):
-                await sink.drain()
 
     async def texts(self) -> AsyncIterator[tuple[str, bool]]:
         """The answer's (text, last) pieces as Triton sent them (no OpenAI encoding)."""
@@ -190,41 +181,73 @@ class _GrpcPieces:
         self._call.cancel()
 
 
-class _Forward:
-    """Relays a call's messages to ``sink`` and resolves ``done`` with its end."""
+class _NativeRelay:
+    """A client's own request forwarded unchanged; the replica's messages go to the listener
+    framed, as they arrive (the call's ``listen`` callbacks), after the first one."""
 
-    __slots__ = ("message", "done")
+    __slots__ = ("listener", "where", "task", "call")
 
-    def __init__(self, sink: Callable[[bytes], object], done: asyncio.Future[Any]) -> None:
-        self.message, self.done = sink, done
+    def __init__(self, backend: TritonGrpcBackend, request: Any, listener: Listener) -> None:
+        self.listener: Listener | None = listener
+        self.where = f"grpc://{backend.target}"
+        self.call: ClientCall | None = None
+        self.task = asyncio.get_running_loop().create_task(self._start(backend, request))
+
+    async def _start(self, backend: TritonGrpcBackend, request: Any) -> None:
+        try:
+            call, first = await backend._open(request, self.where)
+            if first is None:
+                raise BackendProtocolError(f"{self.where}: the stream ended without a response")
+        except BackendError as exc:
+            self._fail(exc)
+            return
+        self.task = None  # type: ignore[assignment]
+        self.call = call
+        error = pb2.ModelStreamInferResponse.FromString(first).error_message
+        listener = self.listener
+        if listener is None:
+            call.cancel()
+            return
+        if error:
+            call.cancel()
+            self._fail(
+                BackendStatusError(f"{self.where}: {error}", status=400, body=error_bytes(error))
+            )
+            return
+        listener.on_head(200, "application/grpc")
+        listener.on_data(message(first))
+        if self.listener is not None:
+            call.listen(self)
+
+    # -- the call's listener -----------------------------------------------------------------
+    def message(self, framed: bytes) -> None:
+        if self.listener is not None:
+            self.listener.on_data(framed)
 
     def end(self, error: GrpcError | None) -> None:
-        if not self.done.done():
-            self.done.set_result(error)
+        listener, self.listener = self.listener, None
+        if listener is None:
+            return
+        if error is None:
+            listener.on_end()
+        else:
+            listener.on_error(rpc_error(self.where, error))
 
+    def _fail(self, exc: BackendError) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.on_error(exc)
 
-class NativeCall:
-    """A client's own ``ModelInferRequest`` forwarded to a replica; its answer's messages go
-    back without decoding (``relay``). ``failed``: the first answer carried an error message.
-    """
+    # -- the holder's controls ---------------------------------------------------------------
+    def resume(self) -> None:
+        """Messages are handed over as they arrive; HTTP/2 flow control paces the replica."""
 
-    __slots__ = ("call", "first", "failed", "where")
-
-    def __init__(self, call: ClientCall, first: bytes, failed: bool, where: str) -> None:
-        self.call, self.first, self.failed, self.where = call, first, failed, where
-
-    async def relay(self, sink: Callable[[bytes], object]) -> None:
-        """Send every message, framed, to ``sink`` as it arrives; return when the answer is
-        complete, raise ``BackendError`` when it broke off."""
-        sink(message(self.first))
-        done: asyncio.Future[GrpcError | None] = self.call.conn.future()
-        self.call.listen(_Forward(sink, done))
-        error = await done
-        if error is not None:
-            raise rpc_error(self.where, error)
-
-    def close(self) -> None:
-        self.call.cancel()
+    def cancel(self) -> None:
+        self.listener = None
+        if self.task is not None:
+            self.task.cancel()
+        if self.call is not None:
+            self.call.cancel()
 
 
 class TritonGrpcBackend:
@@ -240,6 +263,11 @@ class TritonGrpcBackend:
         if self._channel is None:
             self._channel = GrpcChannel(self.target, connect_timeout=self._s.connect_timeout)
         return self._channel
+
+    def open(self, req: BackendRequest, listener: Listener) -> TaskCall | _NativeRelay:
+        if req.native is not None and self.relays(req.native):
+            return _NativeRelay(self, req.native, listener)
+        return TaskCall(self.start(req), listener)
 
     async def start(self, req: BackendRequest) -> TritonResponse:
         payload = json.loads(req.body)
@@ -266,16 +294,6 @@ class TritonGrpcBackend:
         """Whether a client's request can be forwarded as it is: same model and tensor names,
         so the replica's answers are already what the client expects."""
         return request.model_name == self.names.model and not self.names.rename
-
-    async def start_native(self, request: Any) -> NativeCall:
-        """Forward a client's ``ModelInferRequest`` unchanged; returns once the first answer
-        arrived. Errors before it raise ``BackendError`` (retryable when unreachable)."""
-        where = f"grpc://{self.target}"
-        call, first = await self._open(request, where)
-        if first is None:
-            raise BackendProtocolError(f"{where}: the stream ended without a response")
-        failed = bool(pb2.ModelStreamInferResponse.FromString(first).error_message)
-        return NativeCall(call, first, failed, where)
 
     async def _open(self, request: Any, where: str) -> tuple[ClientCall, bytes | None]:
         """Send ``request`` on a new ``ModelStreamInfer`` call and wait for the first answer

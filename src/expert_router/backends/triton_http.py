@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from expert_router.backends.base import BackendRequest, BackendSettings
+from expert_router.backends.base import BackendRequest, BackendSettings, Listener
+from expert_router.backends.tasks import TaskCall
 from expert_router.backends.triton_grpc import TritonResponse, parse_target
 from expert_router.errors import (
     BackendProtocolError,
@@ -102,6 +103,9 @@ class TritonHttpBackend:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
+
+    def open(self, req: BackendRequest, listener: Listener) -> TaskCall:
+        return TaskCall(self.start(req), listener)
 
     async def start(self, req: BackendRequest) -> TritonResponse:
         payload = json.loads(req.body)

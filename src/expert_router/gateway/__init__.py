@@ -5,13 +5,12 @@
 """
 
 from expert_router.gateway.app import ClassifierLike, Gateway
-from expert_router.gateway.server import RunningGateway, build_app, run_gateway, serve_gateway
+from expert_router.gateway.server import RunningGateway, run_gateway, serve_gateway
 
 __all__ = [
     "ClassifierLike",
     "Gateway",
     "RunningGateway",
-    "build_app",
     "run_gateway",
     "serve_gateway",
 ]

@@ -1,18 +1,20 @@
 """The gateway's gRPC ingress: GRPCInferenceService (KServe v2) for unchanged Triton clients.
 
-``text_input`` is classified and the request goes through the same fleet (routing policy,
-pools, wait queue, retries, health, metrics) as the HTTP proxy; Triton backends are read
-natively, OpenAI ones through a completion request. Failures map to gRPC status codes
-(unary calls) or to the stream's ``error_message`` (ModelStreamInfer), as Triton does.
+Each request's ``text_input`` is classified and served by a ``Cycle`` (the same lifecycle as
+the HTTP ingress: routing, queue, retries, health, metrics, access line); ``GrpcSink`` writes
+its answer as Triton messages: decoded from an OpenAI replica's SSE, or a Triton replica's
+own messages relayed undecoded when the client's request could be forwarded as it came.
+Failures map to gRPC status codes (unary calls) or to the stream's ``error_message``
+(ModelStreamInfer), as Triton does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import Any
 
@@ -20,37 +22,28 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
-from expert_router.backends import BackendRequest, UpstreamResponse
-from expert_router.backends.triton_grpc import NativeCall, TritonGrpcBackend, TritonResponse
+from expert_router.backends import BackendRequest
 from expert_router.errors import (
-    BackendError,
     BackendStatusError,
     BackendTimeout,
+    ExpertRouterError,
     NoCapacity,
     RequestError,
     RoutingError,
 )
 from expert_router.gateway.app import Gateway
+from expert_router.gateway.cycle import NONE, Cycle
 from expert_router.gateway.pools import Replica
 from expert_router.grpc_host import GrpcServiceHost
+from expert_router.h2.grpc import message
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
+from expert_router.wire.grpc_status import grpc_for_http
 from expert_router.wire.sse import SSEDecoder
 
 log = logging.getLogger("expert_router.gateway")
 CLUSTER_KEY, REPLICA_KEY = "x-expert-router-cluster", "x-expert-router-replica"
-_GRPC_FOR_HTTP = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    501: grpc.StatusCode.UNIMPLEMENTED,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
-
-_RELAYED = ("", True)  # what ``_generate`` yields after relaying an answer undecoded
+GRPC = "application/grpc"
 
 
 class IngressError(Exception):
@@ -61,16 +54,153 @@ class IngressError(Exception):
         self.code, self.http = code, http
 
 
-def _for_backend(exc: BackendError) -> IngressError:
+def for_error(exc: ExpertRouterError, status: int) -> IngressError:
+    """The gRPC status of a request that failed with ``exc`` (answered ``status`` in HTTP)."""
+    if isinstance(exc, NoCapacity):
+        return IngressError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), status)
+    if isinstance(exc, RoutingError):
+        return IngressError(grpc.StatusCode.UNAVAILABLE, str(exc), status)
     if isinstance(exc, BackendTimeout):
-        return IngressError(grpc.StatusCode.DEADLINE_EXCEEDED, f"expert timed out: {exc}", 504)
+        return IngressError(grpc.StatusCode.DEADLINE_EXCEEDED, f"expert timed out: {exc}", status)
     if isinstance(exc, BackendStatusError):
         detail = str(exc)
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             detail = json.loads(exc.body)["error"]["message"]
-        code = _GRPC_FOR_HTTP.get(exc.status, grpc.StatusCode.UNAVAILABLE)
+        code = grpc_for_http(exc.status)
         return IngressError(code, f"expert answered {exc.status}: {detail}", exc.status)
-    return IngressError(grpc.StatusCode.UNAVAILABLE, f"expert unavailable: {exc}", 502)
+    return IngressError(grpc.StatusCode.UNAVAILABLE, f"expert unavailable: {exc}", status)
+
+
+class GrpcProxyRequest:
+    """A KServe request as a ``Cycle`` needs it. ``native``: the client's own message, which
+    a Triton replica with the same model and tensor names takes unchanged."""
+
+    __slots__ = ("route", "text", "stream", "treq", "native")
+
+    def __init__(self, route: str, treq: tw.TritonRequest, stream: bool, native: Any) -> None:
+        self.route, self.treq, self.stream, self.native = route, treq, stream, native
+        self.text = treq.text
+
+    def upstream(self, replica: Replica) -> BackendRequest:
+        body = json.dumps(tw.triton_to_openai(self.treq, replica.model)).encode()
+        return BackendRequest("/v1/completions", body, True, native=self.native)
+
+
+class GrpcSink:
+    """Writes one request's answer to a gRPC call as Triton messages; ``done`` resolves with
+    the whole text (unary calls) or None, or fails with ``IngressError``."""
+
+    __slots__ = (
+        "context", "model", "rid", "names", "route", "done", "decoder", "final", "drainer",
+    )  # fmt: skip
+
+    def __init__(self, context: Any, request: Any, names: tw.TritonNames, route: bool) -> None:
+        self.context = context
+        self.model, self.rid, self.names = request.model_name, request.id, names
+        self.route = route  # this request's route goes out as the call's initial metadata
+        self.done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.decoder = SSEDecoder()
+        self.final = False  # a final Triton response was sent
+        self.drainer: asyncio.Task[None] | None = None
+
+    def _route(self, cycle: Cycle) -> None:
+        if self.route:
+            self.route = False
+            meta = [(CLUSTER_KEY, cycle.cluster), (REPLICA_KEY, cycle.replica_name)]
+            with contextlib.suppress(RuntimeError):  # another request of the stream was first
+                self.context.set_initial_metadata(meta)
+
+    def _pieces(self, cycle: Cycle, data: bytes) -> list[tuple[str, bool]]:
+        """(text, last) pieces of an OpenAI answer's bytes (SSE, or one completion JSON)."""
+        if not cycle.content_type.startswith("text/event-stream"):
+            text, reason = tw.openai_event_text(data.decode("utf-8", errors="replace"))
+            return [(text, True)]
+        out = []
+        for event in self.decoder.feed(data):
+            if event == "[DONE]":
+                break
+            try:
+                text, reason = tw.openai_event_text(event)
+            except ValueError:
+                continue
+            if text or reason:
+                out.append((text, reason is not None))
+        return out
+
+    # -- the cycle's sink ------------------------------------------------------------------------
+    def send(self, cycle: Cycle, data: bytes) -> bool:
+        self._route(cycle)
+        if cycle.content_type == GRPC:
+            return self._sent(cycle, self.context.send_framed(data))
+        try:
+            pieces = self._pieces(cycle, data)
+        except RequestError as exc:  # the replica ended its stream with an error event
+            cycle.interrupt(BackendStatusError(f"in-stream error: {exc}", status=502))
+            return False
+        ok = True
+        for text, last in pieces:
+            msg = kserve.text_response(
+                pb2, self.model, self.rid, text, self.names, final=True if last else None
+            )
+            self.final = self.final or last
+            ok = self.context.send_framed(_framed(msg))
+        return self._sent(cycle, ok)
+
+    def _sent(self, cycle: Cycle, ok: bool) -> bool:
+        """False (the call's window or buffer is full): the cycle pauses its upstream until
+        the call drains."""
+        if not ok and self.drainer is None:
+            self.drainer = asyncio.get_running_loop().create_task(self._drain(cycle))
+        return ok
+
+    async def _drain(self, cycle: Cycle) -> None:
+        try:
+            await self.context.drain()
+        finally:
+            self.drainer = None
+        cycle.resume()
+
+    def send_end(self, cycle: Cycle) -> None:
+        self._route(cycle)
+        if not self.final and cycle.content_type != GRPC:
+            msg = kserve.text_response(pb2, self.model, self.rid, "", self.names, final=True)
+            self.context.send_framed(_framed(msg))
+        self._resolve(None)
+
+    def send_whole(self, cycle: Cycle, body: bytes) -> None:
+        self._route(cycle)
+        try:
+            text = "".join(t for t, _ in self._pieces(cycle, body))
+        except (RequestError, ValueError) as exc:
+            self.send_error(cycle, BackendStatusError(f"in-stream error: {exc}", status=502), 502)
+            return
+        self._resolve(text)
+
+    def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
+        self._route(cycle)
+        if not self.done.done():
+            self.done.set_exception(for_error(exc, status))
+
+    def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
+        self.send_error(cycle, exc, 502)
+
+    def finished(self, cycle: Cycle) -> None:
+        if self.drainer is not None:
+            self.drainer.cancel()
+
+    def remote(self) -> str | None:
+        with contextlib.suppress(Exception):
+            return str(self.context.peer())
+        return None
+
+    def _resolve(self, text: str | None) -> None:
+        if not self.done.done():
+            self.done.set_result(text)
+
+
+def _framed(response: Any) -> bytes:
+    """A ``ModelInferResponse`` as one framed ``ModelStreamInferResponse`` message."""
+    return message(pb2.ModelStreamInferResponse(infer_response=response).SerializeToString())
 
 
 class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -81,20 +211,12 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self.model = model
         self.names = tw.TritonNames(model)
         self.models = {model, gw.config.model_name}
-        self._keys = [k.encode() for k in gw.config.api_keys]
 
     async def _check_key(self, context: Any) -> None:
         """Abort with UNAUTHENTICATED unless ``authorization: Bearer KEY`` names a known key."""
-        if not self._keys:
-            return
-        given = b""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                given = value[7:].strip().encode()
-        ok = False
-        for k in self._keys:
-            ok |= hmac.compare_digest(given, k)
-        if not ok:
+        headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        value = headers[0].encode("latin-1", errors="replace") if len(headers) == 1 else None
+        if not self.gw.key_ok(value):
             msg = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
 
@@ -128,187 +250,70 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     # -- inference ------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         await self._check_key(context)
-        parts: list[str] = []
-        route: list[tuple[str, str]] = []
         try:
-            async for text, _ in self._generate(request, unary=True, route=route):
-                if route:
-                    await context.send_initial_metadata(route)
-                    route = []
-                parts.append(text)
+            text = await self._serve(request, context, "ModelInfer", unary=True, route=True)
         except IngressError as exc:
             return await context.abort(exc.code, str(exc))
-        names = self.names
         return kserve.text_response(
-            pb2, request.model_name, request.id, "".join(parts), names, final=None
+            pb2, request.model_name, request.id, text or "", self.names, final=None
         )
 
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> None:
         await self._check_key(context)
-        sent = False  # the stream's initial metadata names the first request's route
+        first = True  # the stream's initial metadata names the first request's route
 
         def handle(request: Any) -> AsyncIterator[Any]:
-            nonlocal sent
-            route: list[tuple[str, str]] | None = None
-            if not sent:
-                sent, route = True, []
+            nonlocal first
+            route, first = first, False
             return self._stream_one(request, context, route)
 
         await kserve.serve_stream(request_iterator, context, handle)
 
-    async def _stream_one(
-        self, request: Any, context: Any, route: list[tuple[str, str]] | None
-    ) -> AsyncIterator[Any]:
-        rid, model, names = request.id, request.model_name, self.names
-        Resp, text_response = pb2.ModelStreamInferResponse, kserve.text_response
-        last = relayed = False
+    async def _stream_one(self, request: Any, context: Any, route: bool) -> AsyncIterator[Any]:
         try:
-            async for piece in self._generate(request, unary=False, route=route, context=context):
-                if piece is _RELAYED:
-                    relayed = True  # the replica's own messages went to the client
-                    continue  # (the generator ends right after: let it finish, not linger)
-                text, last = piece
-                msg = text_response(pb2, model, rid, text, names, final=True if last else None)
-                yield Resp(infer_response=msg)
+            await self._serve(request, context, "ModelStreamInfer", unary=False, route=route)
         except IngressError as exc:
-            yield Resp(error_message=str(exc), infer_response=pb2.ModelInferResponse(id=rid))
-            return
-        if not last and not relayed:
-            yield Resp(infer_response=text_response(pb2, model, rid, "", names, final=True))
+            yield pb2.ModelStreamInferResponse(
+                error_message=str(exc), infer_response=pb2.ModelInferResponse(id=request.id)
+            )
 
-    async def _admit(self, request: Any) -> tuple[tw.TritonRequest, Any, Any]:
-        """Check and classify a request and reserve a replica: (request, prediction, decision)."""
+    async def _serve(
+        self, request: Any, context: Any, name: str, *, unary: bool, route: bool
+    ) -> str | None:
+        """Serve one request through a ``Cycle``; its answer goes to ``context`` as it comes
+        (streams) or is returned whole (unary). ``IngressError`` when it fails."""
+        t0 = perf_counter()
         gw = self.gw
-        assert gw.fleet is not None
+        try:
+            treq = self._admit(request)
+        except IngressError as exc:
+            gw.metrics.count_request(NONE, NONE, exc.http)
+            raise
+        native = None if unary else request
+        proxy = GrpcProxyRequest(name, treq, treq.stream and not unary, native)
+        sink = GrpcSink(context, request, self.names, route)
+        cycle = Cycle(gw, proxy, sink, t0)
+        cycle.start()
+        try:
+            return await sink.done
+        except asyncio.CancelledError:
+            cycle.abort()
+            raise
+
+    def _admit(self, request: Any) -> tw.TritonRequest:
         if request.model_name not in self.models:
             msg = f"Request for unknown model: '{request.model_name}' is not found"
             raise IngressError(grpc.StatusCode.NOT_FOUND, msg, 404)
         try:
-            treq = tw.from_tensors(kserve.request_values(request, self.names))
+            return tw.from_tensors(kserve.request_values(request, self.names))
         except RequestError as exc:
             raise IngressError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), 400) from None
-        t1 = perf_counter()
-        pred = gw.classifier.predict(treq.text)
-        gw.metrics.classify_seconds.observe(perf_counter() - t1)
-        try:
-            decision = await gw.fleet.acquire(pred)
-        except NoCapacity as exc:
-            raise IngressError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 429) from None
-        except RoutingError as exc:
-            raise IngressError(grpc.StatusCode.UNAVAILABLE, str(exc), 503) from None
-        return treq, pred, decision
-
-    async def _generate(
-        self,
-        request: Any,
-        *,
-        unary: bool,
-        route: list[tuple[str, str]] | None = None,
-        context: Any = None,
-    ) -> AsyncIterator[tuple[str, bool]]:
-        """Route one request and yield its (text, last) pieces; ``IngressError`` on failure.
-
-        A non-streaming request (``stream`` false, or a unary call) yields its whole text once.
-        ``route``, when given, receives the cluster and replica headers before the first piece.
-        With ``context`` (a ModelStreamInfer call) they go out as its initial metadata, and a
-        request a Triton replica can take as it is goes there unchanged, its answer relayed to
-        ``context`` undecoded: then ``_RELAYED`` is yielded once it is complete.
-        """
-        gw, t0 = self.gw, perf_counter()
-        fleet = gw.fleet
-        assert fleet is not None
-        cluster, replica_name, status = "none", "none", 200
-        relayed = False
-        try:
-            treq, pred, decision = await self._admit(request)
-            cluster = decision.cluster
-            stream = treq.stream and not unary
-            decided = [decision]
-
-            def send(replica: Replica) -> Awaitable[UpstreamResponse | NativeCall]:
-                backend = replica.backend
-                if context is not None and isinstance(backend, TritonGrpcBackend):
-                    if backend.relays(request):
-                        return backend.start_native(request)
-                body = json.dumps(tw.triton_to_openai(treq, replica.model)).encode()
-                return backend.start(BackendRequest("/v1/completions", body, True))
-
-            try:
-                replica, up, t_sent = await gw.start_on(pred, decided, t0, send)
-            except BackendError as exc:
-                cluster = decided[0].cluster
-                raise _for_backend(exc) from None
-            cluster, replica_name = decided[0].cluster, replica.name
-            if route is not None:
-                route += [(CLUSTER_KEY, cluster), (REPLICA_KEY, replica_name)]
-                if context is not None:
-                    # Another request of this stream may have written first (metadata gone).
-                    with contextlib.suppress(Exception):
-                        await context.send_initial_metadata(route)
-            try:
-                if isinstance(up, NativeCall):
-                    fleet.ttft[replica.name].observe(perf_counter() - t_sent)
-                    await up.relay(context.send_framed)
-                    status = 400 if up.failed else 200
-                    relayed = True
-                else:
-                    first = True
-                    parts: list[str] = []
-                    async for text, last in _pieces(up):
-                        if first:
-                            fleet.ttft[replica.name].observe(perf_counter() - t_sent)
-                            first = False
-                        if stream:
-                            yield text, last
-                        else:
-                            parts.append(text)
-                    if not stream:
-                        yield "".join(parts), True
-                fleet.record_success(replica)
-            except BackendError as exc:
-                fleet.record_failure(replica, "stream_interrupted")
-                raise _for_backend(exc) from None
-            finally:
-                up.close()
-                fleet.release(replica)
-        except IngressError as exc:
-            status = exc.http
-            raise
-        except BaseException:
-            status = 499
-            raise
-        finally:
-            gw.metrics.count_request(cluster, replica_name, status)
-        if relayed:
-            yield _RELAYED
-
-
-async def _pieces(up: UpstreamResponse) -> AsyncIterator[tuple[str, bool]]:
-    """(text, last) pieces of an upstream answer: Triton's natively, OpenAI SSE by parsing."""
-    if isinstance(up, TritonResponse):
-        async for piece in up.texts():
-            yield piece
-        return
-    decoder, read, done = SSEDecoder(), up.readany, False
-    while not done and (chunk := await read()):
-        for data in decoder.feed(chunk):
-            if data == "[DONE]":
-                done = True
-                break
-            try:
-                text, reason = tw.openai_event_text(data)
-            except RequestError as exc:
-                raise BackendStatusError(f"in-stream error: {exc}", status=502) from None
-            except ValueError:
-                continue
-            if text or reason:
-                yield text, reason is not None
 
 
 class GrpcIngress(GrpcServiceHost):
-    """A grpc.aio server in the running loop serving a gateway's GRPCInferenceService."""
+    """A gRPC server in the running loop serving a gateway's GRPCInferenceService."""
 
     def __init__(
         self, gw: Gateway, *, host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False

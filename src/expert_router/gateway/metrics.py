@@ -35,7 +35,16 @@ class GatewayMetrics:
             registry=r,
         )
         self.decisions = Counter(
-            f"{NS}_route_decisions", "Routing decisions by reason", ["reason"], registry=r
+            f"{NS}_route_decisions",
+            "Requests by the routing outcome they ended with (one each)",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            f"{NS}_queue_wait_seconds",
+            "Time requests waited in the queue for a free replica (served or not)",
+            buckets=_TTFT,
+            registry=r,
         )
         self.classify_seconds = Histogram(
             f"{NS}_classify_seconds", "Time to classify one prompt", buckets=_FAST, registry=r
@@ -98,12 +107,19 @@ class GatewayMetrics:
             f"{NS}_queue_timeouts", "Requests that waited in vain", registry=r
         )
         self._req_children: dict[tuple[str, str, int], Counter] = {}
+        self._decision_children: dict[str, Counter] = {}
 
     def count_request(self, cluster: str, replica: str, status: int) -> None:
         key = (cluster, replica, status)
         child = self._req_children.get(key)
         if child is None:
             child = self._req_children[key] = self.requests.labels(cluster, replica, str(status))
+        child.inc()
+
+    def count_decision(self, reason: str) -> None:
+        child = self._decision_children.get(reason)
+        if child is None:
+            child = self._decision_children[reason] = self.decisions.labels(reason)
         child.inc()
 
     def render(self) -> bytes:

@@ -1,7 +1,8 @@
 """Replica pools at run time: outstanding counts, health, passive ejection, the wait queue.
 
-``Fleet.acquire`` asks the routing policy for a replica and reserves a slot, or waits in a
-bounded FIFO; a released slot is handed straight to the first waiter that can use it.
+``Fleet.reserve`` asks the routing policy for a replica and reserves a slot; when every
+candidate is busy ``Fleet.wait`` queues the request in a bounded FIFO with a deadline, and a
+released slot is handed straight to the first waiter that can use it, by callback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expert_router.backends import Backend
-from expert_router.errors import NoCapacity, RoutingError
+from expert_router.errors import NoCapacity
 from expert_router.gateway.metrics import GatewayMetrics
 from expert_router.routing import PredictionLike, RouteDecision, RoutingPolicy
 
@@ -45,10 +46,14 @@ class Pool:
 
 
 @dataclass(eq=False, slots=True)
-class _Waiter:
+class Waiter:
+    """A request in the wait queue; ``on_slot`` gets its reserved decision, or None when
+    ``Fleet.queue_timeout`` passed first."""
+
     prediction: PredictionLike
     exclude: Collection[str]
-    future: asyncio.Future[RouteDecision]
+    on_slot: Callable[[RouteDecision | None], None]
+    timer: asyncio.TimerHandle | None = None
 
 
 class Fleet:
@@ -74,7 +79,7 @@ class Fleet:
         for pool in pools.values():
             for r in pool.replicas:
                 self.replicas[r.name] = r
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         # In-flight gauges: read at scrape time in one process (no cost per request); counted
         # per request only in multiprocess mode, where callbacks cannot be summed.
         self._in_flight: dict[str, Any] = {}
@@ -85,10 +90,6 @@ class Fleet:
                 metrics.in_flight.labels(n).set_function(_outstanding(r))
         self._healthy = {n: metrics.healthy.labels(n) for n in self.replicas}
         self.ttft = {n: metrics.ttft_seconds.labels(n) for n in self.replicas}
-        self._decisions = {
-            reason: metrics.decisions.labels(reason)
-            for reason in ("nearest", "spillover", "failover", "queued", "unavailable")
-        }
         for g in self._healthy.values():
             g.set(1)
 
@@ -98,69 +99,59 @@ class Fleet:
     def decide(self, prediction: PredictionLike, exclude: Collection[str] = ()) -> RouteDecision:
         return self.policy.decide(prediction, self.pools, exclude=exclude)
 
-    def _reserve(self, d: RouteDecision) -> None:
-        assert d.replica is not None
-        r = self.replicas[d.replica]
+    def reserve(self, prediction: PredictionLike, exclude: Collection[str] = ()) -> RouteDecision:
+        """The policy's decision, its replica reserved; ``replica`` is None when the request
+        must wait (``queued``) or nothing can take it (``unavailable``)."""
+        d = self.policy.decide(prediction, self.pools, exclude=exclude)
+        if d.replica is not None:
+            self._take(d)
+        return d
+
+    def _take(self, d: RouteDecision) -> None:
+        r = self.replicas[d.replica or ""]
         r.outstanding += 1
         if self._in_flight:
             self._in_flight[r.name].inc()
-        self._decisions[d.reason].inc()
         if d.reason == "spillover":
             self.metrics.spillovers.labels(d.nearest, d.cluster).inc()
 
-    def try_acquire(self, prediction: PredictionLike) -> RouteDecision | None:
-        """A decision with a reserved replica when one is free now, else None (nothing counted:
-        ``acquire`` decides again)."""
-        d = self.decide(prediction)
-        if d.replica is None:
-            return None
-        self._reserve(d)
-        return d
-
-    async def acquire(
-        self, prediction: PredictionLike, exclude: Collection[str] = ()
-    ) -> RouteDecision:
-        """A decision with a reserved replica; waits in the queue when every one is busy."""
-        d = self.decide(prediction, exclude)
-        if d.replica is not None:
-            self._reserve(d)
-            return d
-        self._decisions[d.reason].inc()
-        if d.reason == "unavailable":
-            raise RoutingError(f"no healthy replica can serve cluster {d.nearest}")
+    def wait(
+        self,
+        prediction: PredictionLike,
+        exclude: Collection[str],
+        on_slot: Callable[[RouteDecision | None], None],
+    ) -> Waiter:
+        """Queue a request until a replica frees up (``on_slot(decision)``, reserved) or
+        ``queue_timeout`` passes (``on_slot(None)``); ``NoCapacity`` when the queue is full."""
         if len(self._waiters) >= self.queue_size or self.queue_timeout <= 0:
             raise NoCapacity("every replica is busy and the wait queue is full")
-        fut: asyncio.Future[RouteDecision] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(prediction, exclude, fut)
+        waiter = Waiter(prediction, exclude, on_slot)
+        loop = asyncio.get_running_loop()
+        waiter.timer = loop.call_later(self.queue_timeout, self._expire, waiter)
         self._waiters.append(waiter)
         self.metrics.queue_depth.inc()
-        got = False
-        try:
-            async with asyncio.timeout(self.queue_timeout):
-                d = await fut
-                got = True
-                return d
-        except TimeoutError:
-            self.metrics.queue_timeouts.inc()
-            raise NoCapacity(
-                f"every replica is busy; waited {self.queue_timeout:g}s",
-                retry_after=max(1.0, self.queue_timeout),
-            ) from None
-        finally:
-            if not got:
-                if fut.done() and not fut.cancelled():
-                    # Handed a slot, but left (timeout/cancel) before taking it: give it back.
-                    self.release(self.replicas[fut.result().replica or ""])
-                else:
-                    fut.cancel()
-                    self._discard(waiter)
+        return waiter
 
-    def _discard(self, waiter: _Waiter) -> None:
+    def _expire(self, waiter: Waiter) -> None:
+        waiter.timer = None
+        if self._discard(waiter):
+            self.metrics.queue_timeouts.inc()
+            waiter.on_slot(None)
+
+    def leave(self, waiter: Waiter) -> None:
+        """The request left the queue (its client went away)."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+            waiter.timer = None
+        self._discard(waiter)
+
+    def _discard(self, waiter: Waiter) -> bool:
         try:
             self._waiters.remove(waiter)
-            self.metrics.queue_depth.dec()
         except ValueError:
-            pass
+            return False
+        self.metrics.queue_depth.dec()
+        return True
 
     def release(self, r: Replica) -> None:
         """A request on ``r`` ended: free its slot, hand it to the first waiter that fits."""
@@ -173,15 +164,12 @@ class Fleet:
     def dispatch(self, scan: int = 64) -> None:
         """Serve waiting requests in FIFO order while replicas are free."""
         for waiter in list(self._waiters)[:scan]:
-            if waiter.future.done():
-                self._discard(waiter)
-                continue
             d = self.decide(waiter.prediction, waiter.exclude)
             if d.replica is None:
                 continue
-            self._discard(waiter)
-            self._reserve(d)
-            waiter.future.set_result(d)
+            self.leave(waiter)
+            self._take(d)
+            waiter.on_slot(d)
 
     def record_success(self, r: Replica) -> None:
         if r.failures:

@@ -1,4 +1,5 @@
-"""The one table from error classes to HTTP status and OpenAI-shaped JSON error bodies.
+"""The one table from error classes to HTTP status and OpenAI-shaped JSON error bodies, and
+the bytes of the gateway's own HTTP/1.1 responses.
 
 Upstream error answers that already carry ``{"error": {...}}`` pass through with their
 status; anything else an upstream says is wrapped in that shape.
@@ -8,9 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from http import HTTPStatus
 from typing import Any
-
-from aiohttp import web
 
 from expert_router.errors import (
     BackendError,
@@ -37,32 +37,46 @@ ERROR_TABLE: tuple[tuple[type[ExpertRouterError], int, str, str], ...] = (
 )
 
 JSON = "application/json"
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, content_type=JSON, headers=headers
-    )
+def status_for(exc: ExpertRouterError) -> int:
+    """The HTTP status a request that failed with ``exc`` is answered with."""
+    if isinstance(exc, BackendStatusError):
+        return exc.status
+    for cls, status, _, _ in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return status
+    return 500
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return json_response(error_body(message, type=type, param=param, code=code), status, headers)
+def error_for(exc: ExpertRouterError) -> tuple[int, bytes, dict[str, str]]:
+    """Status, OpenAI-shaped JSON body and extra headers (``Retry-After``) for ``exc``."""
+    if isinstance(exc, BackendStatusError):
+        return exc.status, _upstream_body(exc), {}
+    for cls, status, etype, code in ERROR_TABLE:
+        if isinstance(exc, cls):
+            param = exc.param if isinstance(exc, RequestError) else None
+            headers = {}
+            if isinstance(exc, RoutingError):
+                retry = exc.retry_after if isinstance(exc, NoCapacity) else 1.0
+                headers["Retry-After"] = str(max(1, math.ceil(retry)))
+            body = error_body(str(exc), type=etype, param=param, code=code)
+            return status, json.dumps(body).encode(), headers
+    body = error_body("internal error", type="server_error", code="internal_error")
+    return 500, json.dumps(body).encode(), {}
+
+
+def error_json(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str
+) -> bytes:
+    return json.dumps(error_body(message, type=type, param=param, code=code)).encode()
 
 
 def _upstream_body(exc: BackendStatusError) -> bytes:
     try:
         data = json.loads(exc.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         err = data["error"]
@@ -78,26 +92,7 @@ def _upstream_body(exc: BackendStatusError) -> bytes:
     else:
         text = exc.body[:500].decode("utf-8", errors="replace")
     message = f"upstream answered {exc.status}" + (f": {text}" if text else "")
-    body = error_body(message, type="upstream_error", code=f"upstream_{exc.status}")
-    return json.dumps(body).encode()
-
-
-def for_exception(exc: ExpertRouterError, headers: dict[str, str]) -> web.Response:
-    """The response for an error raised while serving a request."""
-    if isinstance(exc, BackendStatusError):
-        return web.Response(
-            body=_upstream_body(exc), status=exc.status, content_type=JSON, headers=headers
-        )
-    for cls, status, etype, code in ERROR_TABLE:
-        if isinstance(exc, cls):
-            param = exc.param if isinstance(exc, RequestError) else None
-            if isinstance(exc, RoutingError):
-                retry = exc.retry_after if isinstance(exc, NoCapacity) else 1.0
-                headers = {**headers, "Retry-After": str(max(1, math.ceil(retry)))}
-            return error_response(
-                status, str(exc), type=etype, param=param, code=code, headers=headers
-            )
-    return error_response(500, str(exc), type="server_error", code="internal_error")
+    return error_json(message, type="upstream_error", code=f"upstream_{exc.status}")
 
 
 def stream_error_event(exc: BaseException) -> bytes:
@@ -106,3 +101,28 @@ def stream_error_event(exc: BaseException) -> bytes:
         f"upstream failed mid-stream: {exc}", type="upstream_error", code="upstream_interrupted"
     )
     return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def head(
+    status: int,
+    headers: dict[str, str],
+    *,
+    length: int | None = None,
+    close: bool = False,
+    version: bytes = b"1.1",
+) -> bytes:
+    """An HTTP/1.x response head: ``length`` for a Content-Length, else chunked (HTTP/1.1)
+    or delimited by the close (HTTP/1.0)."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    elif version == b"1.1":
+        lines.append("Transfer-Encoding: chunked")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def json_bytes(data: Any) -> bytes:
+    return json.dumps(data).encode()

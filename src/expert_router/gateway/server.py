@@ -17,29 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from expert_router.config import GatewayConfig
 from expert_router.errors import ExpertRouterError
 from expert_router.gateway.app import ClassifierLike, Gateway
-from expert_router.gateway.ingress import FastIngress, fallback_factory
-from expert_router.gateway.proxy import Proxy
-
-
-def build_app(gw: Gateway) -> web.Application:
-    """The aiohttp application of a gateway (no middlewares: the hot path stays lean)."""
-    app = web.Application(client_max_size=gw.max_body, handler_args={"tcp_keepalive": True})
-    proxy = Proxy(gw)
-    r = app.router
-    r.add_post("/v1/chat/completions", proxy.chat)
-    r.add_post("/v1/completions", proxy.completions)
-    r.add_get("/v1/models", gw.models)
-    r.add_post("/v1/route", gw.route)
-    r.add_get("/health", gw.live)
-    r.add_get("/ready", gw.ready)
-    r.add_get("/metrics", gw.prometheus)
-    r.add_route("*", "/{tail:.*}", gw.not_found)
-    return app
+from expert_router.gateway.http_ingress import HttpFrontend
 
 
 @dataclass
@@ -51,6 +32,7 @@ class RunningGateway:
     gateway: Gateway
     grpc_target: str | None = None
     """``host:port`` of the gRPC ingress (Triton's GRPCInferenceService), when asked for."""
+    front: HttpFrontend | None = None
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +45,6 @@ async def serve_gateway(
     reuse_port: bool = False,
     multiproc_dir: str | None = None,
     probes: bool = True,
-    fast_ingress: bool = True,
     grpc_port: int | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serve ``config`` in the running loop until the block exits.
@@ -73,26 +54,14 @@ async def serve_gateway(
     """
     gw = Gateway(config, classifier, multiproc_dir=multiproc_dir, probes=probes)
     await gw.start()
-    runner = web.AppRunner(build_app(gw), access_log=None, handler_cancellation=True)
+    front = HttpFrontend(gw, config.server)
     server: asyncio.Server | None = None
-    conns: set[FastIngress] = set()
     grpc_ingress: Any = None
     try:
-        await runner.setup()
-        if fast_ingress:  # streaming proxy requests here, everything else to aiohttp
-            fallback = fallback_factory(runner)
-            server = await asyncio.get_running_loop().create_server(
-                lambda: FastIngress(gw, fallback, conns),
-                host,
-                port,
-                reuse_port=reuse_port or None,
-                backlog=4096,
-            )
-            bound = int(server.sockets[0].getsockname()[1])
-        else:
-            site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
-            await site.start()
-            bound = runner.addresses[0][1]
+        server = await asyncio.get_running_loop().create_server(
+            front, host, port, reuse_port=reuse_port or None, backlog=4096
+        )
+        bound = int(server.sockets[0].getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
         if grpc_port is not None:
             from expert_router.gateway.grpc_ingress import GrpcIngress
@@ -100,15 +69,14 @@ async def serve_gateway(
             grpc_ingress = GrpcIngress(gw, host=host, port=grpc_port, reuse_port=reuse_port)
             await grpc_ingress.start()
         target = grpc_ingress.target if grpc_ingress is not None else None
-        yield RunningGateway(f"http://{shown}:{bound}", bound, gw, target)
+        yield RunningGateway(f"http://{shown}:{bound}", bound, gw, target, front)
     finally:
         if grpc_ingress is not None:
             await grpc_ingress.stop()
         if server is not None:
             server.close()
-            for conn in list(conns):
-                conn.t.close()
-        await runner.cleanup()
+        for conn in list(front.conns):
+            conn.t.close()
         await gw.close()
 
 

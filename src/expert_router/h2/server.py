@@ -149,6 +149,10 @@ class ServerCall(H2Stream):
         return self.metadata
 
     async def send_initial_metadata(self, metadata: Any) -> None:
+        self.set_initial_metadata(metadata)
+
+    def set_initial_metadata(self, metadata: Any) -> None:
+        """``send_initial_metadata`` without awaiting, for callers in a callback."""
         if self._head_sent is not None:
             raise RuntimeError("initial metadata was already sent")
         self._head_sent = _OK_HEAD + [(str(k).encode(), str(v).encode()) for k, v in metadata]

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from gwhelpers import make_config
 
-from expert_router.gateway import proxy
+from expert_router.gateway.http_ingress import HttpConnection
 
 pytestmark = pytest.mark.integration
 EVENT = b"data: " + b"x" * 4000 + b"\n\n"
@@ -43,15 +43,17 @@ async def test_slow_client_gets_everything(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
 
-    drains = 0
-    original = proxy._ClientSink.drain
+    pauses = 0
+    paused = asyncio.Event()
+    original = HttpConnection.pause_writing
 
-    async def counting_drain(self: Any) -> None:
-        nonlocal drains
-        drains += 1
-        await original(self)
+    def counting_pause(self: HttpConnection) -> None:
+        nonlocal pauses
+        pauses += 1
+        paused.set()
+        original(self)
 
-    monkeypatch.setattr(proxy._ClientSink, "drain", counting_drain)
+    monkeypatch.setattr(HttpConnection, "pause_writing", counting_pause)
     try:
         cfg = make_config({"*": [f"http://127.0.0.1:{unused_tcp_port}"]})
         async with gateway(cfg) as g:
@@ -59,7 +61,8 @@ async def test_slow_client_gets_everything(
                 async with aiohttp.ClientSession() as s:
                     async with s.post(g.url + "/v1/chat/completions", json=BODY) as resp:
                         assert len(await resp.read()) > len(EVENT) * N
-                drains = 0
+                pauses = 0
+                paused.clear()
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
             sock.setblocking(False)
@@ -71,7 +74,8 @@ async def test_slow_client_gets_everything(
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
             await writer.drain()
-            await asyncio.sleep(0.5)  # the client reads nothing for a while
+            async with asyncio.timeout(10):  # the client reads nothing until the gateway pauses
+                await paused.wait()
             raw = await asyncio.wait_for(reader.read(), 20)
             writer.close()
     finally:
@@ -87,4 +91,4 @@ async def test_slow_client_gets_everything(
         body_out += rest[:size]
         chunked = rest[size + 2 :]
     assert body_out == EVENT * N + b"data: [DONE]\n\n"
-    assert drains >= 1  # the upstream was paused at least once
+    assert pauses >= 1  # the gateway's buffer for this client filled: the upstream paused

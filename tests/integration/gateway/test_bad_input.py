@@ -141,12 +141,19 @@ async def test_body_limit_without_content_length(gw: Any) -> None:
 
 async def test_unknown_route_and_method(gw: Any) -> None:
     async with aiohttp.ClientSession() as s:
-        for method, path in [("GET", "/v2/nothing"), ("GET", CHAT), ("DELETE", "/v1/models")]:
+        async with s.get(gw.url + "/v2/nothing?key=sk-secret") as resp:
+            assert resp.status == 404
+            body = await resp.json()
+            assert body["error"]["code"] == "unknown_url"
+            assert "/v2/nothing" not in body["error"]["message"]  # request bytes never echoed
+            assert "/v1/chat/completions" in body["error"]["message"]  # the routes that exist
+        for method, path, allow in [("GET", CHAT, "POST"), ("DELETE", "/v1/models", "GET, HEAD")]:
             async with s.request(method, gw.url + path) as resp:
-                assert resp.status == 404
-                body = await resp.json()
-                assert body["error"]["code"] == "unknown_url"
-                assert path in body["error"]["message"]
+                assert resp.status == 405 and resp.headers["Allow"] == allow
+                assert (await resp.json())["error"]["code"] == "method_not_allowed"
+        async with s.head(gw.url + "/health") as resp:
+            assert resp.status == 200 and int(resp.headers["Content-Length"]) > 0
+            assert await resp.read() == b""
 
 
 async def test_api_keys(gateway: Any, two_topics: Any) -> None:

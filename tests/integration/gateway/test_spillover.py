@@ -75,7 +75,9 @@ async def test_never_policy_queues_then_serves(gateway: Any, two_topics: Any) ->
             route_ms = float(hdrs["Server-Timing"].split("route;dur=")[1])
             assert route_ms > 20  # the wait shows in Server-Timing
             metrics = g.gateway.metrics.render().decode()
-            assert 'expert_router_route_decisions_total{reason="queued"} 1.0' in metrics
+            # counted once, by how it ended: served by its nearest cluster, after a wait
+            assert 'expert_router_route_decisions_total{reason="nearest"} 2.0' in metrics
+            assert "expert_router_queue_wait_seconds_count 1.0" in metrics
 
 
 async def test_queue_timeout_and_full_queue_give_503(gateway: Any, two_topics: Any) -> None:

@@ -1,50 +1,48 @@
 """The lean HTTP/1.1 client against scripted raw servers: framing split at every byte,
-content-length and close-delimited bodies, keep-alive reuse, stale connections, errors."""
+content-length and close-delimited bodies, keep-alive reuse, a stale pooled connection
+replaced, error statuses, timeouts, backpressure, and upstreams that break the protocol."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from listen import Recorder, fetch
 
 from expert_router.backends import BackendRequest, BackendSettings
 from expert_router.backends.http1 import Http1Backend
-from expert_router.errors import BackendStatusError, BackendTimeout, BackendUnavailable
+from expert_router.errors import (
+    BackendProtocolError,
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+)
 
 REQ = BackendRequest("/v1/completions", b'{"prompt": "x"}', True)
 PIECES = [b'data: {"a": 1}\n\n', b"data: [DONE]\n\n"]
 SSE = b"".join(PIECES)
-CHUNKED = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-    + b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in PIECES)
-    + b"0\r\n\r\n"
-)
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED = HEAD + b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in PIECES) + b"0\r\n\r\n"
+Respond = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @asynccontextmanager
-async def raw_server(
-    respond: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
-) -> AsyncIterator[tuple[str, list[bytes]]]:
-    requests: list[bytes] = []
-
+async def raw_server(respond: Respond) -> AsyncIterator[str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await respond(reader, writer)  # type: ignore[misc]
+            await respond(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
-    async def recorder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handle(reader, writer)
-
-    server = await asyncio.start_server(recorder, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", requests
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
         await server.wait_closed()
@@ -56,16 +54,15 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-def backend(url: str, session: aiohttp.ClientSession, **kw: float) -> Http1Backend:
+@asynccontextmanager
+async def backend(url: str, **kw: float) -> AsyncIterator[Http1Backend]:
     opts = {"connect_timeout": 1.0, "first_byte_timeout": 5.0, "read_timeout": 5.0, **kw}
-    return Http1Backend(BackendSettings(url, session, **opts))  # type: ignore[arg-type]
-
-
-async def collect(b: Http1Backend) -> tuple[int, str, bytes]:
-    up = await b.start(REQ)
-    data = await up.read()
-    up.close()
-    return up.status, up.content_type, data
+    async with aiohttp.ClientSession() as s:
+        b = Http1Backend(BackendSettings(url, s, **opts))  # type: ignore[arg-type]
+        try:
+            yield b
+        finally:
+            await b.aclose()
 
 
 @pytest.mark.parametrize("step", [1, 3, 7, len(CHUNKED)])
@@ -82,14 +79,17 @@ async def test_chunked_split_anywhere_and_keepalive_reuse(step: int) -> None:
             for i in range(0, len(CHUNKED), step):
                 writer.write(CHUNKED[i : i + step])
                 await writer.drain()
-                await asyncio.sleep(0)
 
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        b = backend(url, s)
+    async with raw_server(respond) as url, backend(url) as b:
         for _ in range(3):
-            assert await collect(b) == (200, "text/event-stream", SSE)
+            rec, _ = await fetch(b, REQ)
+            assert (rec.status, rec.content_type, rec.data, rec.ended) == (
+                200,
+                "text/event-stream",
+                SSE,
+                True,
+            )
         assert connections == 1
-        await b.aclose()
 
 
 async def test_content_length_and_close_delimited_bodies() -> None:
@@ -103,98 +103,199 @@ async def test_content_length_and_close_delimited_bodies() -> None:
         writer.write(bodies.pop(0))
         await writer.drain()
 
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        b = backend(url, s)
-        assert await collect(b) == (200, "application/json", b"hello")
-        assert await collect(b) == (200, "text/plain", b"until close")
-        await b.aclose()
+    async with raw_server(respond) as url, backend(url) as b:
+        rec, _ = await fetch(b, REQ)
+        assert (rec.status, rec.content_type, rec.data) == (200, "application/json", b"hello")
+        rec, _ = await fetch(b, REQ)
+        assert (rec.content_type, rec.data, rec.ended) == ("text/plain", b"until close", True)
 
 
-async def test_pipe_to_sink_and_mid_stream_failure() -> None:
+async def test_mid_stream_failure_after_the_first_event() -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(CHUNKED[: CHUNKED.index(b"e\r\ndata: [")])  # first event, then the line drops
         await writer.drain()
-        await asyncio.sleep(0.05)
 
-    class Sink:
-        def __init__(self) -> None:
-            self.got: list[bytes] = []
-
-        def write(self, data: bytes) -> bool:
-            self.got.append(data)
-            return True
-
-        async def drain(self) -> None:
-            return None
-
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        up = await backend(url, s).start(REQ)
-        assert await up.readany() == PIECES[0]
-        sink = Sink()
-        with pytest.raises(BackendUnavailable, match="mid-response"):
-            await up.pipe(sink)
-        up.close()
+    async with raw_server(respond) as url, backend(url) as b:
+        rec, _ = await fetch(b, REQ)
+        assert rec.data == PIECES[0]
+        assert isinstance(rec.error, BackendUnavailable) and "mid-response" in str(rec.error)
+        assert rec.error.retryable  # nothing of it may have reached a client yet
 
 
 async def test_error_status_refused_and_timeouts() -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await read_request(reader)
         if b"slow" in request:
-            await asyncio.sleep(1)
+            await reader.read()  # never answers; the client gives up
+            return
         body = b'{"error": {"message": "busy"}}'
         writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
-        await asyncio.sleep(0.2)
+        await reader.read()
 
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        b = backend(url, s)
-        with pytest.raises(BackendStatusError) as info:
-            await b.start(REQ)
-        assert info.value.status == 503 and info.value.retryable
-        assert info.value.body == b'{"error": {"message": "busy"}}'
-        slow = backend(url, s, first_byte_timeout=0.1)
-        with pytest.raises(BackendTimeout):
-            await slow.start(BackendRequest("/v1/completions", b'"slow"', False))
+    async with raw_server(respond) as url:
+        async with backend(url) as b:
+            rec, _ = await fetch(b, REQ)
+            assert isinstance(rec.error, BackendStatusError) and rec.status == 0
+            assert rec.error.status == 503 and rec.error.retryable
+            assert rec.error.body == b'{"error": {"message": "busy"}}'
+        async with backend(url, first_byte_timeout=0.1) as slow:
+            rec, _ = await fetch(slow, BackendRequest("/v1/completions", b'"slow"', False))
+            assert isinstance(rec.error, BackendTimeout)
         port = int(url.rsplit(":", 1)[1])
-    async with aiohttp.ClientSession() as s:
-        with pytest.raises(BackendUnavailable):
-            await backend(f"http://127.0.0.1:{port}", s).start(REQ)
+    async with backend(f"http://127.0.0.1:{port}") as gone:
+        rec, _ = await fetch(gone, REQ)
+        assert isinstance(rec.error, BackendUnavailable) and rec.error.retryable
 
 
-async def test_stale_pooled_connection_is_retried_fresh() -> None:
-    served = 0
+async def test_a_pooled_connection_closed_before_answering_is_replaced_once() -> None:
+    """The upstream takes the second request on the kept-alive connection and closes it
+    without a byte: the request is written again on a new connection, invisibly."""
+    connections: list[int] = []
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal served
+        connections.append(0)
         await read_request(reader)
-        served += 1
+        connections[-1] += 1
+        if len(connections) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await read_request(reader)  # the reused connection's request: dropped unanswered
+            connections[-1] += 1
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+        await writer.drain()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        assert (await fetch(b, REQ))[0].data == b"ok"
+        rec, call = await fetch(b, REQ)
+        assert (rec.data, rec.error) == (b"fresh", None)
+        assert connections == [2, 1]  # the first connection saw both requests
+
+
+async def test_a_pooled_connection_that_speaks_while_idle_is_not_reused() -> None:
+    connections = 0
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
-        # then the server closes this keep-alive connection
+        if connections == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nunasked")  # bytes nobody asked for
+            await writer.drain()
+        await reader.read()
 
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        b = backend(url, s)
-        assert (await collect(b))[2] == b"ok"
-        await asyncio.sleep(0.05)  # the pooled connection is closed by now
-        assert (await collect(b))[2] == b"ok"
-        assert served == 2
-        await b.aclose()
+    async with raw_server(respond) as url, backend(url) as b:
+        assert (await fetch(b, REQ))[0].data == b"ok"
+        assert (await fetch(b, REQ))[0].data == b"ok"
+        assert connections == 2
 
 
-async def test_silent_upstream_is_cut_after_read_timeout() -> None:
+async def test_the_silent_upstream_is_cut_after_the_read_timeout() -> None:
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(CHUNKED[: CHUNKED.index(b"e\r\ndata: [")])  # one event, then silence
         await writer.drain()
-        await asyncio.sleep(2)
+        await reader.read()
 
-    async with raw_server(respond) as (url, _), aiohttp.ClientSession() as s:
-        up = await backend(url, s, read_timeout=0.2, first_byte_timeout=5.0).start(REQ)
-        assert await up.readany() == PIECES[0]
+    async with raw_server(respond) as url, backend(url, read_timeout=0.2) as b:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        with pytest.raises(BackendTimeout, match="silent"):
-            await up.readany()
+        rec, _ = await fetch(b, REQ)
+        assert rec.data == PIECES[0]
+        assert isinstance(rec.error, BackendTimeout) and "silent" in str(rec.error)
         assert 0.1 < loop.time() - t0 < 1.5
-        up.close()
+
+
+async def test_a_refusing_listener_pauses_reading_until_resumed() -> None:
+    events = [b"data: %d\n\n" % i for i in range(50)]
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD)
+        for e in events:
+            writer.write(b"%x\r\n%b\r\n" % (len(e), e))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        rec = Recorder(refuse=True)
+        call = b.open(REQ, rec)
+        await rec.got_data.wait()
+        for _ in range(10):  # paused: nothing more comes while the listener waits
+            await asyncio.sleep(0)
+        assert len(rec.chunks) == 1
+        rec.refuse = False
+        call.resume()
+        await rec.outcome()
+        assert rec.data == b"".join(events) and rec.ended
+
+
+async def test_cancel_closes_the_connection_and_reports_nothing() -> None:
+    closed = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD + b"5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()  # EOF: the gateway let go
+        closed.set()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        rec = Recorder()
+        call = b.open(REQ, rec)
+        await rec.got_data.wait()
+        call.cancel()
+        async with asyncio.timeout(5):
+            await closed.wait()
+        assert not rec.done.done()
+
+
+BROKEN = {
+    "negative-chunk-size": HEAD + b"-6\r\nhello\r\n",
+    "hex-prefix-chunk-size": HEAD + b"0x91\r\nhello\r\n",
+    "plus-chunk-size": HEAD + b"+5\r\nhello\r\n",
+    "underscore-chunk-size": HEAD + b"1_0\r\nhello\r\n",
+    "overflowing-chunk-size": HEAD + b"fffffffffffffffffffff\r\n",
+    "chunk-over-the-limit": HEAD + b"%x\r\n" % (2 << 20) + b"x" * (2 << 20),
+    "garbage-status-line": b"HTTP/1.1 2x0 OK\r\n\r\n",
+    "two-content-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\nabc",
+    "bare-lf-head": b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc",
+}
+
+
+@pytest.mark.parametrize("answer", BROKEN.values(), ids=BROKEN.keys())
+async def test_an_upstream_that_breaks_the_protocol_fails_the_request(answer: bytes) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(respond) as url:
+        async with aiohttp.ClientSession() as s:
+            settings = BackendSettings(url, s, 1.0, 5.0, 5.0, max_chunk_bytes=1 << 20)
+            b = Http1Backend(settings)
+            rec, _ = await fetch(b, REQ)
+            assert isinstance(rec.error, BackendProtocolError), rec.error
+            if b"x" not in answer:  # (a chunk over the limit is relayed up to the limit)
+                assert rec.data == b""  # nothing of a broken answer is relayed
+            assert not b.idle  # the connection is not kept
+
+
+async def test_an_error_answer_is_read_up_to_its_limit() -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 400 Bad\r\nContent-Length: 10000000\r\n\r\n" + b"e" * 200_000)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        rec, _ = await fetch(b, REQ)
+        assert isinstance(rec.error, BackendStatusError) and rec.error.status == 400
+        assert len(rec.error.body) == 64 * 1024

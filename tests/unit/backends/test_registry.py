@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from listen import fetch
 
 from expert_router.backends import REGISTRY, BackendRequest, BackendSettings, make_backend
 from expert_router.backends.http1 import Http1Backend
@@ -57,27 +58,21 @@ async def test_backend_relays_bytes_and_maps_errors(unused_tcp_port: int, scheme
     try:
         async with aiohttp.ClientSession() as s:
             b = make_backend(scheme, settings(s, f"{scheme}://127.0.0.1:{unused_tcp_port}/v1"))
-            up = await b.start(BackendRequest("/v1/chat/completions", b'{"x": 1}', True))
-            assert up.status == 200 and up.content_type == "text/event-stream"
-            data = b""
-            while chunk := await up.readany():
-                data += chunk
-            assert up.at_eof()
-            up.close()
-            assert data == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+            rec, _ = await fetch(b, BackendRequest("/v1/chat/completions", b'{"x": 1}', True))
+            assert rec.status == 200 and rec.content_type == "text/event-stream"
+            assert rec.ended and rec.data == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
             assert seen[0] == (b'{"x": 1}', "Bearer sk-up")
-            with pytest.raises(BackendStatusError) as info:
-                await b.start(BackendRequest("/v1/chat/completions", b'"fail"', False))
-            assert info.value.status == 503 and info.value.retryable
-            assert b'"no"' in info.value.body
+            rec, _ = await fetch(b, BackendRequest("/v1/chat/completions", b'"fail"', False))
+            assert isinstance(rec.error, BackendStatusError)
+            assert rec.error.status == 503 and rec.error.retryable
+            assert b'"no"' in rec.error.body
             assert await b.probe("/health", 1.0) == 200
             assert await b.probe("/nothing", 1.0) == 404
     finally:
         await runner.cleanup()
     async with aiohttp.ClientSession() as s:
         b = make_backend(scheme, settings(s, f"{scheme}://127.0.0.1:{unused_tcp_port}"))
-        with pytest.raises(BackendUnavailable) as down:
-            await b.start(BackendRequest("/v1/completions", b"{}", False))
-        assert down.value.retryable
+        rec, _ = await fetch(b, BackendRequest("/v1/completions", b"{}", False))
+        assert isinstance(rec.error, BackendUnavailable) and rec.error.retryable
         with pytest.raises(BackendUnavailable):
             await b.probe("/health", 1.0)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from expert_router.errors import NoCapacity, RoutingError
+from expert_router.errors import NoCapacity
 from expert_router.gateway.metrics import GatewayMetrics
 from expert_router.gateway.pools import Fleet, Pool, Replica
-from expert_router.routing import RoutingPolicy
+from expert_router.routing import RouteDecision, RoutingPolicy
 
 
 @dataclass
@@ -30,56 +30,66 @@ def fleet(cap: int | None = 1, **kw: Any) -> Fleet:
 P = Pred(0, (0, 1))
 
 
+class Slots:
+    """Collects what a waiter is handed (a decision, or None on timeout)."""
+
+    def __init__(self) -> None:
+        self.got: list[RouteDecision | None] = []
+
+    def __call__(self, d: RouteDecision | None) -> None:
+        self.got.append(d)
+
+
 async def test_reserve_and_release() -> None:
     f = fleet(cap=1)
-    a = await f.acquire(P)
-    b = await f.acquire(P)
+    a, b = f.reserve(P), f.reserve(P)
     assert {a.replica, b.replica} == {"r0", "r1"}
     assert all(r.outstanding == 1 for r in f.replicas.values())
+    c = f.reserve(P)
+    assert c.replica is None and c.reason == "queued"
     f.release(f.replicas["r0"])
     assert f.replicas["r0"].outstanding == 0
 
 
 async def test_queue_hands_released_slot_to_first_waiter() -> None:
     f = fleet(cap=1)
-    await f.acquire(P)
-    await f.acquire(P)
-    first = asyncio.create_task(f.acquire(P))
-    second = asyncio.create_task(f.acquire(P))
-    await asyncio.sleep(0)
+    f.reserve(P), f.reserve(P)
+    first, second = Slots(), Slots()
+    f.wait(P, (), first)
+    f.wait(P, (), second)
     with pytest.raises(NoCapacity, match="queue is full"):
-        await f.acquire(P)  # queue_size=2
+        f.wait(P, (), Slots())  # queue_size=2
     f.release(f.replicas["r1"])
-    d = await first
-    assert d.replica == "r1" and f.replicas["r1"].outstanding == 1
-    assert not second.done()
+    assert [d.replica for d in first.got if d] == ["r1"] and f.replicas["r1"].outstanding == 1
+    assert second.got == []
     f.release(f.replicas["r0"])
-    assert (await second).replica == "r0"
+    assert [d.replica for d in second.got if d] == ["r0"]
+    assert "expert_router_queue_depth 0.0" in f.metrics.render().decode()
 
 
-async def test_queue_timeout_and_cancel_leave_no_leak() -> None:
+async def test_queue_timeout_and_leaving_leave_no_leak() -> None:
     f = fleet(cap=1, queue_timeout=0.05)
-    await f.acquire(P)
-    await f.acquire(P)
-    with pytest.raises(NoCapacity) as info:
-        await f.acquire(P)
-    assert info.value.retry_after == 1.0
-    waiting = asyncio.create_task(f.acquire(P))
-    await asyncio.sleep(0)
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    f.reserve(P), f.reserve(P)
+    timed_out, left = Slots(), Slots()
+    f.wait(P, (), timed_out)
+    waiter = f.wait(P, (), left)
+    f.leave(waiter)  # the client went away
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.06, done.set_result, None)
+    await done
+    assert timed_out.got == [None] and left.got == []
     f.release(f.replicas["r0"])
     assert f.replicas["r0"].outstanding == 0  # nobody took it
-    # a waiter handed a slot but cancelled before running gives the slot back
-    await f.acquire(P)
-    late = asyncio.create_task(f.acquire(P))
-    await asyncio.sleep(0)
-    f.release(f.replicas["r1"])
-    late.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await late
-    assert f.replicas["r1"].outstanding == 0
+    text = f.metrics.render().decode()
+    assert "expert_router_queue_timeouts_total 1.0" in text
+    assert "expert_router_queue_depth 0.0" in text
+
+
+async def test_a_zero_timeout_queue_refuses_at_once() -> None:
+    f = fleet(cap=1, queue_timeout=0)
+    f.reserve(P), f.reserve(P)
+    with pytest.raises(NoCapacity):
+        f.wait(P, (), Slots())
 
 
 async def test_ejection_readmission_and_unavailable() -> None:
@@ -92,12 +102,11 @@ async def test_ejection_readmission_and_unavailable() -> None:
     assert r0.healthy  # not two in a row
     f.record_failure(r0, "x")
     assert not r0.healthy
-    assert (await f.acquire(P)).replica == "r1"
+    assert f.reserve(P).replica == "r1"
     for _ in range(2):
         f.record_failure(r1, "x")
     assert not f.any_healthy()
-    with pytest.raises(RoutingError, match="no healthy replica"):
-        await f.acquire(P)
+    assert f.reserve(P).reason == "unavailable"
     f.readmit(r0)
     assert r0.healthy and r0.failures == 0
     text = f.metrics.render().decode()

@@ -12,7 +12,8 @@ from expert_router.errors import (
     BackendUnavailable,
     ConfigError,
 )
-from expert_router.gateway.grpc_ingress import _for_backend
+from expert_router.gateway.grpc_ingress import for_error
+from expert_router.gateway.responses import status_for
 from expert_router.h2.grpc import GrpcError
 from expert_router.wire.openai import error_bytes
 
@@ -35,7 +36,9 @@ def test_unavailable_is_retryable_and_timeouts_are_timeouts() -> None:
         (grpc.StatusCode.INVALID_ARGUMENT, 400),
         (grpc.StatusCode.NOT_FOUND, 404),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-        (grpc.StatusCode.INTERNAL, 502),
+        (grpc.StatusCode.INTERNAL, 500),
+        (grpc.StatusCode.FAILED_PRECONDITION, 400),
+        (grpc.StatusCode.CANCELLED, 499),
     ],
 )
 def test_other_codes_become_status_errors(code: grpc.StatusCode, status: int) -> None:
@@ -55,15 +58,19 @@ def test_other_codes_become_status_errors(code: grpc.StatusCode, status: int) ->
         ),
         (BackendStatusError("x", status=404), grpc.StatusCode.NOT_FOUND),
         (BackendStatusError("x", status=429), grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (BackendStatusError("x", status=500), grpc.StatusCode.UNAVAILABLE),
+        (BackendStatusError("x", status=500), grpc.StatusCode.INTERNAL),
+        (BackendStatusError("x", status=422), grpc.StatusCode.INVALID_ARGUMENT),
+        (BackendStatusError("x", status=418), grpc.StatusCode.FAILED_PRECONDITION),
+        (BackendStatusError("x", status=503), grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_backend_errors_map_to_grpc_codes(exc: Exception, code: grpc.StatusCode) -> None:
-    assert _for_backend(exc).code == code  # type: ignore[arg-type]
+    assert for_error(exc, status_for(exc)).code == code  # type: ignore[arg-type]
 
 
 def test_the_expert_message_is_kept() -> None:
-    err = _for_backend(BackendStatusError("x", status=400, body=error_bytes("context too long")))
+    exc = BackendStatusError("x", status=400, body=error_bytes("context too long"))
+    err = for_error(exc, 400)
     assert str(err) == "expert answered 400: context too long"
 
 

@@ -1,0 +1,504 @@
+"""The gateway's HTTP/1.1 ingress: an asyncio protocol whose requests httptools (llhttp) parses.
+
+Every request on every route is read here: the parser's callbacks check the head as it comes
+(size, header count, Host, Authorization, framing, Expect) and collect the body (bounded);
+whole requests are answered in order (pipelining included). A proxy request becomes a
+``Cycle`` and this connection is its ``Sink``: the response head leaves with the first
+chunk, and a client that stops reading pauses the upstream. Other routes are answered from
+``gateway/routes.py``. Timeouts (head, body, idle) share one lazily re-armed timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from expert_router.config import ServerConfig
+from expert_router.errors import ExpertRouterError, RequestError
+from expert_router.gateway.access import log_access
+from expert_router.gateway.cycle import NONE, Cycle
+from expert_router.gateway.responses import (
+    REASONS,
+    error_for,
+    error_json,
+    head,
+    stream_error_event,
+)
+from expert_router.gateway.routes import KNOWN, PROXY, ROUTES, Answer, HttpProxyRequest
+from expert_router.wire.openai import Kind, parse_body
+
+if TYPE_CHECKING:
+    from expert_router.gateway.app import Gateway
+
+log = logging.getLogger("expert_router.gateway")
+
+PROBE_RESERVE = 64
+"""Connections accepted past ``server.max_connections`` to answer probes (and 503 to the
+rest); past that, connections are closed at once so file descriptors remain for upstreams."""
+MAX_PIPELINED = 16
+"""Whole requests kept waiting behind the one being answered; reading pauses meanwhile."""
+_SSE = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+_LAST = b"0\r\n\r\n"
+IDLE, HEAD, BODY = range(3)
+
+
+class HttpFrontend:
+    """What every connection of one listening socket shares: the gateway, the limits, the
+    open connections and whether the gateway is draining."""
+
+    def __init__(self, gw: Gateway, limits: ServerConfig) -> None:
+        self.gw = gw
+        self.limits = limits
+        self.conns: set[HttpConnection] = set()
+        self.draining = False
+
+    def __call__(self) -> HttpConnection:
+        return HttpConnection(self)
+
+
+class _Reject(Exception):
+    """Raised in a parser callback: answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(slots=True)
+class _Request:
+    """A whole request, waiting for its turn; or a refused one (``reject``), to be answered
+    in its turn and then the connection closed."""
+
+    method: bytes
+    path: bytes
+    body: bytes
+    keep_alive: bool
+    version: bytes
+    reject: _Reject | None = None
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, front: HttpFrontend) -> None:
+        self.front = front
+        self.gw = front.gw
+        self.limits = front.limits
+        self.loop = asyncio.get_running_loop()
+        self.t: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = IDLE
+        self.queue: deque[_Request] = deque()
+        self.cycle: Cycle | None = None
+        self.busy = False  # a request is being answered
+        self.closing = False  # no more requests: close once the current answer is out
+        self.over_cap = False
+        self.write_paused = self.read_paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        self.timer_at = 0.0
+        self._begin()
+        self.responding = False
+        self.version = b"1.1"
+        self.close_after = False
+
+    def _begin(self) -> None:
+        self.url = b""
+        self.head_size = self.head_seen = self.nheaders = self.hosts = self.body_size = 0
+        self.auth: bytes | None = None
+        self.length = -1
+        self.te: bytes | None = None
+        self.expect: bytes | None = None
+        self.body: list[bytes] = []
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport
+        front, limits = self.front, self.limits
+        front.conns.add(self)
+        n = len(front.conns)
+        if n > limits.max_connections + PROBE_RESERVE:
+            self.closing = True
+            transport.close()
+            return
+        self.over_cap = n > limits.max_connections
+        high = limits.write_buffer_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        self._deadline(limits.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.conns.discard(self)
+        self.closing = True
+        self.queue.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        cycle, self.cycle = self.cycle, None
+        if cycle is not None:
+            cycle.abort()
+
+    def eof_received(self) -> bool:
+        """The client closed its side: it is gone (nginx reads it so too); its request, if
+        any, is cancelled upstream."""
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except Exception as exc:  # nothing escapes: no bytes of the request reach a log
+            log.error("HTTP/1.1 connection dropped after %s", type(exc).__name__)
+            self._close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.queue:
+            self._resume_reading()
+        if self.cycle is not None:
+            self.cycle.resume()
+
+    # -- parsing ---------------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        if self.closing:
+            return  # a decision to close was taken: what follows is not read
+        if self.state == HEAD:
+            self.head_seen += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            reason = exc.__context__
+            if isinstance(reason, _Reject):
+                self._reject(reason.status, reason.code, reason.message)
+            elif not isinstance(reason, _Stop):
+                raise
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # the rest is another protocol: answer what came, then close
+        except httptools.HttpParserError as exc:  # llhttp's reason names no request byte
+            self._reject(400, "bad_request", f"malformed HTTP/1.1 request: {exc}")
+        if self.state == HEAD:
+            if self.head_seen > self.limits.max_head_bytes:
+                self._reject(431, "headers_too_large", "request head too large")
+            elif self.deadline is None:  # the head is incomplete: it has head_timeout from now
+                self._deadline(self.limits.head_timeout)
+        elif self.state == BODY:
+            self._deadline(self.limits.body_timeout)
+        if self.queue and not self.busy:
+            self._dispatch(self.queue.popleft())
+
+    def on_message_begin(self) -> None:
+        self.state = HEAD
+        self._begin()
+        self.deadline = None  # set after this read if the request is not whole by then
+
+    def on_url(self, url: bytes) -> None:
+        self.head_size += len(url)
+        if self.head_size > self.limits.max_head_bytes:
+            raise _Reject(414, "uri_too_long", "request target too long")
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.nheaders += 1
+        self.head_size += len(name) + len(value) + 4
+        limits = self.limits
+        if self.nheaders > limits.max_headers or self.head_size > limits.max_head_bytes:
+            raise _Reject(431, "headers_too_large", "too many or too large request headers")
+        name = name.lower()
+        if name == b"host":
+            self.hosts += 1
+        elif name == b"content-length":
+            self.length = int(value)  # llhttp checked it: digits, no duplicate
+        elif name == b"authorization":
+            if self.auth is not None:
+                raise _Reject(400, "bad_request", "more than one Authorization header")
+            self.auth = value
+        elif name == b"transfer-encoding":
+            self.te = value
+        elif name == b"expect":
+            self.expect = value
+
+    def on_headers_complete(self) -> None:
+        self.state = BODY
+        parser = self.parser
+        version = parser.get_http_version()
+        if version == "0.9":
+            raise _Reject(400, "bad_request", "HTTP/0.9 is not served")
+        if self.hosts != 1 and (version == "1.1" or self.hosts > 1):
+            raise _Reject(400, "bad_request", "a request needs exactly one Host header")
+        if self.te is not None:
+            if version != "1.1":
+                raise _Reject(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request")
+            if self.te.strip().lower() != b"chunked":
+                raise _Reject(501, "not_implemented", "only the chunked transfer coding is served")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Reject(405, "method_not_allowed", "CONNECT is not served")
+        route = ROUTES.get(_path(self.url))
+        if route is not None and route.auth and not self.gw.key_ok(self.auth):
+            raise _Reject(401, "invalid_api_key", "Incorrect or missing API key. "
+                          "Send 'Authorization: Bearer <key>'.")  # fmt: skip
+        if self.over_cap and (route is None or not route.probe):
+            raise _Reject(503, "too_many_connections", "the gateway has too many connections")
+        if self.length > self.gw.max_body:
+            raise self._too_large()
+        if self.expect is not None:
+            if self.expect.strip().lower() != b"100-continue":
+                raise _Reject(417, "expectation_failed", "only 100-continue is understood")
+            self.t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _too_large(self) -> _Reject:
+        return _Reject(413, "request_too_large", f"request body exceeds {self.gw.max_body} bytes")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.gw.max_body:
+            raise self._too_large()
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.state = IDLE
+        parser = self.parser
+        body = self.body
+        req = _Request(
+            parser.get_method(),
+            self.url,
+            body[0] if len(body) == 1 else b"".join(body),
+            parser.should_keep_alive(),
+            parser.get_http_version().encode(),
+        )
+        self.queue.append(req)
+        if len(self.queue) > 1:
+            self._pause_reading()  # pipelined: wait until the answers before it are out
+            if len(self.queue) > MAX_PIPELINED:
+                self.closing = True
+                raise _Stop
+
+    # -- answering -------------------------------------------------------------------------
+    def _dispatch(self, req: _Request) -> None:
+        if req.reject is not None:
+            self._refuse(req.reject)
+            return
+        self.busy = True
+        self.responding = False
+        self.deadline = None
+        self.version = req.version
+        self.close_after = not req.keep_alive or req.version != b"1.1" or self.front.draining
+        t0 = perf_counter()
+        path = _path(req.path)
+        route = ROUTES.get(path)
+        method = req.method
+        if route is None:
+            body = error_json(f"Unknown route for {method.decode()}; {KNOWN}", code="unknown_url")
+            self._answer(404, body, t0, b"-", method)
+            return
+        if method not in route.methods:
+            allow = ", ".join(m.decode() for m in route.methods)
+            body = error_json(f"{method.decode()} is not allowed here", code="method_not_allowed")
+            self._answer(405, body, t0, path, method, {"Allow": allow})
+            return
+        if route.handler is not PROXY:
+            result = route.handler(self.gw, self.front, req.body)
+            self._write_answer(result, t0, path, method)
+            return
+        kind: Kind = "chat" if path == b"/v1/chat/completions" else "completion"
+        try:
+            parsed = parse_body(req.body, kind)
+        except RequestError as exc:
+            status, body, _ = error_for(exc)
+            self.gw.metrics.count_request(NONE, NONE, status)
+            self._answer(status, body, t0, path, method, {"x-expert-router-cluster": NONE})
+            return
+        proxy = HttpProxyRequest(path.decode(), parsed, req.body, self.gw.text_mode)
+        self.cycle = cycle = Cycle(self.gw, proxy, self, t0)
+        cycle.start()
+
+    def _answer(
+        self,
+        status: int,
+        body: bytes,
+        t0: float,
+        path: bytes,
+        method: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        result = Answer(status, body, "application/json", headers or {})
+        self._write_answer(result, t0, path, method)
+
+    def _write_answer(self, result: Answer, t0: float, path: bytes, method: bytes) -> None:
+        """Write a whole answer; ``path`` is a known route's (or ``-``): logs never carry
+        request bytes."""
+        headers = {"Content-Type": result.content_type, **result.headers}
+        body = b"" if method == b"HEAD" else result.body
+        out = head(result.status, headers, length=len(result.body), close=self.close_after)
+        self._write(out + body)
+        if self.gw.config.access_log and result.log:
+            log_access(path.decode(), result.status, t0, method=method.decode(),
+                       remote=self.remote())  # fmt: skip
+        self._done()
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        """A request cannot be read on (its head or body is refused): it is answered in its
+        turn, then the connection closes; nothing after it is read."""
+        self.closing = True
+        self.state = IDLE
+        self.deadline = None
+        refusal = _Reject(status, code, message)
+        if self.busy or self.queue:
+            self.queue.append(_Request(b"", b"", b"", False, b"1.1", refusal))
+        else:
+            self._refuse(refusal)
+
+    def _refuse(self, refusal: _Reject) -> None:
+        body = error_json(refusal.message, code=refusal.code)
+        headers = {"Content-Type": "application/json", "x-expert-router-cluster": NONE}
+        self._write(head(refusal.status, headers, length=len(body), close=True) + body)
+        self.gw.metrics.count_request(NONE, NONE, refusal.status)
+        if self.gw.config.access_log:
+            log_access("-", refusal.status, perf_counter(), method="-", remote=self.remote())
+        self._close()
+
+    # -- the cycle's sink --------------------------------------------------------------------
+    def send(self, cycle: Cycle, data: bytes) -> bool:
+        chunked = self.version == b"1.1"
+        out = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
+        if not self.responding:
+            self.responding = True
+            out = self._stream_head(cycle) + out
+        self._write(out)
+        return not self.write_paused
+
+    def send_end(self, cycle: Cycle) -> None:
+        out = b"" if self.responding else self._stream_head(cycle)
+        self._write(out + _LAST if self.version == b"1.1" else out)
+        if self.version != b"1.1":
+            self.close_after = True
+
+    def send_whole(self, cycle: Cycle, body: bytes) -> None:
+        headers = self._route_headers(cycle, {"Content-Type": cycle.content_type})
+        self._write(head(cycle.status, headers, length=len(body), close=self.close_after) + body)
+
+    def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
+        _, body, extra = error_for(exc)
+        headers = self._route_headers(cycle, {"Content-Type": "application/json", **extra})
+        self._write(head(status, headers, length=len(body), close=self.close_after) + body)
+
+    def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
+        event = stream_error_event(exc)
+        if self.version == b"1.1":
+            self._write(b"%x\r\n%b\r\n" % (len(event), event) + _LAST)
+        else:
+            self._write(event)
+            self.close_after = True
+
+    def finished(self, cycle: Cycle) -> None:
+        self.cycle = None
+        self._done()
+
+    def remote(self) -> str | None:
+        peer = self.t.get_extra_info("peername") if self.t is not None else None
+        return str(peer[0]) if peer else None
+
+    def _route_headers(self, cycle: Cycle, headers: dict[str, str]) -> dict[str, str]:
+        headers["x-expert-router-cluster"] = cycle.cluster
+        if cycle.replica is not None:
+            headers["x-expert-router-replica"] = cycle.replica.name
+        if cycle.t2:
+            headers["Server-Timing"] = cycle.server_timing()
+        return headers
+
+    def _stream_head(self, cycle: Cycle) -> bytes:
+        ctype = cycle.content_type
+        sse = _SSE if ctype.startswith("text/event-stream") else ""
+        replica = f"x-expert-router-replica: {cycle.replica.name}\r\n" if cycle.replica else ""
+        framing = "Transfer-Encoding: chunked\r\n" if self.version == b"1.1" else ""
+        close = "Connection: close\r\n" if self.close_after or self.version != b"1.1" else ""
+        status = cycle.status
+        return (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n{sse}"
+            f"x-expert-router-cluster: {cycle.cluster}\r\n{replica}"
+            f"Server-Timing: {cycle.server_timing()}\r\n{framing}{close}\r\n"
+        ).encode("latin-1")
+
+    # -- between requests ----------------------------------------------------------------------
+    def _done(self) -> None:
+        """The answer is out: the next request, or idle, or close."""
+        self.busy = False
+        if self.close_after or self.closing and not self.queue:
+            self._close()
+            return
+        if self.queue:
+            self._dispatch(self.queue.popleft())
+            return
+        if not self.write_paused:
+            self._resume_reading()
+        self._deadline(self.limits.idle_timeout)
+
+    def _write(self, data: bytes) -> None:
+        t = self.t
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.t is not None:
+            self.t.close()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.t is not None and not self.t.is_closing():
+            self.read_paused = True
+            self.t.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.t is not None and not self.t.is_closing():
+            self.read_paused = False
+            self.t.resume_reading()
+
+    # -- timeouts: one timer per connection, moved only when a deadline comes earlier --------------
+    def _deadline(self, seconds: float) -> None:
+        when = self.loop.time() + seconds
+        self.deadline = when
+        if self.timer is None:
+            self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_at = when
+        elif when < self.timer_at:
+            self.timer.cancel()
+            self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_at = when
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.busy or self.closing:
+            return
+        now = self.loop.time()
+        if now < deadline:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
+            return
+        if self.state == IDLE:
+            self._close()  # an idle keep-alive connection (or one that never sent a byte)
+        else:
+            what = "request head" if self.state == HEAD else "request body"
+            self._reject(408, "request_timeout", f"the {what} did not arrive in time")
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop reading (too many pipelined requests)."""
+
+
+def _path(target: bytes) -> bytes:
+    """The path of a request target (origin or absolute form), without its query."""
+    if target[:1] != b"/":
+        try:
+            return httptools.parse_url(target).path or b""
+        except httptools.HttpParserInvalidURLError:
+            return b""
+    cut = target.find(b"?")
+    return target if cut < 0 else target[:cut]
