@@ -6,7 +6,8 @@ ExpertRouterError
 ├── CorpusError            a training/evaluation corpus cannot be read (names file and line)
 ├── RequestError           a client request is malformed (names the field)
 ├── RoutingError           no replica can take the request
-│   └── NoCapacity         every candidate is saturated and the wait queue timed out
+│   ├── NoCapacity         every candidate is saturated and the wait queue timed out
+│   └── ShuttingDown       the gateway stopped before the answer was complete
 └── BackendError           an upstream expert failed (raised inside backends/ only)
     ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
     ├── BackendTimeout         the upstream did not answer in time
@@ -43,6 +44,10 @@ class RequestError(ExpertRouterError):
 
 class RoutingError(ExpertRouterError):
     """No replica can take the request."""
+
+
+class ShuttingDown(RoutingError):
+    """The gateway is stopping: the request was ended before its answer was complete."""
 
 
 class NoCapacity(RoutingError):

@@ -47,6 +47,12 @@ class GrpcServiceHost:
         self.port = server.port
         self._server = server
 
+    async def drain(self, grace: float) -> None:
+        """Let calls in flight finish for ``grace`` seconds, take no new ones, then stop."""
+        if self._server is not None:
+            await self._server.drain(grace)
+            self._server = None
+
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop()

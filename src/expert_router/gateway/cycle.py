@@ -258,6 +258,23 @@ class Cycle:
         if not self.over:
             self.on_error(exc)
 
+    def stop(self, exc: ExpertRouterError) -> None:
+        """The gateway stops: end the request now with ``exc`` (an error answer, or an error
+        event when part of the answer was sent), without retrying."""
+        if self.over:
+            return
+        call, self.call = self.call, None
+        if call is not None:
+            call.cancel()
+        if self.waiter is not None:
+            self.gw.fleet.leave(self.waiter)  # type: ignore[union-attr]
+            self.waiter = None
+        if self.sent:
+            self.sink.send_abort(self, exc)
+            self._finish(status_for(exc))
+        else:
+            self._fail(exc)
+
     def abort(self) -> None:
         """The client went away: cancel the upstream request or leave the queue; 499."""
         if self.over:

@@ -41,6 +41,9 @@ log = logging.getLogger("expert_router.gateway")
 PROBE_RESERVE = 64
 """Connections accepted past ``server.max_connections`` to answer probes (and 503 to the
 rest); past that, connections are closed at once so file descriptors remain for upstreams."""
+DRAIN_IDLE = 1.0
+"""While draining, seconds an idle keep-alive connection is kept for a request a front end may
+already have sent on it (closing it at once would race with that request)."""
 MAX_PIPELINED = 16
 """Whole requests kept waiting behind the one being answered; reading pauses meanwhile."""
 _SSE = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
@@ -57,9 +60,30 @@ class HttpFrontend:
         self.limits = limits
         self.conns: set[HttpConnection] = set()
         self.draining = False
+        self.quiet = asyncio.Event()  # set once draining and no connection is busy
 
     def __call__(self) -> HttpConnection:
         return HttpConnection(self)
+
+    # -- a graceful stop -------------------------------------------------------------------
+    def drain(self) -> asyncio.Event:
+        """Wind down: every answer closes its connection, ``/ready`` answers 503, and idle
+        connections close after ``DRAIN_IDLE`` seconds (a request already on its way on one
+        is still served). The event is set once every connection is closed."""
+        self.draining = True
+        for conn in list(self.conns):
+            conn.drain()
+        self.check_quiet()
+        return self.quiet
+
+    def check_quiet(self) -> None:
+        if self.draining and not self.conns:
+            self.quiet.set()
+
+    def stop(self, exc: ExpertRouterError) -> None:
+        """End every answer still in progress with ``exc`` (an error event mid-stream)."""
+        for conn in list(self.conns):
+            conn.stop(exc)
 
 
 class _Reject(Exception):
@@ -141,6 +165,8 @@ class HttpConnection(asyncio.Protocol):
         cycle, self.cycle = self.cycle, None
         if cycle is not None:
             cycle.abort()
+        if self.front.draining:
+            self.front.check_quiet()
 
     def eof_received(self) -> bool:
         """The client closed its side: it is gone (nginx reads it so too); its request, if
@@ -152,6 +178,18 @@ class HttpConnection(asyncio.Protocol):
             self._feed(data)
         except Exception as exc:  # nothing escapes: no bytes of the request reach a log
             log.error("HTTP/1.1 connection dropped after %s", type(exc).__name__)
+            self._close()
+
+    def drain(self) -> None:
+        if not self.busy and self.state == IDLE:
+            self._deadline(DRAIN_IDLE)
+
+    def stop(self, exc: ExpertRouterError) -> None:
+        self.queue.clear()
+        self.close_after = True
+        if self.cycle is not None:
+            self.cycle.stop(exc)
+        else:
             self._close()
 
     def pause_writing(self) -> None:
@@ -432,13 +470,12 @@ class HttpConnection(asyncio.Protocol):
         self.busy = False
         if self.close_after or self.closing and not self.queue:
             self._close()
-            return
-        if self.queue:
+        elif self.queue:
             self._dispatch(self.queue.popleft())
-            return
-        if not self.write_paused:
-            self._resume_reading()
-        self._deadline(self.limits.idle_timeout)
+        else:
+            if not self.write_paused:
+                self._resume_reading()
+            self._deadline(DRAIN_IDLE if self.front.draining else self.limits.idle_timeout)
 
     def _write(self, data: bytes) -> None:
         t = self.t

@@ -22,6 +22,7 @@ from expert_router.errors import (
     NoCapacity,
     RequestError,
     RoutingError,
+    ShuttingDown,
 )
 from expert_router.wire.openai import error_body
 
@@ -29,6 +30,7 @@ from expert_router.wire.openai import error_body
 ERROR_TABLE: tuple[tuple[type[ExpertRouterError], int, str, str], ...] = (
     (RequestError, 400, "invalid_request_error", "invalid_request"),
     (NoCapacity, 503, "server_error", "no_capacity"),
+    (ShuttingDown, 503, "server_error", "shutting_down"),
     (RoutingError, 503, "server_error", "no_healthy_replica"),
     (BackendTimeout, 504, "upstream_error", "upstream_timeout"),
     (BackendUnavailable, 502, "upstream_error", "upstream_unavailable"),
@@ -95,12 +97,15 @@ def _upstream_body(exc: BackendStatusError) -> bytes:
     return error_json(message, type="upstream_error", code=f"upstream_{exc.status}")
 
 
-def stream_error_event(exc: BaseException) -> bytes:
-    """The SSE event that ends a stream whose upstream failed mid-way."""
-    body = error_body(
-        f"upstream failed mid-stream: {exc}", type="upstream_error", code="upstream_interrupted"
-    )
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+def stream_error_event(exc: ExpertRouterError) -> bytes:
+    """The SSE event that ends a stream cut short: by its upstream failing mid-way
+    (``upstream_interrupted``), or by the gateway (``exc``'s own code)."""
+    if isinstance(exc, BackendError):
+        message = f"upstream failed mid-stream: {exc}"
+        data = error_json(message, type="upstream_error", code="upstream_interrupted")
+    else:
+        data = error_for(exc)[1]
+    return b"data: " + data + b"\n\n"
 
 
 def head(

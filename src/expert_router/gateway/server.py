@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from expert_router.config import GatewayConfig
-from expert_router.errors import ExpertRouterError
+from expert_router.errors import ExpertRouterError, ShuttingDown
 from expert_router.gateway.app import ClassifierLike, Gateway
 from expert_router.gateway.http_ingress import HttpFrontend
 
@@ -33,6 +33,24 @@ class RunningGateway:
     grpc_target: str | None = None
     """``host:port`` of the gRPC ingress (Triton's GRPCInferenceService), when asked for."""
     front: HttpFrontend | None = None
+    server: asyncio.Server | None = None
+    grpc: Any = None
+
+    async def drain(self, grace: float) -> None:
+        """Stop gracefully: stop listening, answer ``/ready`` with 503, let requests in
+        flight finish for up to ``grace`` seconds, then end the rest (an error event
+        mid-stream, UNAVAILABLE on gRPC)."""
+        if self.server is not None:
+            self.server.close()
+        front = self.front
+        assert front is not None
+        quiet = front.drain()
+        grpc_done = self.grpc.drain(grace) if self.grpc is not None else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(quiet.wait(), grace)
+        front.stop(ShuttingDown("the gateway is shutting down"))
+        if grpc_done is not None:
+            await grpc_done
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +87,8 @@ async def serve_gateway(
             grpc_ingress = GrpcIngress(gw, host=host, port=grpc_port, reuse_port=reuse_port)
             await grpc_ingress.start()
         target = grpc_ingress.target if grpc_ingress is not None else None
-        yield RunningGateway(f"http://{shown}:{bound}", bound, gw, target, front)
+        url = f"http://{shown}:{bound}"
+        yield RunningGateway(url, bound, gw, target, front, server, grpc_ingress)
     finally:
         if grpc_ingress is not None:
             await grpc_ingress.stop()
@@ -90,11 +109,15 @@ async def _serve_until_signal(
     on_ready: Callable[[str], None],
     grpc_port: int | None = None,
 ) -> None:
-    stop = asyncio.Event()
+    stop, now = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:  # the first drains; a second one stops at once
+        (now if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     async with serve_gateway(
         config,
         host=host,
@@ -110,9 +133,11 @@ async def _serve_until_signal(
         gc.freeze()
         on_ready(gw.url)
         await stop.wait()
-
-
-GC_THRESHOLDS = (50_000, 20, 20)  # allocations before a young collection; older ones rarer
+        drain = asyncio.ensure_future(gw.drain(config.server.drain_timeout))
+        hurry = asyncio.ensure_future(now.wait())
+        await asyncio.wait([drain, hurry], return_when=asyncio.FIRST_COMPLETED)
+        for task in (drain, hurry):
+            task.cancel()
 
 
 def _run(coro: Any) -> None:
@@ -202,11 +227,12 @@ def run_gateway(
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
+        """The first signal lets every worker drain (SIGTERM); a second kills them."""
         nonlocal stopping
-        stopping = True
+        hurry, stopping = stopping, True
         for p in procs:
             if p.is_alive() and p.pid is not None:
-                p.terminate()
+                p.kill() if hurry else p.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -34,6 +34,7 @@ log = logging.getLogger("expert_router.h2")
 _RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding"}
 _OK_HEAD = [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
 _EOF: Any = object()
+_UNAVAILABLE = "drain timeout"  # the cancel message of calls a drain ends
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ class ServerConnection(H2Connection):
         super().__init__()
         self.server = server
         self.last_sid = 0
+        self.refusing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -245,9 +247,18 @@ class ServerConnection(H2Connection):
         self.server.connections.discard(self)
         super().connection_lost(exc)
 
+    def goaway_graceful(self) -> None:
+        """Tell the client no call after the ones it opened will be taken (GOAWAY NO_ERROR);
+        calls in flight go on."""
+        self.refusing = True
+        self._write(f.goaway(self.last_sid, f.NO_ERROR))
+
     def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if sid % 2 == 0 or sid <= self.last_sid:
             return  # a frame for a stream already over
+        if self.refusing:  # after our GOAWAY: never processed, the client may retry it
+            self._write(f.rst_stream(sid, f.REFUSED_STREAM))
+            return
         self.last_sid = sid
         path, ctype, timeout = b"", b"", b""
         for k, v in headers:
@@ -314,6 +325,20 @@ class GrpcServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def drain(self, grace: float) -> None:
+        """Stop gracefully: no new connections, GOAWAY to the open ones (no new calls), calls
+        in flight may finish for ``grace`` seconds; the rest end UNAVAILABLE."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.goaway_graceful()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel(msg=_UNAVAILABLE)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.stop()
+
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
@@ -362,9 +387,12 @@ class GrpcServer:
                 call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             else:  # the servicer's own timeout
                 _failed(call, exc)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if not call.cancelled_:
-                call.finish(grpc.StatusCode.CANCELLED, "server stopping")
+                if exc.args and exc.args[0] == _UNAVAILABLE:  # the server drained too long
+                    call.finish(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                else:
+                    call.finish(grpc.StatusCode.CANCELLED, "server stopping")
             raise
         except Exception as exc:
             _failed(call, exc)
