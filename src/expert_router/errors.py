@@ -11,8 +11,8 @@ ExpertRouterError
 └── BackendError           an upstream expert failed (raised inside backends/ only)
     ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
     ├── BackendTimeout         the upstream did not answer in time
-    ├── BackendStatusError     the upstream answered with an error status
-    └── BackendProtocolError   the upstream answered something we cannot parse
+    ├── BackendStatusError     the upstream answered with an error status (429/5xx: retryable)
+    └── BackendProtocolError   the upstream answered something we cannot parse (retryable)
 """
 
 from __future__ import annotations
@@ -75,14 +75,20 @@ class BackendTimeout(BackendError):
 
 
 class BackendStatusError(BackendError):
-    """The upstream answered with an error status; ``body`` is its error payload."""
+    """The upstream answered with an error status; ``body`` is its error payload and
+    ``retry_after`` its ``Retry-After`` in seconds, when it sent one."""
 
-    def __init__(self, message: str, *, status: int, body: bytes = b"") -> None:
+    def __init__(
+        self, message: str, *, status: int, body: bytes = b"", retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
-        self.retryable = status in (502, 503, 504)
+        self.retry_after = retry_after
+        self.retryable = status in (429, 502, 503, 504)  # busy or unreachable: ask another
 
 
 class BackendProtocolError(BackendError):
-    """The upstream answered something that does not parse."""
+    """The upstream answered something that does not parse (another replica may not)."""
+
+    retryable = True

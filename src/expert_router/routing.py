@@ -43,6 +43,11 @@ class ReplicaView(Protocol):
     @property
     def weight(self) -> float: ...
 
+    @property
+    def paused(self) -> bool:
+        """Backing off after the replica answered 429: takes no request for a while."""
+        ...
+
 
 class PoolView(Protocol):
     @property
@@ -68,7 +73,7 @@ class RouteDecision:
 
 def _saturated(r: ReplicaView) -> bool:
     cap = r.max_concurrency
-    return cap is not None and r.outstanding >= cap
+    return r.paused or cap is not None and r.outstanding >= cap
 
 
 class RoutingPolicy:

@@ -22,6 +22,22 @@ MAX_ERROR_BODY = 64 * 1024
 """Bytes of an upstream's error answer kept for the client (an OpenAI error is ~200 bytes)."""
 
 
+def retry_after(value: bytes | str | None) -> float | None:
+    """Seconds of a ``Retry-After`` value in its delay form; None for anything else (an
+    HTTP date is read as absent: the gateway then backs off for its default).
+
+    >>> retry_after(b"2"), retry_after("1.5"), retry_after(b"Wed, 21 Oct 2015"), retry_after(None)
+    (2.0, 1.5, None, None)
+    """
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
 @dataclass(slots=True)
 class BackendRequest:
     """An OpenAI request to forward: ``path`` like ``/v1/chat/completions``, body bytes.

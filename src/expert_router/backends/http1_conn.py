@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from expert_router.backends.base import MAX_ERROR_BODY, Listener
+from expert_router.backends.base import MAX_ERROR_BODY, Listener, retry_after
 from expert_router.errors import (
     BackendError,
     BackendProtocolError,
@@ -43,6 +43,7 @@ class Http1Connection(asyncio.Protocol):
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
         "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
         "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
+        "retry_after",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -70,6 +71,7 @@ class Http1Connection(asyncio.Protocol):
         self.junk = self.paused = False
         self.status = 0
         self.content_type = "application/json"
+        self.retry_after: bytes | None = None
         self.parts: list[bytes] = []
         self.chunk = 0
         self.error_body: bytearray | None = None
@@ -137,6 +139,8 @@ class Http1Connection(asyncio.Protocol):
                 self.content_type = value.decode("latin-1")
             elif name == b"content-length" or name == b"transfer-encoding":
                 self.framed = True
+            elif name == b"retry-after":
+                self.retry_after = value
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()  # type: ignore[union-attr]
@@ -180,7 +184,10 @@ class Http1Connection(asyncio.Protocol):
                 return  # the rest of the error answer is on its way
             status, body = self.status, bytes(self.error_body)
             error = BackendStatusError(
-                f"{self.backend.base} answered {status}", status=status, body=body
+                f"{self.backend.base} answered {status}",
+                status=status,
+                body=body,
+                retry_after=retry_after(self.retry_after),
             )
         elif self.parts:
             parts = self.parts

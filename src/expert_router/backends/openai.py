@@ -12,7 +12,13 @@ import asyncio
 import aiohttp
 from yarl import URL
 
-from expert_router.backends.base import MAX_ERROR_BODY, BackendRequest, BackendSettings, Listener
+from expert_router.backends.base import (
+    MAX_ERROR_BODY,
+    BackendRequest,
+    BackendSettings,
+    Listener,
+    retry_after,
+)
 from expert_router.backends.tasks import TaskCall
 from expert_router.errors import (
     BackendError,
@@ -106,7 +112,10 @@ class OpenAIBackend:
             finally:
                 resp.close()
             raise BackendStatusError(
-                f"{self._base} answered {resp.status}", status=resp.status, body=body
+                f"{self._base} answered {resp.status}",
+                status=resp.status,
+                body=body,
+                retry_after=retry_after(resp.headers.get("Retry-After")),
             )
         return OpenAIResponse(resp, self._base)
 

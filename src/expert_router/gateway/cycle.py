@@ -168,8 +168,10 @@ class Cycle:
         self._fail(self.error or exc)
 
     def _open(self, d: RouteDecision) -> None:
+        if self.exclude:  # a retry: counted with the cluster it left and the one it reached
+            self.gw.metrics.failovers.labels(self.cluster, d.cluster).inc()
         self.decision = d
-        self.reason = d.reason
+        self.reason = "failover" if self.exclude else d.reason
         replica = self.replica = self.gw.fleet.replicas[d.replica or ""]  # type: ignore[union-attr]
         first = not self.t3
         if first:
@@ -228,6 +230,8 @@ class Cycle:
         kind = fault_kind(exc, self.status != 0)
         if kind is not None:
             fleet.record_failure(replica, kind)
+        elif isinstance(exc, BackendStatusError) and exc.status == 429:
+            fleet.back_off(replica, exc.retry_after)
         if not self.sent and exc.retryable and len(self.exclude) < self.gw.config.limits.retries:
             # Nothing reached the client: another replica may answer it whole.
             fleet.release(replica)

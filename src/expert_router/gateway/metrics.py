@@ -103,6 +103,18 @@ class GatewayMetrics:
             ["replica", "kind"],
             registry=r,
         )
+        self.backoffs = Counter(
+            f"{NS}_backoffs",
+            "Times a replica answered 429 and was given its Retry-After to recover",
+            ["replica"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            f"{NS}_failovers",
+            "Requests retried on another replica, by the cluster they left and the one taking them",
+            ["from_cluster", "to_cluster"],
+            registry=r,
+        )
         self.queue_timeouts = Counter(
             f"{NS}_queue_timeouts", "Requests that waited in vain", registry=r
         )

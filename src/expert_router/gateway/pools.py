@@ -20,6 +20,10 @@ from expert_router.gateway.metrics import GatewayMetrics
 from expert_router.routing import PredictionLike, RouteDecision, RoutingPolicy
 
 log = logging.getLogger("expert_router.gateway")
+DEFAULT_BACKOFF = 1.0
+"""Seconds a replica that answered 429 without ``Retry-After`` takes no request."""
+MAX_BACKOFF = 60.0
+"""The longest ``Retry-After`` honoured: a replica cannot take itself out for longer."""
 
 
 @dataclass(eq=False, slots=True)
@@ -34,6 +38,7 @@ class Replica:
     weight: float
     outstanding: int = 0
     healthy: bool = True
+    paused: bool = False
     failures: int = 0
     probe_path: str | None = None
     gauge: object = field(default=None, repr=False)
@@ -184,6 +189,22 @@ class Fleet:
             self._healthy[r.name].set(0)
             self.metrics.ejections.labels(r.name).inc()
             log.warning("replica %s ejected after %d consecutive failures", r.name, r.failures)
+
+    def back_off(self, r: Replica, seconds: float | None) -> None:
+        """``r`` said it is busy (429): it takes no request for ``seconds`` (its
+        ``Retry-After``; ``DEFAULT_BACKOFF`` without one, ``MAX_BACKOFF`` at most), and is
+        not ejected for it."""
+        if r.paused:
+            return
+        r.paused = True
+        delay = min(MAX_BACKOFF, DEFAULT_BACKOFF if seconds is None else seconds)
+        self.metrics.backoffs.labels(r.name).inc()
+        asyncio.get_running_loop().call_later(delay, self._resume, r)
+
+    def _resume(self, r: Replica) -> None:
+        r.paused = False
+        if self._waiters:
+            self.dispatch()
 
     def readmit(self, r: Replica) -> None:
         r.failures = 0

@@ -55,7 +55,10 @@ def status_for(exc: ExpertRouterError) -> int:
 def error_for(exc: ExpertRouterError) -> tuple[int, bytes, dict[str, str]]:
     """Status, OpenAI-shaped JSON body and extra headers (``Retry-After``) for ``exc``."""
     if isinstance(exc, BackendStatusError):
-        return exc.status, _upstream_body(exc), {}
+        extra = {}
+        if exc.retry_after is not None:
+            extra["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return exc.status, _upstream_body(exc), extra
     for cls, status, etype, code in ERROR_TABLE:
         if isinstance(exc, cls):
             param = exc.param if isinstance(exc, RequestError) else None

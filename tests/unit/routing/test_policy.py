@@ -18,6 +18,7 @@ class R:
     max_concurrency: int | None = None
     healthy: bool = True
     weight: float = 1.0
+    paused: bool = False
 
 
 @dataclass
