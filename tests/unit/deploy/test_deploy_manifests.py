@@ -152,11 +152,13 @@ def test_objects_refer_to_each_other_consistently(kdir: Path) -> None:
     assert gw["livenessProbe"]["httpGet"]["path"] == "/health"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert gw[probe]["httpGet"]["port"] in ports
-    # The pod is given its preStop pause plus a minute for streams to drain after SIGTERM.
+    # The pod is given its preStop pause plus the gateway's drain (its config's drain_timeout)
+    # and a few seconds to end what is left, before Kubernetes kills it.
     pre_stop = gw["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace >= int(pre_stop[1]) + 60
+    drain = _gateway_config(kdir).server.drain_timeout
+    assert drain >= 60 and grace >= int(pre_stop[1]) + drain + 5
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == ports["http"]
     assert annotations["prometheus.io/path"] == "/metrics"
