@@ -98,6 +98,11 @@ class Fleet:
         for g in self._healthy.values():
             g.set(1)
 
+    @property
+    def waiting(self) -> int:
+        """Requests in the wait queue."""
+        return len(self._waiters)
+
     def any_healthy(self) -> bool:
         return any(r.healthy for r in self.replicas.values())
 

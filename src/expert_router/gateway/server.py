@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import multiprocessing
 import queue
 import signal
@@ -20,7 +21,9 @@ from typing import Any
 from expert_router.config import GatewayConfig
 from expert_router.errors import ExpertRouterError, ShuttingDown
 from expert_router.gateway.app import ClassifierLike, Gateway
-from expert_router.gateway.http_ingress import HttpFrontend
+from expert_router.gateway.http_ingress import PROBE_RESERVE, HttpFrontend
+
+log = logging.getLogger("expert_router.gateway")
 
 
 @dataclass
@@ -159,6 +162,7 @@ def _worker_main(
 ) -> None:
     config = GatewayConfig.model_validate(config_data)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM
+    raise_fd_limit(config)
 
     def on_ready(url: str) -> None:
         ready.put(url)
@@ -174,6 +178,32 @@ def _worker_main(
             grpc_port=grpc_port,
         )
     )
+
+
+FD_RESERVE = 256
+"""File descriptors kept for upstream connections, probes and the process's own files."""
+
+
+def raise_fd_limit(config: GatewayConfig) -> None:
+    """Raise the soft limit of open files to the hard one (as nginx's
+    ``worker_rlimit_nofile``), and say so when ``server.max_connections`` still does not fit."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    need = config.server.max_connections + PROBE_RESERVE + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning(
+            "open-file limit %d is below server.max_connections + reserves (%d): raise "
+            "`ulimit -n` or lower server.max_connections",
+            soft,
+            need,
+        )
 
 
 def free_port(host: str) -> int:
@@ -196,6 +226,7 @@ def run_gateway(
     """Serve until SIGINT/SIGTERM. With ``workers`` > 1, ``multiproc_dir`` must be an empty
     directory named by ``PROMETHEUS_MULTIPROC_DIR`` in the environment (the CLI sets both)."""
     if workers <= 1:
+        raise_fd_limit(config)
         _run(
             _serve_until_signal(
                 config,

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post
+from gwhelpers import chat_body, make_config, post, wait_until
 
 from expert_router.emulator import serve_emulator
 from expert_router.emulator.presets import get_preset
@@ -20,11 +20,16 @@ pytestmark = pytest.mark.integration
 CHAT = "/v1/chat/completions"
 
 
-async def stream_events(s: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, list[str]]:
+async def stream_events(
+    s: aiohttp.ClientSession, url: str, body: Any, started: list[int] | None = None
+) -> tuple[int, list[str]]:
+    """A stream's status and events; ``started`` gets one entry when the first event came."""
     events: list[str] = []
     decoder = SSEDecoder()
     async with s.post(url + CHAT, json=body) as resp:
         async for chunk in resp.content.iter_any():
+            if not events and started is not None:
+                started.append(1)
             events.extend(decoder.feed(chunk))
         return resp.status, events
 
@@ -38,8 +43,12 @@ async def test_replica_killed_mid_run_fails_over(gateway: Any, two_topics: Any) 
             cfg = make_config({"*": [keep.url, doomed.url]}, health={"eject_after": 2})
             async with gateway(cfg) as g, aiohttp.ClientSession() as s:
                 body = chat_body(text, stream=True, max_tokens=150)  # ~1.5 s per stream
-                running = [asyncio.create_task(stream_events(s, g.url, body)) for _ in range(6)]
-                await asyncio.sleep(0.2)
+                started: list[int] = []
+                running = [
+                    asyncio.create_task(stream_events(s, g.url, body, started)) for _ in range(6)
+                ]
+                assert await wait_until(lambda: len(started) == 6, 5)  # every stream under way
+                assert doomed.engine.num_running >= 1
                 await doomed.stop()  # killed with streams in flight
                 results = await asyncio.wait_for(asyncio.gather(*running), 10)
                 for status, events in results:
@@ -83,21 +92,13 @@ async def test_retry_before_first_byte_and_readmission(gateway: Any, two_topics:
             for _ in range(10):
                 status, _, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
                 assert status == 200  # connection refused -> retried on the live replica
-            for _ in range(50):
-                if not dead.healthy:
-                    break
-                await asyncio.sleep(0.05)
-            assert not dead.healthy
+            assert await wait_until(lambda: not dead.healthy, 5)
             async with s.get(g.url + "/ready") as resp:
                 assert resp.status == 200  # one healthy replica is enough
             revived = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1), port=port)
             await revived.start()
             try:
-                for _ in range(50):
-                    if dead.healthy:
-                        break
-                    await asyncio.sleep(0.05)
-                assert dead.healthy
+                assert await wait_until(lambda: dead.healthy, 5)
                 seen = set()
                 for _ in range(20):
                     _, hdrs, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
@@ -116,10 +117,7 @@ async def test_all_replicas_down_is_503_then_ready_fails(gateway: Any, two_topic
     await doomed.stop()
     cfg = make_config({"*": [doomed.url]}, health={"interval": 0.05, "eject_after": 1})
     async with gateway(cfg) as g, aiohttp.ClientSession() as s:
-        for _ in range(100):
-            if not g.gateway.fleet.any_healthy():
-                break
-            await asyncio.sleep(0.02)
+        assert await wait_until(lambda: not g.gateway.fleet.any_healthy(), 5)
         async with s.get(g.url + "/ready") as resp:
             assert resp.status == 503
         status, hdrs, raw = await post(s, g.url + CHAT, chat_body(two_topics[0]))

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post
+from gwhelpers import chat_body, make_config, post, wait_until
 
 from expert_router.emulator import serve_emulator
 
@@ -20,10 +20,14 @@ def host(url: str) -> str:
     return url.removeprefix("http://")
 
 
-async def hold(s: aiohttp.ClientSession, url: str, text: str, tokens: int) -> int:
-    """A streaming request that keeps one slot busy for ``tokens`` x TPOT."""
+async def hold(
+    s: aiohttp.ClientSession, url: str, text: str, tokens: int, started: asyncio.Event
+) -> int:
+    """A streaming request that keeps one slot busy for ``tokens`` x TPOT; ``started`` is set
+    once its first bytes arrived (its slot is taken)."""
     async with s.post(url + CHAT, json=chat_body(text, stream=True, max_tokens=tokens)) as r:
-        await r.read()
+        async for _ in r.content.iter_any():
+            started.set()
         return r.status
 
 
@@ -40,8 +44,9 @@ async def test_saturated_home_pool_spills_to_next_cluster(
             {str(cluster): [{"url": home.url, "max_concurrency": 1}], "*": [other.url]}
         )
         async with gateway(cfg) as g, aiohttp.ClientSession() as s:
-            busy = asyncio.create_task(hold(s, g.url, text, 100))
-            await asyncio.sleep(0.1)
+            started = asyncio.Event()
+            busy = asyncio.create_task(hold(s, g.url, text, 100, started))
+            await started.wait()
             status, hdrs, _ = await post(s, g.url + CHAT, chat_body(text))
             assert status == 200
             assert hdrs["x-expert-router-replica"] == host(other.url)
@@ -67,8 +72,9 @@ async def test_never_policy_queues_then_serves(gateway: Any, two_topics: Any) ->
             limits={"queue_timeout": 5},
         )
         async with gateway(cfg) as g, aiohttp.ClientSession() as s:
-            busy = asyncio.create_task(hold(s, g.url, text, 40))
-            await asyncio.sleep(0.05)
+            started = asyncio.Event()
+            busy = asyncio.create_task(hold(s, g.url, text, 40, started))
+            await started.wait()
             status, hdrs, _ = await post(s, g.url + CHAT, chat_body(text))
             assert status == 200 and busy.done()  # waited for the slot
             assert hdrs["x-expert-router-replica"] == host(home.url)
@@ -88,10 +94,12 @@ async def test_queue_timeout_and_full_queue_give_503(gateway: Any, two_topics: A
             limits={"queue_timeout": 0.2, "queue_size": 1},
         )
         async with gateway(cfg) as g, aiohttp.ClientSession() as s:
-            busy = asyncio.create_task(hold(s, g.url, text, 200))
-            await asyncio.sleep(0.05)
+            started = asyncio.Event()
+            busy = asyncio.create_task(hold(s, g.url, text, 200, started))
+            await started.wait()
             waiting = asyncio.create_task(post(s, g.url + CHAT, chat_body(text)))
-            await asyncio.sleep(0.05)
+            fleet = g.gateway.fleet
+            assert await wait_until(lambda: fleet.waiting == 1)  # it is in the queue
             status, hdrs, raw = await post(s, g.url + CHAT, chat_body(text))  # queue is full
             assert status == 503 and hdrs["Retry-After"] == "1"
             assert json.loads(raw)["error"]["code"] == "no_capacity"
@@ -100,9 +108,5 @@ async def test_queue_timeout_and_full_queue_give_503(gateway: Any, two_topics: A
             assert status == 503 and json.loads(raw)["error"]["code"] == "no_capacity"
             assert "waited 0.2s" in json.loads(raw)["error"]["message"]
             busy.cancel()
-            fleet = g.gateway.fleet
-            for _ in range(100):
-                if fleet.replicas[host(home.url)].outstanding == 0:
-                    break
-                await asyncio.sleep(0.01)
-            assert fleet.replicas[host(home.url)].outstanding == 0
+            replica = fleet.replicas[host(home.url)]
+            assert await wait_until(lambda: replica.outstanding == 0)
