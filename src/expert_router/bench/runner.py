@@ -3,6 +3,7 @@
 Writes ``DIR/users-<N>/records-rep<K>.parquet`` after each repetition (only one repetition's
 records are held in memory), ``DIR/users-<N>/summary.json`` after each user count, and refreshes
 ``DIR/sweep.csv``, the PNGs and ``DIR/report.html``, so an interrupted sweep keeps its results.
+A user count whose every request failed ends the sweep (larger counts would fail the same).
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ def run_sweep(
         summaries.append(summary)
         write_sweep(out_dir, summaries, name=config.name)
         log(_headline(summary))
+        totals = summary["totals"]
+        if totals["requests"] and totals["errors"] == totals["requests"]:
+            log(f"every request of {users} users failed: the sweep stops here")
+            break
     return summaries
 
 

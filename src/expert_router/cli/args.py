@@ -174,3 +174,33 @@ def check_listen(host: str, port: int) -> None:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows ``(default: X)`` for flags with a real default, once: not for flags
+    without one (``None``), switches, or help that already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or action.nargs == 0  # switches: --flag, store_const
+            or default == argparse.SUPPRESS
+            or action.required
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def check_distribution(spec: str, clusters: int = 8) -> None:
+    """``UsageError`` when ``--distribution`` is not a mix of ``clusters`` clusters."""
+    from expert_router.bench.mix import cluster_weights
+    from expert_router.errors import ConfigError
+
+    try:
+        cluster_weights(spec, clusters)
+    except ConfigError as exc:
+        raise UsageError(f"--{exc}") from None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from expert_router.cli.args import positive_int, preset, users
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -17,9 +19,13 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--quick", action="store_true", help="fewer user counts (under a minute)")
-    p.add_argument("--live-users", default=None, help="live user counts (default 1,8,32,64)")
-    p.add_argument("--output-tokens", type=int, default=32, help="live answer length (32)")
-    p.add_argument("--preset", default="cpu-tiny", help="emulator preset of the live fleet")
+    p.add_argument(
+        "--live-users", type=users, default=None, help="live user counts (default 1,8,32,64)"
+    )
+    p.add_argument("--output-tokens", type=positive_int, default=32, help="live answer length (32)")
+    p.add_argument(
+        "--preset", type=preset, default="cpu-tiny", help="emulator preset of the live fleet"
+    )
     p.set_defaults(func=run)
 
 
@@ -30,12 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from expert_router.cli.args import parse_users
-    from expert_router.errors import ConfigError
     from expert_router.experiment.demo import DemoSettings, run_demo
     from expert_router.experiment.paper import Protocol
 
-    if args.output_tokens < 1:
-        raise ConfigError("--output-tokens must be >= 1")
     live_users = parse_users(args.live_users or ("1,8" if args.quick else "1,8,32,64"))
     sim_users = (1, 100, 500, 1000) if args.quick else None
     settings = DemoSettings(

@@ -10,9 +10,8 @@ import argparse
 from typing import Any
 
 from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
-from expert_router.cli.args import parse_users
+from expert_router.cli import args as types
 from expert_router.cli.emulate import add_overrides, overrides
-from expert_router.errors import ConfigError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,27 +21,57 @@ def add_parser(subparsers: Any) -> None:
         description="Simulate users against emulated experts in virtual time (seconds of wall "
         "time for hours of serving); writes the same records and summaries as `bench`.",
     )
-    p.add_argument("--preset", required=True, help="A, B, C, D, ... or a preset YAML file")
-    p.add_argument("--users", default="1,100,200,...,1000", help="user counts, e.g. 1,100,...,1000")
     p.add_argument(
-        "--output-tokens", type=int, default=OUTPUT_TOKENS, help="tokens per answer (%(default)s)"
+        "--preset", required=True, type=types.preset, help="A, B, C, D, ... or a preset YAML file"
     )
-    p.add_argument("--base-tokens", type=int, default=BASE_TOKENS, help="base prompt (%(default)s)")
+    p.add_argument(
+        "--users",
+        type=types.users,
+        default="1,100,200,...,1000",
+        help="user counts, e.g. 1,100,...,1000",
+    )
+    p.add_argument(
+        "--output-tokens",
+        type=types.positive_int,
+        default=OUTPUT_TOKENS,
+        help="tokens per answer (%(default)s)",
+    )
+    p.add_argument(
+        "--base-tokens",
+        type=types.positive_int,
+        default=BASE_TOKENS,
+        help="base prompt (%(default)s)",
+    )
     p.add_argument(
         "--continuation-tokens",
-        type=int,
+        type=types.non_negative_int,
         default=CONTINUATION_TOKENS,
         help="continuation (%(default)s)",
     )
-    p.add_argument("--jitter", type=int, default=JITTER, help="± tokens (%(default)s)")
-    p.add_argument("--turns", type=int, default=2, help="requests per user (2: base + cont.)")
-    p.add_argument("--repeat", type=int, default=1, help="repetitions per user count")
+    p.add_argument(
+        "--jitter", type=types.non_negative_int, default=JITTER, help="± tokens (%(default)s)"
+    )
+    p.add_argument(
+        "--turns", type=types.positive_int, default=2, help="requests per user (2: base + cont.)"
+    )
+    p.add_argument(
+        "--repeat", type=types.positive_int, default=1, help="repetitions per user count"
+    )
     p.add_argument("--distribution", default="uniform", help="uniform | normal | weights:...")
-    p.add_argument("--clusters", type=int, default=8, help="topic clusters (8)")
-    p.add_argument("--experts", type=int, help="engines (default: 1 for tp>1 presets, else 8)")
-    p.add_argument("--ramp", type=float, default=0.0, help="spread user starts over S seconds")
-    p.add_argument("--window", type=float, default=60.0, help="time-bucket width in s (60)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clusters", type=types.positive_int, default=8, help="topic clusters (8)")
+    p.add_argument(
+        "--experts", type=types.positive_int, help="engines (default: 1 for tp>1 presets, else 8)"
+    )
+    p.add_argument(
+        "--ramp",
+        type=types.non_negative_float,
+        default=0.0,
+        help="spread user starts over S seconds",
+    )
+    p.add_argument(
+        "--window", type=types.positive_float, default=60.0, help="time-bucket width in s (60)"
+    )
+    p.add_argument("--seed", type=types.non_negative_int, default=0)
     p.add_argument("--name", help="name of the configuration in the report (default: preset)")
     p.add_argument("--out", required=True, help="output directory")
     add_overrides(p)
@@ -53,21 +82,20 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
+    from expert_router.console import make_console
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
     from expert_router.emulator.virtual import SimWorkload, default_experts
 
+    types.check_distribution(args.distribution, args.clusters)
     preset = get_preset(args.preset, **overrides(args))
-    users = parse_users(args.users)
+    users = types.parse_users(args.users)
     experts = args.experts or default_experts(preset)
-    if args.repeat < 1:
-        raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     out = Path(args.out)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     workload = SimWorkload(
         users=users[0],
         output_tokens=args.output_tokens,
@@ -107,5 +135,5 @@ def run(args: argparse.Namespace) -> int:
             f"{sim['virtual_s']:.1f}",
             f"{sim['wall_s']:.2f}",
         )
-    Console().print(table)
+    make_console().print(table)
     return 0

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from typing import Any
 
+from expert_router.cli.args import non_negative_int, positive_int
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``train``."""
@@ -16,7 +18,9 @@ def add_parser(subparsers: Any) -> None:
         "or a directory of one-document files) and write a model directory.",
     )
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus file(s) or directories")
-    p.add_argument("--clusters", "-k", type=int, default=8, help="number of clusters (default 8)")
+    p.add_argument(
+        "--clusters", "-k", type=positive_int, default=8, help="number of clusters (default 8)"
+    )
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--text-field", default="text", help="field holding the text (default text)")
     p.add_argument(
@@ -25,14 +29,20 @@ def add_parser(subparsers: Any) -> None:
         default="l2",
         help="l2 (c-BTM's code, default) or standard (the paper's text)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--dims", type=int, default=100, help="SVD dimensions (default 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--dims", type=positive_int, default=100, help="SVD dimensions (default 100)")
     p.add_argument(
-        "--min-df", type=int, default=2, help="drop terms in fewer documents than this (default 2)"
+        "--min-df",
+        type=positive_int,
+        default=2,
+        help="drop terms in fewer documents than this (default 2)",
     )
-    p.add_argument("--max-iter", type=int, default=20, help="k-means passes (default 20)")
+    p.add_argument("--max-iter", type=positive_int, default=20, help="k-means passes (default 20)")
     p.add_argument(
-        "--batch-size", type=int, default=50_000, help="k-means mini-batch size (default 50000)"
+        "--batch-size",
+        type=positive_int,
+        default=50_000,
+        help="k-means mini-batch size (default 50000)",
     )
     p.add_argument(
         "--dtype",
