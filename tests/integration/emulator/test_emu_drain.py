@@ -11,8 +11,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,12 +220,22 @@ async def test_drain_in_process_cuts_every_face() -> None:
                         events.append(line[6:].strip())
                         started.set()
 
+        both = asyncio.Event()  # set once both requests are in flight
+        track = server.shutdown.track
+
+        @contextmanager
+        def tracking(sink: Any) -> Iterator[None]:
+            with track(sink):
+                if server.shutdown.in_flight == 2:
+                    both.set()
+                yield
+
+        server.shutdown.track = tracking  # type: ignore[method-assign]
         plain_task = asyncio.create_task(session.post(server.url + "/v1/completions", json=plain))
         stream_task = asyncio.create_task(triton_stream())
         async with asyncio.timeout(20):
             await started.wait()
-            while server.shutdown.in_flight < 2:  # the plain request is submitted too
-                await asyncio.sleep(0.01)
+            await both.wait()
             assert await server.drain(0.2) == 2
             resp = await plain_task
             await stream_task
