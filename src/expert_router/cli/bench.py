@@ -126,6 +126,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from expert_router.bench.probe import check_target, describe_failures, probe
+
+    # the arguments and the target first, before the heavy imports
+    workers = None if args.workers == "auto" else _int(args.workers, "--workers")
+    users = types.parse_users(args.users)
+    if args.target:
+        check_target(args.target, args.protocol)
+        probe(args.target, args.protocol)
+
     from expert_router.bench.progress import Progress
     from expert_router.bench.protocols import ClientSettings
     from expert_router.bench.runner import SweepConfig, run_sweep
@@ -136,11 +144,6 @@ def run(args: argparse.Namespace) -> int:
         load_documents,
     )
 
-    workers = None if args.workers == "auto" else _int(args.workers, "--workers")
-    users = types.parse_users(args.users)
-    if args.target:
-        check_target(args.target, args.protocol)
-        probe(args.target, args.protocol)
     log = _log(args.quiet)
     cfg = WorkloadConfig(
         base_tokens=args.base_tokens,

@@ -45,9 +45,10 @@ def parse_runs(items: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    runs = parse_runs(args.runs)
     from expert_router.bench.report import load_sweep, write_comparison
 
-    series = {name: load_sweep(path) for name, path in parse_runs(args.runs).items()}
+    series = {name: load_sweep(path) for name, path in runs.items()}
     write_comparison(args.out, series, title=args.title)
     print(f"wrote {args.out / 'report.html'} ({len(series)} runs)")
     return 0

@@ -63,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
         parse_expert_flags,
     )
     from expert_router.errors import ConfigError, UsageError
-    from expert_router.gateway import run_gateway
 
+    if not args.config and not args.expert:
+        raise UsageError("give --config FILE or at least one --expert CLUSTER=URL")
+    for port in (args.port, args.grpc_port):  # before anything heavy is imported
+        if port is not None:
+            _check_free(args.host, port)
     _check_protocols(args.expert)
     if args.config:
         config = load_gateway_config(args.config)
@@ -76,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
             updates["classifier"] = config.classifier.model_copy(update={"model": args.model})
         if updates:
             config = config.model_copy(update=updates)
-    elif args.expert:
-        config = gateway_config_from_experts(parse_expert_flags(args.expert), model=args.model)
     else:
-        raise UsageError("give --config FILE or at least one --expert CLUSTER=URL")
+        config = gateway_config_from_experts(parse_expert_flags(args.expert), model=args.model)
     if args.access_log:
         config = config.model_copy(update={"access_log": True})
     if config.access_log:
@@ -96,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if args.grpc_port is not None:
             print(f"gRPC ingress (Triton) on {args.host}:{args.grpc_port}", flush=True)
 
-    for port in (args.port, args.grpc_port):
-        if port is not None:
-            _check_free(args.host, port)
+    from expert_router.gateway import run_gateway
+
     multiproc_dir = None
     if args.workers > 1:
         multiproc_dir = tempfile.mkdtemp(prefix="expert-router-metrics-")

@@ -82,15 +82,16 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rich.progress import Progress
-    from rich.table import Table
+    types.check_distribution(args.distribution, args.clusters)
 
+    from rich.progress import Progress
+
+    from expert_router.bench.tables import Extra, sweep_table
     from expert_router.console import make_console
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
     from expert_router.emulator.virtual import SimWorkload, default_experts
 
-    types.check_distribution(args.distribution, args.clusters)
     preset = get_preset(args.preset, **overrides(args))
     users = types.parse_users(args.users)
     experts = args.experts or default_experts(preset)
@@ -124,16 +125,10 @@ def run(args: argparse.Namespace) -> int:
         )
     wall = time.perf_counter() - started
     console.print(f"{len(users)} user counts x {args.repeat} in {wall:.1f} s wall -> {out}")
-    table = Table("users", "TTFT s", "TPOT ms", "throughput tok/s", "virtual s", "wall s")
-    for s in summaries:
-        sim = s["simulation"]
-        table.add_row(
-            str(s["users"]),
-            f"{s['ttft'].get('mean') or 0:.3f}",
-            f"{1e3 * (s['tpot'].get('mean') or 0):.2f}",
-            f"{s.get('throughput') or 0:.0f}",
-            f"{sim['virtual_s']:.1f}",
-            f"{sim['wall_s']:.2f}",
-        )
+    extra: list[Extra] = [
+        ("virtual s", lambda s: f"{s['simulation']['virtual_s']:,.1f}"),
+        ("wall s", lambda s: f"{s['simulation']['wall_s']:,.2f}"),
+    ]
+    table = sweep_table({args.name or preset.name: summaries}, extra=extra)
     make_console().print(table)
     return 0
