@@ -82,8 +82,8 @@ def _cell(summary: dict[str, Any], key: str, unit: Unit, reps: int) -> str:
     text = fmt(get_path(summary, key), unit)
     iv = (summary.get("across_repetitions") or {}).get(key)
     sd = iv.get("sd") if isinstance(iv, dict) else None
-    if reps > 1 and isinstance(sd, int | float) and sd > 0:
-        text += f" ± {fmt(sd, unit)}"
+    if reps > 1 and isinstance(sd, int | float) and float(f"{sd * unit.scale:.{unit.digits}f}"):
+        text += f" ± {fmt(sd, unit)}"  # left out where it rounds to zero
     return text
 
 
@@ -91,21 +91,16 @@ def metric_table(series: Series, keys: Sequence[str], units_: Mapping[str, Unit]
     """Users down, configurations across (each with a column per metric when several)."""
     reps = _reps(series)
     names = list(series)
-    head1 = '<th class="text" rowspan="2">users</th>' if len(keys) > 1 else "<th>users</th>"
-    if len(keys) > 1:
+    head1 = '<th class="text" rowspan="2">users</th>'
+    if len(keys) > 1:  # a column group per configuration, a column per metric
         head1 += "".join(
             f'<th colspan="{len(keys)}">{html.escape(short_name(n))}</th>' for n in names
         )
-        head2 = "".join(
-            f"<th>{html.escape(header(k, units_[k]))}</th>" for _ in names for k in keys
-        )
-        head = f"<tr>{head1}</tr><tr>{head2}</tr>"
-    else:
-        unit = units_[keys[0]].name
-        head1 += "".join(
-            f"<th>{html.escape(short_name(n))}{f' ({unit})' if unit else ''}</th>" for n in names
-        )
-        head = f"<tr>{head1}</tr>"
+        cols = [html.escape(header(k, units_[k])) for _ in names for k in keys]
+    else:  # the metric over a column per configuration
+        head1 += f'<th colspan="{len(names)}">{html.escape(header(keys[0], units_[keys[0]]))}</th>'
+        cols = [html.escape(short_name(n)) for n in names]
+    head = f"<tr>{head1}</tr><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>"
     by_users: dict[int, dict[str, dict[str, Any]]] = {}
     for name, summaries in series.items():
         for s in summaries:

@@ -74,8 +74,8 @@ def describe_run(series: Series) -> list[str]:
         n = "–".join(map(str, (reps[0], reps[-1]))) if len(reps) > 1 else str(reps[0])
         out.append(
             f"Each user count ran {n} times (repetitions): tables show the mean ± the sample "
-            "standard deviation over repetitions; the figures' error bars are the 95 % "
-            "interval of the mean (Student t)."
+            "standard deviation over repetitions (left out where it rounds to zero); the "
+            "figures' error bars are the 95 % interval of the mean (Student t)."
         )
     if work:
         jitter = f" ± {work['jitter']}" if work.get("jitter") else ""

@@ -110,5 +110,20 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for dist, path in reports.items():
         print(f"{dist}: {path / 'report.html'}")
+    print(f"index: {write_study_index(Path(args.out), reports, args.mode)}")
     console.print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def write_study_index(out: Any, reports: dict[str, Any], mode: str) -> Any:
+    """``OUT/index.html``: per cluster mix, its headline, what ran and the links."""
+    from expert_router.bench.report import load_sweep
+    from expert_router.experiment.index import Part, write_index
+
+    parts = []
+    for dist, path in reports.items():
+        dirs = {p.name: p for p in sorted(path.iterdir()) if (p / "report.html").is_file()}
+        series = {name: load_sweep(d) for name, d in dirs.items()}
+        how = "modelled in virtual time" if mode == "simulate" else "measured live"
+        parts.append(Part(f'The "{dist}" cluster mix, {how}', path / "report.html", series, dirs))
+    return write_index(out, "Expert Router: the paper's experiment", parts)
