@@ -183,8 +183,7 @@ def _headline(s: dict[str, Any]) -> str:
     keys = ("ttft.base.mean", "ttft.continuation.mean", "tpot.mean", "session_throughput")
     parts = []
     for key in keys:
-        value = get_path(s, key)
-        parts.append(
-            f"{METRICS[key].short} {fmt(value, unit_for(METRICS[key], [value]), with_unit=True)}"
-        )
+        value, short = get_path(s, key), METRICS[key].short
+        unit = unit_for(METRICS[key], [value])
+        parts.append(f"{short} {fmt(value, unit, with_unit=unit.name not in short.split())}")
     return f"users={s['users']}: {'; '.join(parts)}; errors {s['errors']}"
