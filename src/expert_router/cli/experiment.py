@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rich.console import Console
-
+    from expert_router.console import make_console
     from expert_router.errors import ConfigError, UsageError
     from expert_router.experiment.paper import CONFIGS, DISTRIBUTIONS, parse_list, run_paper
 
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k in ("tpot_ms", "ttft_ms") if (v := getattr(args, k)) is not None}
     if overrides and args.mode != "live":
         raise UsageError("--tpot-ms/--ttft-ms apply to --live runs only")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     t0 = time.perf_counter()
     console.print(
         f"[bold]paper experiment[/bold] ({args.mode}): configs {','.join(configs)}; "

@@ -50,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from expert_router.console import make_console
+
+    console = make_console()
     p = m["parameters"]
     console.print(
         f"model {args.model or default_model_dir()}: {clf.n_clusters} clusters, "

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from expert_router.console import make_console
 from expert_router.experiment.index import Part, write_index
 from expert_router.experiment.paper import (
     CONFIGS,
@@ -66,7 +67,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     from expert_router.emulator.presets import get_preset
     from expert_router.experiment.stack import ServerStack, per_cluster
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
