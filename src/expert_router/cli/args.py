@@ -204,3 +204,23 @@ def check_distribution(spec: str, clusters: int = 8) -> None:
         cluster_weights(spec, clusters)
     except ConfigError as exc:
         raise UsageError(f"--{exc}") from None
+
+
+def add_workload_flags(parser: argparse.ArgumentParser) -> None:
+    """The paper's workload flags (``bench``, ``simulate``): answer and prompt lengths, the
+    jitter on prompt lengths, the cluster mix."""
+    from expert_router.bench.defaults import (
+        BASE_TOKENS,
+        CONTINUATION_TOKENS,
+        JITTER,
+        OUTPUT_TOKENS,
+    )
+
+    add = parser.add_argument
+    add("--output-tokens", type=positive_int, default=OUTPUT_TOKENS, help="tokens per answer")
+    add("--base-tokens", type=positive_int, default=BASE_TOKENS, help="base prompt, tokens")
+    add("--continuation-tokens", type=non_negative_int, default=CONTINUATION_TOKENS,
+        help="continuation prompt, tokens")  # fmt: skip
+    add("--jitter", type=non_negative_int, default=JITTER, help="± tokens on prompt lengths")
+    add("--distribution", default="uniform",
+        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...")  # fmt: skip

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.bench.protocols import PROTOCOLS
 from expert_router.cli import args as types
 from expert_router.errors import UsageError
@@ -66,26 +65,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="prompt source: JSONL(.gz) with 'text', or text (default: the built-in C4 sample)",
     )
-    p.add_argument(
-        "--output-tokens", type=types.positive_int, default=OUTPUT_TOKENS, help="tokens per answer"
-    )
-    p.add_argument(
-        "--base-tokens", type=types.positive_int, default=BASE_TOKENS, help="base prompt, tokens"
-    )
-    p.add_argument(
-        "--continuation-tokens",
-        type=types.non_negative_int,
-        default=CONTINUATION_TOKENS,
-        help="continuation prompt, tokens",
-    )
-    p.add_argument(
-        "--jitter", type=types.non_negative_int, default=JITTER, help="± tokens on prompt targets"
-    )
-    p.add_argument(
-        "--distribution",
-        default="uniform",
-        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...",
-    )
+    types.add_workload_flags(p)
     p.add_argument(
         "--tokenizer",
         metavar="FILE",

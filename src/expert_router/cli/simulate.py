@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.cli import args as types
 from expert_router.cli.emulate import add_overrides, overrides
 
@@ -20,6 +19,7 @@ def add_parser(subparsers: Any) -> None:
         help="run the user sweep against emulated experts in virtual time",
         description="Simulate users against emulated experts in virtual time (seconds of wall "
         "time for hours of serving); writes the same records and summaries as `bench`.",
+        formatter_class=types.DefaultsFormatter,
     )
     p.add_argument(
         "--preset", required=True, type=types.preset, help="A, B, C, D, ... or a preset YAML file"
@@ -30,35 +30,17 @@ def add_parser(subparsers: Any) -> None:
         default="1,100,200,...,1000",
         help="user counts, e.g. 1,100,...,1000",
     )
+    types.add_workload_flags(p)
     p.add_argument(
-        "--output-tokens",
+        "--turns",
         type=types.positive_int,
-        default=OUTPUT_TOKENS,
-        help="tokens per answer (%(default)s)",
-    )
-    p.add_argument(
-        "--base-tokens",
-        type=types.positive_int,
-        default=BASE_TOKENS,
-        help="base prompt (%(default)s)",
-    )
-    p.add_argument(
-        "--continuation-tokens",
-        type=types.non_negative_int,
-        default=CONTINUATION_TOKENS,
-        help="continuation (%(default)s)",
-    )
-    p.add_argument(
-        "--jitter", type=types.non_negative_int, default=JITTER, help="± tokens (%(default)s)"
-    )
-    p.add_argument(
-        "--turns", type=types.positive_int, default=2, help="requests per user (2: base + cont.)"
+        default=2,
+        help="requests per user (2: base prompt and continuation)",
     )
     p.add_argument(
         "--repeat", type=types.positive_int, default=1, help="repetitions per user count"
     )
-    p.add_argument("--distribution", default="uniform", help="uniform | normal | weights:...")
-    p.add_argument("--clusters", type=types.positive_int, default=8, help="topic clusters (8)")
+    p.add_argument("--clusters", type=types.positive_int, default=8, help="topic clusters")
     p.add_argument(
         "--experts", type=types.positive_int, help="engines (default: 1 for tp>1 presets, else 8)"
     )
@@ -68,10 +50,8 @@ def add_parser(subparsers: Any) -> None:
         default=0.0,
         help="spread user starts over S seconds",
     )
-    p.add_argument(
-        "--window", type=types.positive_float, default=60.0, help="time-bucket width in s (60)"
-    )
-    p.add_argument("--seed", type=types.non_negative_int, default=0)
+    p.add_argument("--window", type=types.positive_float, default=60.0, help="time-bucket width, s")
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
     p.add_argument("--name", help="name of the configuration in the report (default: preset)")
     p.add_argument("--out", required=True, help="output directory")
     add_overrides(p)
