@@ -38,7 +38,7 @@ border-bottom:1px solid #ddd;padding-bottom:.2em}p,li{max-width:62em}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.88em;margin:.4em 0}
 th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f3f3f3}
 .text{text-align:left}.pair{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
-.pair img{width:600px;max-width:100%}img.wide{width:100%;max-width:1180px}
+.pair img{width:600px;max-width:100%}img.wide{width:100%;max-width:1180px}img.one{width:600px;max-width:100%}
 a{color:#0550ae}"""
 
 DOCS = Path(expert_router.__file__).resolve().parents[2] / "docs"
@@ -193,9 +193,10 @@ def report_page(title: str, series: Series, out_dir: Path, *, csv_file: str,
     body += [
         "<h2>Throughput over time</h2>",
         f'<p class="about">Tokens per second delivered in each {each} window of a run (the '
-        f"last window is shorter), {over}; one line per user count, one panel per "
-        "configuration.</p>",
-        f'<img class="wide" src="{TIME_BUCKETS_FILE}" alt="throughput over time">',
+        f"last window is shorter), {over}; one line per user count"
+        + ("; one panel per configuration.</p>" if len(series) > 1 else ".</p>"),
+        f'<img class="{"wide" if len(series) > 1 else "one"}" src="{TIME_BUCKETS_FILE}" '
+        'alt="throughput over time">',
         _errors(series),
         "<h2>Files and definitions</h2>",
         "<ul>",
