@@ -38,7 +38,7 @@ border-bottom:1px solid #ddd;padding-bottom:.2em}p,li{max-width:62em}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.88em;margin:.4em 0}
 th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f3f3f3}
 .text{text-align:left}.pair{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
-.pair img{width:600px;max-width:100%}img.wide{width:100%;max-width:1180px}img.one{width:600px;max-width:100%}
+.pair img,img.one{width:600px;max-width:100%}img.wide{width:100%;max-width:1180px}
 a{color:#0550ae}"""
 
 DOCS = Path(expert_router.__file__).resolve().parents[2] / "docs"
