@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from expert_router.errors import ConfigError
+from expert_router.urls import check_base_url
 
 ClassifyText = Literal["last_user", "all_user", "full"]
 SpilloverPolicy = Literal["never", "unhealthy", "saturated"]
@@ -52,10 +53,7 @@ class ReplicaConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if not parts.scheme or not parts.netloc:
-            raise ValueError(f"not an absolute URL: {value!r}")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @property
     def protocol(self) -> str:

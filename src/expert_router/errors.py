@@ -2,6 +2,7 @@
 
 ExpertRouterError
 ├── ConfigError            a config file or flag is invalid (names the field)
+│   └── UsageError         a command-line argument is invalid (the CLI exits 2, not 1)
 ├── ArtifactError          a classifier artifact is missing, corrupt or of another version
 ├── CorpusError            a training/evaluation corpus cannot be read (names file and line)
 ├── RequestError           a client request is malformed (names the field)
@@ -24,6 +25,10 @@ class ExpertRouterError(Exception):
 
 class ConfigError(ExpertRouterError):
     """A configuration value is invalid; the message names the field."""
+
+
+class UsageError(ConfigError):
+    """A command-line argument (or a combination of them) is invalid; names the flag."""
 
 
 class ArtifactError(ExpertRouterError):

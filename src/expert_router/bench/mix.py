@@ -63,3 +63,26 @@ def cluster_weights(spec: str, n_clusters: int) -> np.ndarray:
 def sample_clusters(n_users: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The cluster of each of ``n_users`` users, drawn independently from ``weights``."""
     return rng.choice(len(weights), size=n_users, p=weights)
+
+
+def describe_mix(spec: str, n_clusters: int) -> str:
+    """The mix in words, with the shares it gives (for reports).
+
+    >>> describe_mix("uniform", 8)
+    '"uniform": every one of the 8 clusters gets the same share of users (12.5 %)'
+    """
+    shares = cluster_weights(spec, n_clusters) * 100
+    kind = spec.partition(":")[0]
+    if kind == "uniform":
+        return (
+            f'"uniform": every one of the {n_clusters} clusters gets the same share of users '
+            f"({shares[0]:.1f} %)"
+        )
+    listed = ", ".join(f"{s:.1f}" for s in shares)
+    if kind == "normal":
+        return (
+            f'"{spec}": a bell curve (discretised normal distribution) over the '
+            f"{n_clusters} clusters' indices, so the middle clusters get most users "
+            f"(shares in %: {listed})"
+        )
+    return f'"{spec}": explicit cluster weights (shares in %: {listed})'

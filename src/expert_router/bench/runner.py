@@ -3,6 +3,7 @@
 Writes ``DIR/users-<N>/records-rep<K>.parquet`` after each repetition (only one repetition's
 records are held in memory), ``DIR/users-<N>/summary.json`` after each user count, and refreshes
 ``DIR/sweep.csv``, the PNGs and ``DIR/report.html``, so an interrupted sweep keeps its results.
+A user count whose every request failed ends the sweep (larger counts would fail the same).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from expert_router import __version__
 from expert_router.bench.client import Counters, run_users
+from expert_router.bench.columns import METRICS, fmt, unit_for
 from expert_router.bench.progress import Progress
 from expert_router.bench.protocols import ClientSettings
 from expert_router.bench.records import RequestRecord
@@ -28,7 +30,7 @@ from expert_router.bench.store import (
     write_records,
     write_summary,
 )
-from expert_router.bench.summary import combine, summarize_run
+from expert_router.bench.summary import combine, get_path, summarize_run
 from expert_router.bench.workers import START_DELAY_S, run_loop, run_sharded
 from expert_router.bench.workload import UserPlan, Workload
 
@@ -135,6 +137,13 @@ def run_sweep(
         encoding="utf-8",
     )
     progress = progress or Progress(enabled=False)
+    about = {  # what reports say about this run (bench.narrative)
+        "target": config.settings.target,
+        "protocol": config.protocol,
+        "workload": asdict(workload.config),
+        "clusters": len(workload.weights),
+        **config.meta,
+    }
     summaries: list[dict[str, Any]] = []
     for users in config.users:
         per_rep: dict[int, dict[str, Any]] = {}
@@ -157,23 +166,24 @@ def run_sweep(
             errors = sum(r.status == "error" for r in run)
             log(f"{label}: {len(run)} requests, {errors} errors")
             del run
-        summary = combine(per_rep, users=users, window_s=config.window_s)
+        summary = {**combine(per_rep, users=users, window_s=config.window_s), "bench": about}
         write_summary(users_dir(out_dir, users) / SUMMARY_FILE, summary)
         summaries.append(summary)
         write_sweep(out_dir, summaries, name=config.name)
         log(_headline(summary))
+        totals = summary["totals"]
+        if totals["requests"] and totals["errors"] == totals["requests"]:
+            log(f"every request of {users} users failed: the sweep stops here")
+            break
     return summaries
 
 
-def _ms(x: Any) -> str:
-    return f"{x * 1e3:.1f} ms" if isinstance(x, int | float) else "-"
-
-
 def _headline(s: dict[str, Any]) -> str:
-    st = s.get("session_throughput")
-    session = f"{st:.0f} tok/s" if isinstance(st, int | float) else "-"
-    return (
-        f"users={s['users']}: TTFT base {_ms(s['ttft']['base']['mean'])}, "
-        f"cont {_ms(s['ttft']['continuation']['mean'])}; TPOT {_ms(s['tpot']['mean'])}; "
-        f"session throughput {session}; errors {s['errors']}"
-    )
+    """One log line per user count, with the report's labels and units."""
+    keys = ("ttft.base.mean", "ttft.continuation.mean", "tpot.mean", "session_throughput")
+    parts = []
+    for key in keys:
+        value, short = get_path(s, key), METRICS[key].short
+        unit = unit_for(METRICS[key], [value])
+        parts.append(f"{short} {fmt(value, unit, with_unit=unit.name not in short.split())}")
+    return f"users={s['users']}: {'; '.join(parts)}; errors {s['errors']}"

@@ -130,6 +130,15 @@ def _error_messages(records: Sequence[RequestRecord], top: int = 10) -> dict[str
     return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])
 
 
+def _summed(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    """Counts per key added over repetitions, the largest first."""
+    total: dict[str, int] = defaultdict(int)
+    for c in counts:
+        for key, n in c.items():
+            total[key] += int(n)
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
 def get_path(tree: dict[str, Any], dotted: str) -> Any:
     """``tree["a"]["b"]`` for ``"a.b"``; ``None`` when a part is missing."""
     node: Any = tree
@@ -208,6 +217,7 @@ def combine(per_rep: dict[int, dict[str, Any]], *, users: int, window_s: float) 
             "requests": sum(int(s["requests"]) for s in runs),
             "errors": sum(int(s["errors"]) for s in runs),
             "output_tokens": sum(int(s["output_tokens"]["received"]) for s in runs),
+            "errors_by_reason": _summed([s.get("error_messages") or {} for s in runs]),
         },
         "across_repetitions": {key: interval([get_path(s, key) for s in runs]) for key in HEADLINE},
         "per_repetition": [

@@ -39,6 +39,12 @@ class ReadStats:
     documents: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Skipped records per reason (``invalid JSON``, ``no field 'text'``, ...)."""
+    first: dict[str, str] = field(default_factory=dict)
+    """Where each reason was first seen (``file:line``)."""
+    fields_seen: list[str] = field(default_factory=list)
+    """The fields of the first record that lacked the text field (to name the right one)."""
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary for manifests and reports."""
@@ -46,8 +52,35 @@ class ReadStats:
             "files": [Path(f).name for f in self.files],
             "documents": self.documents,
             "skipped": self.skipped,
+            "skipped_by_reason": dict(self.reasons),
             "problems": self.problems[:MAX_REPORTED],
         }
+
+    def describe(self, text_field: str = "text") -> str:
+        """What was read, in words: documents, and lines skipped by reason with the first
+        place each happened; names ``--text-field`` when records lacked the field.
+
+        >>> s = ReadStats(files=["a.jsonl"], documents=2, skipped=1)
+        >>> s.reasons, s.first = {"invalid JSON": 1}, {"invalid JSON": "a.jsonl:3"}
+        >>> s.describe()
+        'read 2 documents from a.jsonl; skipped 1 line: invalid JSON x 1 (first at a.jsonl:3)'
+        """
+        files = ", ".join(Path(f).name for f in self.files) or "nothing"
+        text = f"read {self.documents} document{_s(self.documents)} from {files}"
+        if not self.skipped:
+            return text
+        parts = [f"{r} x {n} (first at {self.first.get(r, '?')})" for r, n in self.reasons.items()]
+        text += f"; skipped {self.skipped} line{_s(self.skipped)}: {', '.join(parts)}"
+        if self.fields_seen:
+            shown = ", ".join(self.fields_seen[:8])
+            text += f"; records have the fields {shown}: name the text with --text-field"
+        elif any(r.startswith("no field") for r in self.reasons):
+            text += f" (--text-field names the field to read instead of {text_field!r})"
+        return text
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 class CorpusReader:
@@ -90,11 +123,13 @@ class CorpusReader:
         """Only the texts (what the vectorizer consumes)."""
         return (r.text for r in self)
 
-    def _problem(self, source: Path | str, line: int, message: str) -> None:
+    def _problem(self, source: Path | str, line: int, message: str, reason: str) -> None:
         text = f"{source}:{line}: {message}"
         if self.strict:
             raise CorpusError(text)
         self.stats.skipped += 1
+        self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
+        self.stats.first.setdefault(reason, f"{Path(source).name}:{line}")
         if len(self.stats.problems) < MAX_REPORTED:
             self.stats.problems.append(text)
         if self.on_problem is not None:
@@ -106,12 +141,23 @@ class CorpusReader:
 
     def _check(self, obj: Any, path: Path, line: int) -> Record | None:
         if not isinstance(obj, dict):
-            self._problem(path, line, "record is not an object")
+            self._problem(path, line, "record is not an object", "not a JSON object")
             return None
         text = obj.get(self.text_field)
         if not isinstance(text, str):
-            what = "missing" if text is None else f"not a string ({type(text).__name__})"
-            self._problem(path, line, f"text field {self.text_field!r} is {what}")
+            field = f"field {self.text_field!r}"
+            absent = self.text_field not in obj
+            if absent:
+                keys = ", ".join(map(str, list(obj)[:8])) or "none"
+                what, reason = (
+                    f"missing (its fields: {keys}; --text-field names one)",
+                    f"no {field}",
+                )
+                self.stats.fields_seen = self.stats.fields_seen or [str(k) for k in obj]
+            else:
+                what = "null" if text is None else f"not a string ({type(text).__name__})"
+                reason = f"{field} {what.split(' (')[0]}"
+            self._problem(path, line, f"text field {self.text_field!r} is {what}", reason)
             return None
         return self._emit(Record(text, obj, str(path), line))
 
@@ -130,7 +176,10 @@ class CorpusReader:
                         yield number, data.decode("utf-8")
                     except UnicodeDecodeError as exc:
                         self._problem(
-                            path, number, f"invalid UTF-8 ({exc.reason} at byte {exc.start})"
+                            path,
+                            number,
+                            f"invalid UTF-8 ({exc.reason} at byte {exc.start})",
+                            "invalid UTF-8",
                         )
                         yield number, None
                     if number % 2000 == 0:
@@ -154,7 +203,7 @@ class CorpusReader:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    self._problem(path, number, f"invalid JSON ({exc.msg})")
+                    self._problem(path, number, f"invalid JSON ({exc.msg})", "invalid JSON")
                     continue
                 record = self._check(obj, path, number)
                 if record is not None:
@@ -197,7 +246,8 @@ class CorpusReader:
             try:
                 text = file.read_bytes().decode("utf-8")
             except UnicodeDecodeError as exc:
-                self._problem(file, 1, f"invalid UTF-8 ({exc.reason} at byte {exc.start})")
+                why = f"invalid UTF-8 ({exc.reason} at byte {exc.start})"
+                self._problem(file, 1, why, "invalid UTF-8")
                 continue
             if text.strip():
                 yield self._emit(Record(text, {"text": text, "path": str(file)}, str(file), 1))

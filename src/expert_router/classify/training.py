@@ -41,6 +41,33 @@ class TrainConfig:
     dtype: str = "float32"
 
 
+class TooLittleData(ValueError):
+    """The corpus cannot be fitted with this configuration: ``documents`` and ``terms`` say
+    what it gave, ``short`` every setting it falls short of, in order: ``documents`` (none at
+    all), ``terms`` (none kept at min_df 1), ``min_df``, ``clusters``, ``dims``."""
+
+    def __init__(self, documents: int, terms: int, short: list[str]) -> None:
+        super().__init__(f"{documents} documents with {terms} terms fall short of: {short}")
+        self.documents, self.terms, self.short = documents, terms, short
+
+
+def check_size(documents: int, terms: int, config: TrainConfig) -> None:
+    """``TooLittleData`` when ``documents`` with ``terms`` distinct terms cannot be fitted:
+    no terms kept, fewer documents than clusters, or fewer documents or terms than SVD
+    dimensions."""
+    if documents == 0:
+        raise TooLittleData(0, 0, ["documents"])
+    short = []
+    if terms == 0:
+        short.append("min_df" if config.min_df > 1 else "terms")
+    if documents < config.clusters:
+        short.append("clusters")
+    if documents < config.dims or terms <= config.dims:
+        short.append("dims")
+    if short:
+        raise TooLittleData(documents, terms, short)
+
+
 @dataclass
 class Fitted:
     """The scikit-learn pieces and the k-means result, before folding (used by tests)."""
@@ -77,14 +104,21 @@ def fit(
         raise ValueError(f"scaler must be one of {SCALERS}")
     vectorizer = make_vectorizer(config)
     t0 = time.perf_counter()
-    tfidf = vectorizer.fit_transform(texts)
+    read = [0]
+
+    def counted() -> Iterable[str]:
+        for text in texts:
+            read[0] += 1
+            yield text
+
+    try:
+        tfidf = vectorizer.fit_transform(counted())
+    except ValueError:  # scikit-learn: empty vocabulary, or min_df above the document count
+        check_size(read[0], 0, config)
+        raise
     n_docs, n_terms = tfidf.shape
+    check_size(n_docs, n_terms, config)
     log(f"tf-idf: {n_docs} documents x {n_terms} terms ({time.perf_counter() - t0:.1f} s)")
-    if n_terms <= config.dims:
-        raise ValueError(
-            f"the vocabulary has {n_terms} terms, need more than {config.dims}: "
-            "use a larger corpus or a lower min_df"
-        )
     svd = TruncatedSVD(n_components=config.dims, random_state=config.seed)
     t0 = time.perf_counter()
     reduced = svd.fit_transform(tfidf)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
-from expert_router.cli.args import parse_users
-from expert_router.errors import ConfigError
+from expert_router.bench.protocols import PROTOCOLS
+from expert_router.cli import args as types
+from expert_router.errors import UsageError
 
 DEFAULT_USERS = "1,100,200,...,1000"
 
@@ -29,40 +29,52 @@ def add_parser(subparsers: Any) -> None:
             "PNG figures and report.html under --out. --calibrate measures the client's own "
             "timing error against a paced reference server instead."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=types.DefaultsFormatter,
     )
-    p.add_argument("--target", help="base URL of an OpenAI-compatible server or the gateway")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--protocol", default="openai", help="client protocol")
-    p.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    need = p.add_mutually_exclusive_group(required=True)
+    need.add_argument(
+        "--target",
+        metavar="URL",
+        help="base URL of the server to drive: the gateway or an OpenAI-compatible server "
+        "(triton-grpc: HOST:PORT)",
+    )
+    need.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="instead of a target: measure the client's timing error against a paced "
+        "reference server",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--protocol", default="openai", choices=sorted(PROTOCOLS), help="client protocol"
+    )
+    p.add_argument(
+        "--endpoint", choices=("chat", "completions"), default="chat", help="OpenAI endpoint"
+    )
     p.add_argument("--served-model", default="default", help="the 'model' field sent")
-    p.add_argument("--api-key", default=None, help="bearer token sent to the target")
-    p.add_argument("--users", default=DEFAULT_USERS, help="user counts, e.g. 1,100,200,...,1000")
-    p.add_argument("--repeat", type=int, default=1, help="runs per user count (paper: 10)")
+    p.add_argument("--api-key", help="bearer token sent to the target")
+    p.add_argument(
+        "--users", type=types.users, default=DEFAULT_USERS, help="user counts, e.g. 1,8,64"
+    )
+    p.add_argument(
+        "--repeat", type=types.positive_int, default=1, help="runs per user count (paper: 10)"
+    )
     p.add_argument(
         "--dataset",
         type=Path,
-        default=None,
-        help="prompt source: JSONL(.gz) with 'text', or text; default: built-in C4",
+        metavar="FILE",
+        help="prompt source: JSONL(.gz) with 'text', or text (default: the built-in C4 sample)",
     )
-    p.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
-    p.add_argument("--base-tokens", type=int, default=BASE_TOKENS)
-    p.add_argument("--continuation-tokens", type=int, default=CONTINUATION_TOKENS)
-    p.add_argument("--jitter", type=int, default=JITTER, help="± tokens on prompt targets")
-    p.add_argument(
-        "--distribution",
-        default="uniform",
-        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...",
-    )
+    types.add_workload_flags(p)
     p.add_argument(
         "--tokenizer",
-        default=None,
+        metavar="FILE",
         help="HF tokenizer.json to count tokens with (default: the built-in tokenizer)",
     )
     p.add_argument(
         "--model",
         type=Path,
-        default=None,
+        metavar="DIR",
         help="router model labelling prompts (default: the bundled one)",
     )
     p.add_argument(
@@ -70,24 +82,38 @@ def add_parser(subparsers: Any) -> None:
         default="auto",
         help="client processes, or 'auto' (one per --users-per-worker users)",
     )
-    p.add_argument("--users-per-worker", type=int, default=500)
-    p.add_argument("--ramp", type=float, default=0.0, help="seconds over which users start")
-    p.add_argument("--window", type=float, default=60.0, help="time-bucket width (s)")
-    p.add_argument("--request-timeout", type=float, default=900.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default=None, help="configuration name in reports")
     p.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="measure the client's timing error against a paced reference server",
+        "--users-per-worker", type=types.positive_int, default=500, help="users per client process"
     )
-    p.add_argument("--calib-ttft-ms", type=float, default=100.0)
-    p.add_argument("--calib-tpot-ms", type=float, default=100.0)
+    p.add_argument(
+        "--ramp", type=types.non_negative_float, default=0.0, help="seconds over which users start"
+    )
+    p.add_argument("--window", type=types.positive_float, default=60.0, help="time-bucket width, s")
+    p.add_argument(
+        "--request-timeout", type=types.positive_float, default=900.0, help="per request, s"
+    )
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
+    p.add_argument("--name", help="configuration name in reports (default: the --out folder)")
+    p.add_argument(
+        "--calib-ttft-ms", type=types.positive_float, default=100.0, help="--calibrate: TTFT, ms"
+    )
+    p.add_argument(
+        "--calib-tpot-ms", type=types.positive_float, default=100.0, help="--calibrate: TPOT, ms"
+    )
     p.add_argument("--quiet", action="store_true", help="no live progress display")
     p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    from expert_router.bench.probe import check_target, describe_failures, probe
+
+    # the arguments and the target first, before the heavy imports
+    workers = None if args.workers == "auto" else _int(args.workers, "--workers")
+    users = types.parse_users(args.users)
+    if args.target:
+        check_target(args.target, args.protocol)
+        probe(args.target, args.protocol)
+
     from expert_router.bench.progress import Progress
     from expert_router.bench.protocols import ClientSettings
     from expert_router.bench.runner import SweepConfig, run_sweep
@@ -98,12 +124,6 @@ def run(args: argparse.Namespace) -> int:
         load_documents,
     )
 
-    if not args.calibrate and not args.target:
-        raise ConfigError("--target URL is required (or --calibrate)")
-    if args.repeat < 1:
-        raise ConfigError("--repeat must be >= 1")
-    workers = None if args.workers == "auto" else _int(args.workers, "--workers")
-    users = parse_users(args.users)
     log = _log(args.quiet)
     cfg = WorkloadConfig(
         base_tokens=args.base_tokens,
@@ -140,8 +160,12 @@ def run(args: argparse.Namespace) -> int:
             return run_sweep(workload, config, args.out, progress=progress, log=log, on_run=on_run)
 
     if not args.calibrate:
-        sweep(args.target)
+        summaries = sweep(args.target)
         log(f"wrote {args.out}/report.html")
+        failed = describe_failures(summaries)
+        if failed:
+            print(f"expert-router bench: error: {failed}", file=sys.stderr)
+            return 1
         return 0
     return _calibrate(args, sweep, log)
 
@@ -189,9 +213,9 @@ def _int(text: str, flag: str) -> int:
     try:
         value = int(text)
     except ValueError as exc:
-        raise ConfigError(f"{flag}: expected an integer or 'auto', got {text!r}") from exc
+        raise UsageError(f"{flag}: expected an integer or 'auto', got {text!r}") from exc
     if value < 1:
-        raise ConfigError(f"{flag}: must be >= 1")
+        raise UsageError(f"{flag}: must be >= 1")
     return value
 
 

@@ -25,11 +25,11 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Classify and print."""
     from expert_router.classify import load
-    from expert_router.errors import ConfigError
+    from expert_router.errors import ConfigError, UsageError
 
-    clf = load(args.model)
     if args.text is not None and args.file is not None:
-        raise ConfigError("give TEXT or --file, not both")
+        raise UsageError("give TEXT or --file, not both")
+    clf = load(args.model)
     if args.text is not None:
         prompts = [args.text]
     elif args.file is not None and args.file != "-":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from expert_router.cli.args import positive_int, preset, users
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -17,25 +19,34 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--quick", action="store_true", help="fewer user counts (under a minute)")
-    p.add_argument("--live-users", default=None, help="live user counts (default 1,8,32,64)")
-    p.add_argument("--output-tokens", type=int, default=32, help="live answer length (32)")
-    p.add_argument("--preset", default="cpu-tiny", help="emulator preset of the live fleet")
+    p.add_argument(
+        "--live-users", type=users, default=None, help="live user counts (default 1,8,32,64)"
+    )
+    p.add_argument("--output-tokens", type=positive_int, default=32, help="live answer length (32)")
+    p.add_argument(
+        "--preset", type=preset, default="cpu-tiny", help="emulator preset of the live fleet"
+    )
     p.set_defaults(func=run)
+
+
+LIVE_KEYS = (
+    "ttft.base.mean",
+    "ttft.continuation.mean",
+    "tpot.mean",
+    "session_throughput",
+    "gateway_overhead.mean",
+)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.table import Table
-
+    from expert_router.bench.tables import Extra, first_and_last, sweep_table
     from expert_router.cli.args import parse_users
-    from expert_router.errors import ConfigError
+    from expert_router.console import make_console
     from expert_router.experiment.demo import DemoSettings, run_demo
     from expert_router.experiment.paper import Protocol
 
-    if args.output_tokens < 1:
-        raise ConfigError("--output-tokens must be >= 1")
     live_users = parse_users(args.live_users or ("1,8" if args.quick else "1,8,32,64"))
     sim_users = (1, 100, 500, 1000) if args.quick else None
     settings = DemoSettings(
@@ -47,41 +58,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if sim_users:
         settings.simulate = Protocol(users=sim_users, repeat=1)
-    console = Console()
+    console = make_console()
     result = run_demo(settings, console)
-
-    table = Table("live users", "TTFT base ms", "TPOT ms", "session tok/s", "gateway ms", "errors")
-    for s in result.live_summaries:
-        table.add_row(
-            str(s["users"]),
-            _fmt(s["ttft"]["base"].get("mean"), 1e3),
-            _fmt(s["tpot"].get("mean"), 1e3),
-            _fmt(s.get("session_throughput"), 1.0),
-            _fmt((s.get("gateway_overhead") or {}).get("mean"), 1.0),
-            str(s.get("errors", 0)),
-        )
-    console.print(table)
-    table = Table("config", "users", "TTFT s", "TPOT ms", "session tok/s", "p99 resp. s")
-    for name, summaries in result.sim_summaries.items():
-        for s in (summaries[0], summaries[-1]):
-            table.add_row(
-                name.split(":")[0],
-                str(s["users"]),
-                _fmt(s["ttft"].get("mean"), 1.0, 2),
-                _fmt(s["tpot"].get("mean"), 1e3),
-                _fmt(s.get("session_throughput"), 1.0),
-                _fmt(s.get("p99_response_time"), 1.0),
-            )
-    console.print(table)
+    live = {"live": result.live_summaries}
+    errors: Extra = ("errors", lambda s: str(s.get("errors", 0)))
+    title = f"live, through the gateway ({result.live_report})"
+    console.print(sweep_table(live, LIVE_KEYS, extra=[errors], title=title))
+    title = f"modelled, smallest and largest user count ({result.report})"
+    console.print(sweep_table(result.sim_summaries, pick=first_and_last, title=title))
     t = result.timings
     console.print(
         f"done in {t['total']:.0f} s (servers {t['start']:.1f} s, live {t['live']:.0f} s, "
         f"simulate {t['simulate']:.0f} s, report {t['report']:.1f} s); all servers stopped"
     )
-    console.print(f"report: [bold]{result.index}[/bold] (A-D: {result.report}; "
-                  f"live: {result.live_report})")  # fmt: skip
+    console.print(f"report: [bold]{result.index}[/bold] (what ran, the headline and links to "
+                  f"every report)")  # fmt: skip
     return 0
-
-
-def _fmt(value: Any, scale: float, digits: int = 1) -> str:
-    return f"{value * scale:,.{digits}f}" if isinstance(value, int | float) else "-"

@@ -54,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from expert_router.console import make_console
+
+    console = make_console()
     console.print(
         f"{result['documents']} documents, {result['labels']} labels, "
         f"{clf.n_clusters} clusters ({result['skipped']} skipped)",

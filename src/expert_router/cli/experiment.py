@@ -7,6 +7,14 @@ import argparse
 from typing import Any
 
 from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
+from expert_router.cli.args import (
+    DefaultsFormatter,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    users,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
         "continuation prompts; 1200 output tokens. A (tensor-parallel baseline) is sent "
         "directly, B-D through the gateway (live) or simulated (virtual time). Writes "
         "OUT/<distribution>/<config>/ sweeps and OUT/<distribution>/report.html.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     mode = q.add_mutually_exclusive_group()
     mode.add_argument("--simulate", dest="mode", action="store_const", const="simulate",
@@ -33,16 +41,21 @@ def add_parser(subparsers: Any) -> None:
     q.set_defaults(mode="simulate")
     q.add_argument("--configs", default="A,B,C,D", help="configurations to run")
     q.add_argument("--distribution", default="uniform,normal", help="cluster mixes to run")
-    q.add_argument("--users", default="1,100,200,...,1000", help="user counts")
-    q.add_argument("--repeat", type=int, default=10, help="repetitions per user count")
-    q.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS, help="tokens per answer")
-    q.add_argument("--base-tokens", type=int, default=BASE_TOKENS)
-    q.add_argument("--continuation-tokens", type=int, default=CONTINUATION_TOKENS)
-    q.add_argument("--jitter", type=int, default=JITTER)
-    q.add_argument("--window", type=float, default=60.0, help="time-bucket width (s)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--tpot-ms", type=float, help="live: fixed TPOT for every expert (faster)")
-    q.add_argument("--ttft-ms", type=float, help="live: fixed TTFT (with --tpot-ms)")
+    q.add_argument("--users", type=users, default="1,100,200,...,1000", help="user counts")
+    q.add_argument("--repeat", type=positive_int, default=10, help="repetitions per user count")
+    q.add_argument(
+        "--output-tokens", type=positive_int, default=OUTPUT_TOKENS, help="tokens per answer"
+    )
+    q.add_argument("--base-tokens", type=positive_int, default=BASE_TOKENS, help="base prompt")
+    q.add_argument("--continuation-tokens", type=non_negative_int, default=CONTINUATION_TOKENS,
+                   help="continuation prompt, tokens")  # fmt: skip
+    q.add_argument("--jitter", type=non_negative_int, default=JITTER, help="± prompt tokens")
+    q.add_argument("--window", type=positive_float, default=60.0, help="time-bucket width (s)")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="workload seed")
+    q.add_argument(
+        "--tpot-ms", type=positive_float, help="live: fixed TPOT for every expert (faster)"
+    )
+    q.add_argument("--ttft-ms", type=non_negative_float, help="live: fixed TTFT (with --tpot-ms)")
     q.add_argument("--out", required=True, help="output directory")
     q.set_defaults(func=run)
 
@@ -50,14 +63,8 @@ def add_parser(subparsers: Any) -> None:
 def protocol_from_args(args: argparse.Namespace) -> Any:
     """The ``Protocol`` the flags describe (user errors as ``ConfigError``)."""
     from expert_router.cli.args import parse_users
-    from expert_router.errors import ConfigError
     from expert_router.experiment.paper import Protocol
 
-    for flag in ("repeat", "output_tokens", "base_tokens"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.window <= 0:
-        raise ConfigError("--window must be > 0")
     return Protocol(
         users=tuple(parse_users(args.users)),
         repeat=args.repeat,
@@ -74,20 +81,22 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rich.console import Console
-
-    from expert_router.errors import ConfigError
+    from expert_router.console import make_console
+    from expert_router.errors import ConfigError, UsageError
     from expert_router.experiment.paper import CONFIGS, DISTRIBUTIONS, parse_list, run_paper
 
-    configs = parse_list(args.configs, CONFIGS, "--configs")
-    dists = parse_list(args.distribution, DISTRIBUTIONS, "--distribution")
+    try:
+        configs = parse_list(args.configs, CONFIGS, "--configs")
+        dists = parse_list(args.distribution, DISTRIBUTIONS, "--distribution")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     protocol = protocol_from_args(args)
     if args.ttft_ms is not None and args.tpot_ms is None:
-        raise ConfigError("--ttft-ms needs --tpot-ms")
+        raise UsageError("--ttft-ms needs --tpot-ms")
     overrides = {k: v for k in ("tpot_ms", "ttft_ms") if (v := getattr(args, k)) is not None}
     if overrides and args.mode != "live":
-        raise ConfigError("--tpot-ms/--ttft-ms apply to --live runs only")
-    console = Console(stderr=True)
+        raise UsageError("--tpot-ms/--ttft-ms apply to --live runs only")
+    console = make_console(stderr=True)
     t0 = time.perf_counter()
     console.print(
         f"[bold]paper experiment[/bold] ({args.mode}): configs {','.join(configs)}; "
@@ -100,5 +109,20 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for dist, path in reports.items():
         print(f"{dist}: {path / 'report.html'}")
+    print(f"index: {write_study_index(Path(args.out), reports, args.mode)}")
     console.print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def write_study_index(out: Any, reports: dict[str, Any], mode: str) -> Any:
+    """``OUT/index.html``: per cluster mix, its headline, what ran and the links."""
+    from expert_router.bench.report import load_sweep
+    from expert_router.experiment.index import Part, write_index
+
+    parts = []
+    for dist, path in reports.items():
+        dirs = {p.name: p for p in sorted(path.iterdir()) if (p / "report.html").is_file()}
+        series = {name: load_sweep(d) for name, d in dirs.items()}
+        how = "modelled in virtual time" if mode == "simulate" else "measured live"
+        parts.append(Part(f'The "{dist}" cluster mix, {how}', path / "report.html", series, dirs))
+    return write_index(out, "Expert Router: the paper's experiment", parts)

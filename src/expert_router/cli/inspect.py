@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from expert_router.cli.args import positive_int
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``inspect``."""
@@ -16,7 +18,9 @@ def add_parser(subparsers: Any) -> None:
         "share of the training documents and its highest-weighted terms.",
     )
     p.add_argument("--model", help="model directory (default: the bundled model)")
-    p.add_argument("--terms", type=int, default=12, help="top terms per cluster (default 12)")
+    p.add_argument(
+        "--terms", type=positive_int, default=12, help="top terms per cluster (default 12)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -46,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from expert_router.console import make_console
+
+    console = make_console()
     p = m["parameters"]
     console.print(
         f"model {args.model or default_model_dir()}: {clf.n_clusters} clusters, "

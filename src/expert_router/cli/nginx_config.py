@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from expert_router.cli.args import positive_int
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``nginx-config``."""
@@ -37,14 +39,22 @@ def add_parser(subparsers: Any) -> None:
         "--worker-processes", default="auto", metavar="N", help="nginx workers (auto)"
     )
     parser.add_argument(
-        "--worker-connections", type=int, default=8192, metavar="N", help="per worker (8192)"
+        "--worker-connections",
+        type=positive_int,
+        default=8192,
+        metavar="N",
+        help="per worker (8192)",
     )
     parser.add_argument(
-        "--keepalive", type=int, default=256, metavar="N", help="idle upstream connections kept"
+        "--keepalive",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="idle upstream connections kept",
     )
     parser.add_argument(
         "--read-timeout",
-        type=int,
+        type=positive_int,
         default=3600,
         metavar="SECONDS",
         help="longest pause between two streamed chunks (3600)",
@@ -65,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-streams",
-        type=int,
+        type=positive_int,
         default=4096,
         metavar="N",
         help="with --grpc: concurrent calls per client connection (4096)",
@@ -78,6 +88,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the config and print or write it."""
+    from expert_router.errors import ConfigError, UsageError
     from expert_router.gateway.nginx_conf import NginxOptions, render_nginx_conf
 
     upstreams = [part.strip() for value in args.upstream for part in value.split(",")]
@@ -93,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         grpc=args.grpc,
         max_streams=args.max_streams,
     )
-    text = render_nginx_conf([u for u in upstreams if u], options)
+    try:  # every value comes from a flag: a bad one is a usage error
+        text = render_nginx_conf([u for u in upstreams if u], options)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     if args.out is None:
         sys.stdout.write(text)
         return 0

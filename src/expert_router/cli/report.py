@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from expert_router.errors import ConfigError
+from expert_router.errors import UsageError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,17 +37,18 @@ def parse_runs(items: list[str]) -> dict[str, Path]:
         if not sep:
             name, path = Path(item).name or item, item
         if not name or not path:
-            raise ConfigError(f"expected NAME=DIR, got {item!r}")
+            raise UsageError(f"expected NAME=DIR, got {item!r}")
         if name in runs:
-            raise ConfigError(f"run name {name!r} given twice")
+            raise UsageError(f"run name {name!r} given twice")
         runs[name] = Path(path)
     return runs
 
 
 def run(args: argparse.Namespace) -> int:
+    runs = parse_runs(args.runs)
     from expert_router.bench.report import load_sweep, write_comparison
 
-    series = {name: load_sweep(path) for name, path in parse_runs(args.runs).items()}
+    series = {name: load_sweep(path) for name, path in runs.items()}
     write_comparison(args.out, series, title=args.title)
     print(f"wrote {args.out / 'report.html'} ({len(series)} runs)")
     return 0

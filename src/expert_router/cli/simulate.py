@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
-from expert_router.cli.args import parse_users
+from expert_router.cli import args as types
 from expert_router.cli.emulate import add_overrides, overrides
-from expert_router.errors import ConfigError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,28 +19,39 @@ def add_parser(subparsers: Any) -> None:
         help="run the user sweep against emulated experts in virtual time",
         description="Simulate users against emulated experts in virtual time (seconds of wall "
         "time for hours of serving); writes the same records and summaries as `bench`.",
+        formatter_class=types.DefaultsFormatter,
     )
-    p.add_argument("--preset", required=True, help="A, B, C, D, ... or a preset YAML file")
-    p.add_argument("--users", default="1,100,200,...,1000", help="user counts, e.g. 1,100,...,1000")
     p.add_argument(
-        "--output-tokens", type=int, default=OUTPUT_TOKENS, help="tokens per answer (%(default)s)"
+        "--preset", required=True, type=types.preset, help="A, B, C, D, ... or a preset YAML file"
     )
-    p.add_argument("--base-tokens", type=int, default=BASE_TOKENS, help="base prompt (%(default)s)")
     p.add_argument(
-        "--continuation-tokens",
-        type=int,
-        default=CONTINUATION_TOKENS,
-        help="continuation (%(default)s)",
+        "--users",
+        type=types.users,
+        default="1,100,200,...,1000",
+        help="user counts, e.g. 1,100,...,1000",
     )
-    p.add_argument("--jitter", type=int, default=JITTER, help="± tokens (%(default)s)")
-    p.add_argument("--turns", type=int, default=2, help="requests per user (2: base + cont.)")
-    p.add_argument("--repeat", type=int, default=1, help="repetitions per user count")
-    p.add_argument("--distribution", default="uniform", help="uniform | normal | weights:...")
-    p.add_argument("--clusters", type=int, default=8, help="topic clusters (8)")
-    p.add_argument("--experts", type=int, help="engines (default: 1 for tp>1 presets, else 8)")
-    p.add_argument("--ramp", type=float, default=0.0, help="spread user starts over S seconds")
-    p.add_argument("--window", type=float, default=60.0, help="time-bucket width in s (60)")
-    p.add_argument("--seed", type=int, default=0)
+    types.add_workload_flags(p)
+    p.add_argument(
+        "--turns",
+        type=types.positive_int,
+        default=2,
+        help="requests per user (2: base prompt and continuation)",
+    )
+    p.add_argument(
+        "--repeat", type=types.positive_int, default=1, help="repetitions per user count"
+    )
+    p.add_argument("--clusters", type=types.positive_int, default=8, help="topic clusters")
+    p.add_argument(
+        "--experts", type=types.positive_int, help="engines (default: 1 for tp>1 presets, else 8)"
+    )
+    p.add_argument(
+        "--ramp",
+        type=types.non_negative_float,
+        default=0.0,
+        help="spread user starts over S seconds",
+    )
+    p.add_argument("--window", type=types.positive_float, default=60.0, help="time-bucket width, s")
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
     p.add_argument("--name", help="name of the configuration in the report (default: preset)")
     p.add_argument("--out", required=True, help="output directory")
     add_overrides(p)
@@ -53,21 +62,21 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
+    types.check_distribution(args.distribution, args.clusters)
 
+    from rich.progress import Progress
+
+    from expert_router.bench.tables import Extra, sweep_table
+    from expert_router.console import make_console
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
     from expert_router.emulator.virtual import SimWorkload, default_experts
 
     preset = get_preset(args.preset, **overrides(args))
-    users = parse_users(args.users)
+    users = types.parse_users(args.users)
     experts = args.experts or default_experts(preset)
-    if args.repeat < 1:
-        raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     out = Path(args.out)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     workload = SimWorkload(
         users=users[0],
         output_tokens=args.output_tokens,
@@ -96,16 +105,10 @@ def run(args: argparse.Namespace) -> int:
         )
     wall = time.perf_counter() - started
     console.print(f"{len(users)} user counts x {args.repeat} in {wall:.1f} s wall -> {out}")
-    table = Table("users", "TTFT s", "TPOT ms", "throughput tok/s", "virtual s", "wall s")
-    for s in summaries:
-        sim = s["simulation"]
-        table.add_row(
-            str(s["users"]),
-            f"{s['ttft'].get('mean') or 0:.3f}",
-            f"{1e3 * (s['tpot'].get('mean') or 0):.2f}",
-            f"{s.get('throughput') or 0:.0f}",
-            f"{sim['virtual_s']:.1f}",
-            f"{sim['wall_s']:.2f}",
-        )
-    Console().print(table)
+    extra: list[Extra] = [
+        ("virtual s", lambda s: f"{s['simulation']['virtual_s']:,.1f}"),
+        ("wall s", lambda s: f"{s['simulation']['wall_s']:,.2f}"),
+    ]
+    table = sweep_table({args.name or preset.name: summaries}, extra=extra)
+    make_console().print(table)
     return 0

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from typing import Any
 
+from expert_router.cli.args import non_negative_int, positive_int
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``train``."""
@@ -16,7 +18,9 @@ def add_parser(subparsers: Any) -> None:
         "or a directory of one-document files) and write a model directory.",
     )
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus file(s) or directories")
-    p.add_argument("--clusters", "-k", type=int, default=8, help="number of clusters (default 8)")
+    p.add_argument(
+        "--clusters", "-k", type=positive_int, default=8, help="number of clusters (default 8)"
+    )
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--text-field", default="text", help="field holding the text (default text)")
     p.add_argument(
@@ -25,14 +29,20 @@ def add_parser(subparsers: Any) -> None:
         default="l2",
         help="l2 (c-BTM's code, default) or standard (the paper's text)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--dims", type=int, default=100, help="SVD dimensions (default 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--dims", type=positive_int, default=100, help="SVD dimensions (default 100)")
     p.add_argument(
-        "--min-df", type=int, default=2, help="drop terms in fewer documents than this (default 2)"
+        "--min-df",
+        type=positive_int,
+        default=2,
+        help="drop terms in fewer documents than this (default 2)",
     )
-    p.add_argument("--max-iter", type=int, default=20, help="k-means passes (default 20)")
+    p.add_argument("--max-iter", type=positive_int, default=20, help="k-means passes (default 20)")
     p.add_argument(
-        "--batch-size", type=int, default=50_000, help="k-means mini-batch size (default 50000)"
+        "--batch-size",
+        type=positive_int,
+        default=50_000,
+        help="k-means mini-batch size (default 50000)",
     )
     p.add_argument(
         "--dtype",
@@ -71,16 +81,14 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Train and report where the model went."""
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     from expert_router.classify.corpus import CorpusReader
-    from expert_router.classify.training import TrainConfig, train
+    from expert_router.classify.training import TooLittleData, TrainConfig, train
+    from expert_router.console import make_console
     from expert_router.errors import ConfigError
 
-    console = Console(stderr=True)
-    if args.clusters < 1:
-        raise ConfigError("--clusters must be at least 1")
+    console = make_console(stderr=True)
     config = TrainConfig(
         clusters=args.clusters,
         scaler=args.scaler,
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as progress:
         tasks: dict[str, Any] = {}
 
@@ -106,11 +115,19 @@ def run(args: argparse.Namespace) -> int:
                 tasks[path] = progress.add_task(f"reading {path}", total=total)
             progress.update(tasks[path], completed=done)
 
+        said_what_was_read = False
+
+        def log(message: str) -> None:  # the first log line comes once the corpus is read
+            nonlocal said_what_was_read
+            if not said_what_was_read:
+                console.print(reader.stats.describe(args.text_field), highlight=False)
+                said_what_was_read = True
+            console.print(message, highlight=False)
+
         reader = CorpusReader(
             args.corpus,
             text_field=args.text_field,
             strict=args.strict,
-            on_problem=lambda m: console.print(f"[yellow]skipped[/] {m}", highlight=False),
             on_progress=on_progress,
         )
         try:
@@ -120,19 +137,33 @@ def run(args: argparse.Namespace) -> int:
                 config,
                 corpus=None,
                 command=command_line(args),
-                log=lambda m: console.print(m, highlight=False),
+                log=log,
             )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        except TooLittleData as exc:
+            read = reader.stats.describe(args.text_field)
+            raise ConfigError(f"{read}; {advice(exc, args)}") from None
     # The corpus summary is only complete once the texts are consumed: rewrite the manifest.
     _record_corpus(out, reader.stats.summary())
-    stats = reader.stats
-    console.print(
-        f"trained {args.clusters} clusters on {stats.documents} documents "
-        f"({stats.skipped} skipped) -> {out}",
-        highlight=False,
-    )
+    console.print(f"trained {args.clusters} clusters -> {out}", highlight=False)
     return 0
+
+
+def advice(exc: Any, args: argparse.Namespace) -> str:
+    """What to change, for each setting the corpus falls short of (``TooLittleData.short``)."""
+    docs, terms, d, k = exc.documents, exc.terms, args.dims, args.clusters
+    if exc.short == ["documents"]:
+        return "no documents to train on"
+    fits = min(docs, terms - 1) if terms else docs
+    say = {
+        "terms": "no usable terms (only stop words, numbers or one-letter words)",
+        "min_df": f"--min-df {args.min_df} keeps no term (no term is in that many documents): "
+        "lower it",
+        "clusters": f"--clusters {k} needs at least {k} documents: use {docs} or fewer",
+        "dims": f"--dims {d} needs at least {d} documents and more than {d} distinct terms"
+        + (f" (these give {terms})" if terms else "")
+        + (f": lower it to {fits} or less" if fits >= 1 else ""),
+    }
+    return "; ".join(say[s] for s in exc.short) + "; or train on more documents"
 
 
 def _record_corpus(out: Any, summary: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The emulator as a Triton server: KServe v2 gRPC (GRPCInferenceService) with a TensorRT-LLM
 model ``ensemble``, and Triton's HTTP ``generate`` / ``generate_stream``, on the same engine as
-the OpenAI API. A streamed answer's last message carries ``triton_final_response``.
+the OpenAI API. A streamed answer's last message carries ``triton_final_response``. While the
+server shuts down, new calls and those cut by the drain timeout end with UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from aiohttp import web
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+from expert_router.emulator.drain import REFUSED, ShuttingDown
 from expert_router.emulator.engine import CANCELLED, DONE, EngineRequest
 from expert_router.emulator.live import StreamSink
 from expert_router.emulator.openai_api import parse_request
-from expert_router.emulator.server import EmulatorServer
+from expert_router.emulator.server import EmulatorServer, end_stream
 from expert_router.errors import RequestError
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.tokenizer import TokenGenerator
@@ -45,7 +47,10 @@ async def generate(
     server: EmulatorServer, req: tw.TritonRequest
 ) -> AsyncIterator[tuple[str, bool]]:
     """Run ``req`` on the server's engine; yields (text, last) pieces, one per wake-up when
-    streaming, the whole text otherwise. Leaving early cancels the request in the engine."""
+    streaming, the whole text otherwise. Leaving early cancels the request in the engine;
+    raises ``ShuttingDown`` when the server refuses it or the drain timeout cuts it."""
+    if server.shutdown.draining:
+        raise ShuttingDown(REFUSED)
     body = tw.triton_to_openai(req)
     plan, _ = parse_request(
         body, chat=False, context=server.context, eos_mean_tokens=server.preset.eos_mean_tokens
@@ -53,33 +58,35 @@ async def generate(
     sink = StreamSink(per_token=req.stream)
     ereq = EngineRequest(next(_ids), plan.prompt_tokens, plan.max_tokens, plan.target, sink)
     engine, driver = server.engine, server.driver
-    engine.submit(ereq, driver.now())
     gen, texts = TokenGenerator(plan.seed), plan.texts
-    try:
-        if not req.stream:
-            while not sink.done:
-                sink.pending = 0
-                await sink.wait()
-            if texts is None:
-                texts = [gen.next() for _ in range(plan.target)]
-            yield "".join(texts), True
-            return
-        sent = 0
-        while sent < plan.target:
-            await sink.wait()
-            n, sink.pending = sink.pending, 0
-            if texts is not None:
-                piece = "".join(texts[sent : sent + n])
-            else:
-                piece = "".join(gen.next() for _ in range(n))
-            sent += n
-            if n:
-                yield piece, sent >= plan.target
-            elif sink.done:
-                break
-    finally:
-        if ereq.state not in (DONE, CANCELLED):
-            engine.cancel(ereq, driver.now())
+    shutdown = server.shutdown
+    with shutdown.track(sink):
+        engine.submit(ereq, driver.now())
+        try:
+            if not req.stream:
+                while not sink.done:
+                    sink.pending = 0
+                    await shutdown.next(sink)
+                if texts is None:
+                    texts = [gen.next() for _ in range(plan.target)]
+                yield "".join(texts), True
+                return
+            sent = 0
+            while sent < plan.target:
+                await shutdown.next(sink)
+                n, sink.pending = sink.pending, 0
+                if texts is not None:
+                    piece = "".join(texts[sent : sent + n])
+                else:
+                    piece = "".join(gen.next() for _ in range(n))
+                sent += n
+                if n:
+                    yield piece, sent >= plan.target
+                elif sink.done:
+                    break
+        finally:
+            if ereq.state not in (DONE, CANCELLED):
+                engine.cancel(ereq, driver.now())
 
 
 class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -92,7 +99,7 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb2.ServerReadyResponse(ready=True)
+        return pb2.ServerReadyResponse(ready=not self.server.shutdown.draining)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb2.ModelReadyResponse(ready=request.name == MODEL and request.version in ("", "1"))
@@ -118,13 +125,21 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         except RequestError as exc:
             return await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         req.stream = False
-        text = "".join([piece async for piece, _ in generate(self.server, req)])
+        try:
+            text = "".join([piece async for piece, _ in generate(self.server, req)])
+        except ShuttingDown as exc:
+            return await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return kserve.text_response(pb2, MODEL, request.id, text, NAMES, final=None)
 
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> None:
-        await kserve.serve_stream(request_iterator, context, self._stream_one)
+        if self.server.shutdown.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, REFUSED)
+        try:
+            await kserve.serve_stream(request_iterator, context, self._stream_one)
+        except ShuttingDown as exc:  # the drain timeout: end the whole call
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def _stream_one(self, request: Any) -> AsyncIterator[Any]:
         rid = request.id
@@ -167,9 +182,15 @@ def add_http_routes(app: web.Application, server: EmulatorServer) -> None:
             return web.json_response({"error": str(exc)}, status=404)
         except RequestError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        refused = server.refused()
+        if refused is not None:
+            return refused
         if not stream:
             req.stream = False
-            text = "".join([p async for p, _ in generate(server, req)])
+            try:
+                text = "".join([p async for p, _ in generate(server, req)])
+            except ShuttingDown as exc:
+                return web.json_response({"error": str(exc)}, status=503)
             return web.json_response(_http_out(text))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -177,6 +198,8 @@ def add_http_routes(app: web.Application, server: EmulatorServer) -> None:
             async for piece, _ in generate(server, req):
                 await resp.write(b"data: " + json.dumps(_http_out(piece)).encode() + b"\n\n")
             await resp.write_eof()
+        except ShuttingDown as exc:
+            await end_stream(resp, b"data: " + json.dumps({"error": str(exc)}).encode() + b"\n\n")
         except ConnectionError:
             pass
         return resp
@@ -191,7 +214,11 @@ def add_http_routes(app: web.Application, server: EmulatorServer) -> None:
         )
 
     app.router.add_get("/v2/health/live", live)
-    app.router.add_get("/v2/health/ready", live)
+
+    async def server_ready(request: web.Request) -> web.Response:
+        return web.json_response({}, status=503 if server.shutdown.draining else 200)
+
+    app.router.add_get("/v2/health/ready", server_ready)
     app.router.add_get("/v2/models/{model}/ready", ready)
     app.router.add_post("/v2/models/{model}/generate", handle)
     app.router.add_post("/v2/models/{model}/generate_stream", handle)

@@ -1,12 +1,14 @@
 """The live emulator: an aiohttp app speaking the OpenAI API in front of one ``Engine``.
 
 ``serve_emulator`` / ``serve_fleet`` run one or many experts inside the caller's event loop
-(tests, the CLI); each expert has its own engine, real-time driver and listening socket.
+(tests, the CLI); each expert has its own engine, real-time driver and listening socket, and
+``drain`` shuts it down gracefully (``emulator.drain``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -17,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from expert_router.emulator.drain import REFUSED, Drain, ShuttingDown, error_event
+from expert_router.emulator.drain import error_body as shutdown_body
 from expert_router.emulator.engine import CANCELLED, DONE, Engine, EngineRequest
 from expert_router.emulator.live import LiveDriver, StreamSink
 from expert_router.emulator.openai_api import (
@@ -61,6 +65,7 @@ class EmulatorServer:
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self._active: dict[int, asyncio.BaseTransport] = {}
+        self.shutdown = Drain()
         self.created = int(time.time())
 
     @property
@@ -100,6 +105,17 @@ class EmulatorServer:
         await web.SockSite(runner, sock).start()
         self._runner = runner
 
+    async def drain(self, limit_s: float, *, grace_s: float = 1.0) -> int:
+        """Refuse new requests (readiness 503) and let those in flight finish for up to
+        ``limit_s``; then end the rest with an error and give them ``grace_s`` to write it.
+        Returns how many were cut. ``stop`` closes the server afterwards."""
+        self.shutdown.begin()
+        if await self.shutdown.wait_idle(limit_s):
+            return 0
+        cut = self.shutdown.expire()
+        await self.shutdown.wait_idle(grace_s)
+        return cut
+
     async def stop(self) -> None:
         """Abort the requests in flight (their clients see a dropped connection), then close."""
         for transport in list(self._active.values()):
@@ -111,7 +127,15 @@ class EmulatorServer:
 
     # -- handlers ---------------------------------------------------------------------------
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return web.Response(status=503 if self.shutdown.draining else 200)
+
+    def refused(self) -> web.Response | None:
+        """The 503 that answers a new request while the server shuts down, else None."""
+        if not self.shutdown.draining:
+            return None
+        return web.json_response(
+            shutdown_body(REFUSED), status=503, headers={"Connection": "close"}
+        )
 
     async def _models(self, request: web.Request) -> web.Response:
         card = {
@@ -151,6 +175,9 @@ class EmulatorServer:
         return await self._generate(request, chat=True)
 
     async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        refused = self.refused()
+        if refused is not None:
+            return refused
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -172,14 +199,17 @@ class EmulatorServer:
         if request.transport is not None:
             self._active[rid] = request.transport
         try:
-            self.engine.submit(req, self.driver.now())
-            if plan.stream:
-                return await self._stream(request, plan, sink, name)
-            while not sink.done:
-                sink.pending = 0  # not streamed: wake only when the answer is complete
-                await sink.wait()
+            with self.shutdown.track(sink):
+                self.engine.submit(req, self.driver.now())
+                if plan.stream:
+                    return await self._stream(request, plan, sink, name)
+                while not sink.done:
+                    sink.pending = 0  # not streamed: wake only when the answer is complete
+                    await self.shutdown.next(sink)
             text = "".join(plan.texts) if plan.texts else _text(plan.seed, plan.target)
             return web.json_response(full_response(plan, self.model_name, name, text, plan.target))
+        except ShuttingDown as exc:
+            return web.json_response(shutdown_body(str(exc)), status=503)
         finally:
             self._active.pop(rid, None)
             if req.state not in (DONE, CANCELLED):
@@ -198,7 +228,7 @@ class EmulatorServer:
         first = enc.role
         try:
             while sent < target:
-                await sink.wait()
+                await self.shutdown.next(sink)
                 n, sink.pending = sink.pending, 0
                 parts = [first] if first else []
                 first = b""
@@ -214,9 +244,18 @@ class EmulatorServer:
             tail = enc.usage(sent) if plan.include_usage else b""
             await resp.write(tail + b"data: [DONE]\n\n")
             await resp.write_eof()
+        except ShuttingDown as exc:
+            await end_stream(resp, error_event(str(exc)))
         except ConnectionError:
             pass  # the client went away; the caller's ``finally`` frees the slot
         return resp
+
+
+async def end_stream(resp: web.StreamResponse, last: bytes) -> None:
+    """Write ``last`` and close the stream, unless the client has gone already."""
+    with contextlib.suppress(ConnectionError):
+        await resp.write(last)
+        await resp.write_eof()
 
 
 def _text(seed: int, n: int) -> str:

@@ -7,7 +7,6 @@ overlaying A-D (plus the live sweep's own report). Every server stops on exit, e
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from expert_router.console import make_console
+from expert_router.experiment.index import Part, write_index
 from expert_router.experiment.paper import (
     CONFIGS,
     LABELS,
@@ -28,7 +29,6 @@ from expert_router.experiment.paper import (
 
 DEFAULT_OUT = Path("demo-out")
 LIVE_USERS = (1, 8, 32, 64)
-INDEX_FILE = "index.html"
 
 
 @dataclass
@@ -67,7 +67,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     from expert_router.emulator.presets import get_preset
     from expert_router.experiment.stack import ServerStack, per_cluster
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -92,10 +92,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
              f"{live.output_tokens} tokens per answer")  # fmt: skip
         t0 = time.perf_counter()
         live_dir = out / "live"
+        about = (f"the gateway (bundled classifier) in front of {N_EXPERTS} emulated experts "
+                 f"({preset.description or preset.model_name}), one per topic cluster, served "
+                 "in real time on this machine")  # fmt: skip
         live_summaries = bench_sweep(
             gateway, live, settings.distribution, live_dir,
             name=f"live: gateway + {N_EXPERTS}x {settings.preset}",
-            log=lambda m: console.print(f"  {m}"), progress=True,
+            log=lambda m: console.print(f"  {m}"), progress=True, meta={"description": about},
         )  # fmt: skip
         timings["live"] = time.perf_counter() - t0
     console.print("  servers stopped")
@@ -105,18 +108,41 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
          f"users {_users(sim.users)}; {sim.output_tokens} tokens per answer")  # fmt: skip
     t0 = time.perf_counter()
     series: dict[str, list[dict[str, Any]]] = {}
+    dirs: dict[str, Path] = {}
     for cfg in settings.configs:
         t1 = time.perf_counter()
         label = LABELS.get(cfg, cfg)
-        series[label] = simulate_config(cfg, sim, settings.distribution, out / "simulate" / cfg)
+        dirs[label] = out / "simulate" / cfg
+        series[label] = simulate_config(cfg, sim, settings.distribution, dirs[label])
         console.print(f"  {label}: {time.perf_counter() - t1:.1f} s wall")
     timings["simulate"] = time.perf_counter() - t0
 
     step(4, "writing the report")
     t0 = time.perf_counter()
-    title = f"Expert Router demo: configurations A-D in virtual time ({settings.distribution})"
-    write_comparison(out, series, title=title)
-    index = write_index(out, live_dir)
+    configs = ", ".join(settings.configs)
+    title = f"Expert Router demo: configurations {configs} in virtual time"
+    write_comparison(out, series, title=f"{title} ({settings.distribution} mix)", sources=dirs)
+    live_series = {f"live: gateway + {N_EXPERTS}x {settings.preset}": live_summaries}
+    index = write_index(
+        out,
+        "Expert Router demo",
+        [
+            Part(
+                f"The paper's configurations {configs}, modelled in virtual time",
+                out / "report.html",
+                series,
+                dirs,
+            ),
+            Part(
+                "Live: users through the gateway to an emulated fleet",
+                live_dir / "report.html",
+                live_series,
+            ),
+        ],  # fmt: skip
+        intro="The demo started an emulated fleet and the gateway on this machine, drove "
+        "them live with simulated users, stopped them, then modelled the paper's "
+        "configurations in virtual time. Each part below says what ran and what it showed.",
+    )
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     return DemoResult(
@@ -135,18 +161,3 @@ def _users(users: Sequence[int]) -> str:
     if len(users) > 4:
         return f"{users[0]}, {users[1]}, ..., {users[-1]}"
     return ", ".join(map(str, users))
-
-
-def write_index(out: Path, live_dir: Path) -> Path:
-    """A landing page linking the A-D comparison and the live sweep's report."""
-    live = html.escape(str(live_dir.relative_to(out) / "report.html"))
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Expert Router demo</title></head>
-<body style="font-family:sans-serif;margin:2em"><h1>Expert Router demo</h1><ul>
-<li><a href="report.html">Configurations A-D, the paper's sweep in virtual time</a></li>
-<li><a href="{live}">Live sweep through the gateway (emulated fleet)</a></li>
-</ul></body></html>
-"""
-    path = out / INDEX_FILE
-    path.write_text(page, encoding="utf-8")
-    return path

@@ -125,9 +125,13 @@ def live_config(
         target = urls[0] if is_direct(config) else stack.gateway(per_cluster(urls))
         how = "directly" if is_direct(config) else f"through the gateway ({n} experts)"
         log(f"{config}: {preset.model_name} {how} at {target}")
+        what = preset.description or preset.model_name
+        about = (f"{n} emulated engine{'s' if n > 1 else ''} ({what}) in real time, "
+                 + ("addressed directly" if is_direct(config) else
+                    "one per topic cluster, behind the gateway (bundled classifier)"))  # fmt: skip
         return bench_sweep(
             target, protocol, distribution, out, name=name or LABELS.get(config, config),
-            log=log, progress=progress,
+            log=log, progress=progress, meta={"description": about},
         )  # fmt: skip
 
 
@@ -140,8 +144,10 @@ def bench_sweep(
     name: str,
     log: Log = lambda _m: None,
     progress: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The user simulator (``bench``) against ``target``; writes its sweep under ``out``."""
+    """The user simulator (``bench``) against ``target``; writes its sweep under ``out``
+    (``meta``, e.g. a ``description`` of what serves ``target``, goes into its summaries)."""
     from expert_router.bench.progress import Progress
     from expert_router.bench.protocols import ClientSettings
     from expert_router.bench.runner import SweepConfig, run_sweep
@@ -167,6 +173,7 @@ def bench_sweep(
         repeat=protocol.repeat,
         window_s=protocol.window_s,
         name=name,
+        meta=dict(meta or {}),
     )
     with Progress(enabled=progress) as bar:
         return run_sweep(workload, sweep, out, progress=bar, log=log)
@@ -193,10 +200,12 @@ def run_paper(
     reports: dict[str, Path] = {}
     for dist in distributions:
         series: dict[str, list[dict[str, Any]]] = {}
+        dirs: dict[str, Path] = {}
         for cfg in configs:
             t0 = time.perf_counter()
             sweep_dir = Path(out) / dist / cfg
             label = LABELS.get(cfg, cfg)
+            dirs[label] = sweep_dir
             if mode == "simulate":
                 series[label] = simulate_config(cfg, protocol, dist, sweep_dir)
             else:
@@ -208,7 +217,7 @@ def run_paper(
                 f"{time.perf_counter() - t0:.1f} s -> {sweep_dir}")  # fmt: skip
         report_dir = Path(out) / dist
         title = f"Expert Router vs baseline ({mode}, {dist} load)"
-        write_comparison(report_dir, series, title=title)
+        write_comparison(report_dir, series, title=title, sources=dirs)
         reports[dist] = report_dir
     return reports
 

@@ -52,16 +52,32 @@ def test_bench_sweep_and_report(tmp_path, emulator_url):
     assert all((out / p).is_file() for p in PNGS)
 
 
-def test_dead_server_gives_error_records_not_a_crash(tmp_path):
+def test_dead_server_is_one_line_before_any_run(tmp_path, capsys):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         port = s.getsockname()[1]
-    out = tmp_path / "dead"
-    argv = ["bench", "--target", f"http://127.0.0.1:{port}", "--users", "3", "--out", str(out)]
-    assert main([*argv, "--workers", "1", *SMALL]) == 0
-    s = json.loads((out / "users-3" / "summary.json").read_text())
-    assert s["errors"] == 6 and s["error_rate"] == 1.0 and s["session_throughput"] is None
-    assert (out / "ttft.png").is_file()
+        out = tmp_path / "dead"
+        argv = ["bench", "--target", f"http://127.0.0.1:{port}", "--users", "3", "--out", str(out)]
+        assert main([*argv, "--workers", "1", *SMALL]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"expert-router bench: error: cannot reach http://127.0.0.1:{port}: "
+                   f"127.0.0.1:{port}: Connection refused"]  # fmt: skip
+    assert not out.exists()
+
+
+def test_a_sweep_whose_requests_all_fail_exits_1_with_the_reasons(tmp_path, emulator_url, capsys):
+    out = tmp_path / "fails"
+    argv = ["bench", "--target", emulator_url, "--users", "2,4", "--workers", "1", *SMALL]
+    # answers longer than the emulated model's context: every request is refused with a 400
+    assert main([*argv, "--output-tokens", "1000000", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("expert-router bench: error: all 4 requests failed")
+    assert "maximum context length" in err[0] and " x " in err[0]
+    s = json.loads((out / "users-2" / "summary.json").read_text())
+    assert s["errors"] == 4 and sum(s["totals"]["errors_by_reason"].values()) == 4
+    assert not (out / "users-4").exists()  # the sweep stopped at the first all-failed count
+    page = (out / "report.html").read_text()
+    assert "Failed requests by reason" in page and "maximum context length" in page
 
 
 def test_workers_shard_users(tmp_path, emulator_url):

@@ -63,7 +63,12 @@ def test_demo_writes_the_report_and_stops_everything(tmp_path):
     assert 'href="report.html"' in index and 'href="live/report.html"' in index
     # the live sweep went through the gateway to the 8 experts, without errors
     live = json.loads((out / "live" / "users-2" / "summary.json").read_text())
-    assert live["totals"] == {"requests": 4, "errors": 0, "output_tokens": 16}
+    assert live["totals"] == {
+        "requests": 4,
+        "errors": 0,
+        "output_tokens": 16,
+        "errors_by_reason": {},
+    }
     assert live["gateway_overhead"]["n"] == 4
     assert [len(v) for v in result.sim_summaries.values()] == [2, 2]
     assert set(result.timings) == {"start", "live", "simulate", "report", "total"}

@@ -26,7 +26,12 @@ def test_tiny_live_study(tmp_path, capsys):
     a = json.loads((out / "uniform" / "A" / "users-3" / "summary.json").read_text())
     b = json.loads((out / "uniform" / "B" / "users-3" / "summary.json").read_text())
     for s in (a, b):
-        assert s["totals"] == {"requests": 6, "errors": 0, "output_tokens": 24}
+        assert s["totals"] == {
+            "requests": 6,
+            "errors": 0,
+            "output_tokens": 24,
+            "errors_by_reason": {},
+        }
     # B went through the gateway (its Server-Timing gives an overhead), A went directly
     assert b["gateway_overhead"]["n"] == 6 and not a["gateway_overhead"].get("n")
     assert not [t for t in threading.enumerate() if t.name == "expert-router-servers"]

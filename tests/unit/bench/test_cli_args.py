@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from expert_router.cli.bench import DEFAULT_USERS, parse_users
+from expert_router.cli.args import parse_users
+from expert_router.cli.bench import DEFAULT_USERS
 from expert_router.cli.main import build_parser, main
 from expert_router.cli.report import parse_runs
 from expert_router.errors import ConfigError
@@ -36,6 +37,12 @@ def test_commands_registered_with_defaults(tmp_path):
 
 
 def test_bench_requires_a_target(tmp_path, capsys):
-    assert main(["bench", "--out", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
     assert "--target" in capsys.readouterr().err
-    assert main(["bench", "--target", "x", "--users", "0", "--out", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--target", "http://x:1", "--users", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert main(["bench", "--target", "x", "--out", str(tmp_path)]) == 2
+    assert "not a URL" in capsys.readouterr().err

@@ -82,7 +82,8 @@ def test_parquet(tmp_path: Path) -> None:
     pq.write_table(pa.table({"text": ["one", None, "three"], "label": [0, 1, 2]}), path)
     texts, reader = read(path)
     assert texts == ["one", "three"]
-    assert reader.stats.problems == [f"{path}:2: text field 'text' is missing"]
+    assert reader.stats.problems == [f"{path}:2: text field 'text' is null"]
+    assert reader.stats.reasons == {"field 'text' null": 1}
 
 
 def test_plain_text_and_directory(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_preset_and_cli_need_a_fixed_tpot(capsys: pytest.CaptureFixture[str]) ->
         get_preset("cpu-tiny", tpot_ms=10, pacing="sometimes")
     assert get_preset("cpu-tiny", tpot_ms=10, pacing="per-request").pacing == "per-request"
     assert get_preset("cpu-tiny").pacing == "batched"
-    assert main(["emulate", "--pacing", "per-request", "--port", "0"]) == 1
+    assert main(["emulate", "--pacing", "per-request", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "--pacing per-request needs --tpot-ms" in err
     with pytest.raises(SystemExit):

@@ -67,9 +67,13 @@ def test_protocol_rejects_bad_values():
 )
 def test_user_errors_are_one_clean_line(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    assert main(["experiment", "paper", *argv, "--out", str(out)]) == 1
+    try:  # a usage error: exit status 2, from argparse or from the command
+        status = main(["experiment", "paper", *argv, "--out", str(out)])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("expert-router experiment: error:") and message in err
+    assert err.startswith("expert-router experiment") and ": error: " in err and message in err
     assert "\n" not in err and not out.exists()
 
 
@@ -99,7 +103,12 @@ def test_tiny_simulated_study(tmp_path, capsys):
         for cfg, experts in (("A", 1), ("D", 8)):
             s = json.loads((report / cfg / "users-6" / "summary.json").read_text())
             assert s["simulation"]["experts"] == experts and s["repetitions"] == 2
-            assert s["totals"] == {"requests": 24, "errors": 0, "output_tokens": 24 * 24}
+            assert s["totals"] == {
+                "requests": 24,
+                "errors": 0,
+                "output_tokens": 24 * 24,
+                "errors_by_reason": {},
+            }
     # an 8-expert router serves one user about as fast as its one expert: D's TPOT < A's
     # (13B FP8 vs 70B FP16 over 8 GPUs), as the emulator's model says
     d = json.loads((out / "uniform" / "D" / "users-1" / "summary.json").read_text())

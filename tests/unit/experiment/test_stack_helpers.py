@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from expert_router.experiment.demo import _users, write_index
+from expert_router.experiment.demo import _users
 from expert_router.experiment.stack import per_cluster
 
 
@@ -15,8 +13,3 @@ def test_per_cluster_maps_cluster_i_to_expert_i():
 def test_users_are_shortened():
     assert _users((1, 100, 200, 300, 1000)) == "1, 100, ..., 1000"
     assert _users((1, 8)) == "1, 8"
-
-
-def test_index_links_both_reports(tmp_path: Path):
-    page = write_index(tmp_path, tmp_path / "live").read_text()
-    assert 'href="report.html"' in page and 'href="live/report.html"' in page

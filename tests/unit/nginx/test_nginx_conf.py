@@ -139,7 +139,7 @@ def test_cli_prints_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_cli_reports_a_bad_upstream_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["nginx-config", "--upstream", "localhost"]) == 1
+    assert main(["nginx-config", "--upstream", "localhost"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("expert-router nginx-config: error: upstream 'localhost'")
     assert "\n" not in err
