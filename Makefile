@@ -46,6 +46,7 @@ test: $(DEV) nginx
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python scripts/check_structure.py
 
 typecheck: $(DEV)
 	$(BIN)/mypy
