@@ -114,13 +114,17 @@ async def _serve_until_signal(
 ) -> None:
     stop, now = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+    hurried: list[int] = []
 
-    def on_signal() -> None:  # the first drains; a second one stops at once
-        (now if stop.is_set() else stop).set()
+    def on_signal(signum: int) -> None:  # the first drains; a second one stops at once
+        if stop.is_set():
+            hurried.append(signum)
+            now.set()
+        stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
     async with serve_gateway(
         config,
         host=host,
@@ -141,6 +145,8 @@ async def _serve_until_signal(
         await asyncio.wait([drain, hurry], return_when=asyncio.FIRST_COMPLETED)
         for task in (drain, hurry):
             task.cancel()
+    if hurried:  # cut short: the shell's convention for a process ended by a signal
+        raise SystemExit(128 + hurried[0])
 
 
 def _run(coro: Any) -> None:

@@ -90,4 +90,4 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once() -> None:
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.2)
                 proc.send_signal(signal.SIGTERM)  # impatient: stop now
-                assert await asyncio.wait_for(proc.wait(), 5) == 0
+                assert await asyncio.wait_for(proc.wait(), 5) == 128 + signal.SIGTERM
