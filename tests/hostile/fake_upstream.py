@@ -95,10 +95,15 @@ class Exchange:
 
     def head(self, status: int = 200, *, length: int | None = None, extra: bytes = b"") -> bytes:
         ctype = b"text/event-stream" if self.stream else b"application/json"
-        framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
-        return (
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s\r\n\r\n"
-            % (status, b"OK" if status == 200 else b"Error", ctype, extra, framing)
+        framing = (
+            b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+        )
+        return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s\r\n\r\n" % (
+            status,
+            b"OK" if status == 200 else b"Error",
+            ctype,
+            extra,
+            framing,
         )
 
     def body_parts(self) -> list[bytes]:
@@ -231,6 +236,19 @@ async def idle_bytes(ex: Exchange) -> bool:
     return True
 
 
+async def big(ex: Exchange) -> bool:
+    """A healthy answer of about 512 KiB (32 events of 16 KiB, or one JSON body)."""
+    pad = "x" * 16384
+    if ex.stream:
+        parts = [b"data: " + json.dumps(ex._chunk(pad)).encode() + b"\n\n" for _ in range(32)]
+        parts = [*ex.events()[:-1], *parts, ex.events()[-1]]
+        await ex.send(ex.head() + b"".join(chunk(p) for p in parts) + LAST)
+    else:
+        body = ex.json_body().replace(b"tok1 ", b"tok1 " + pad.encode() * 32)
+        await ex.send(ex.head(length=len(body)) + body)
+    return True
+
+
 async def silent(ex: Exchange) -> bool:
     await ex.hold()
     return False
@@ -261,6 +279,7 @@ FAULTS: dict[str, Callable[[Exchange], Awaitable[bool]]] = {
     "status_503": error_status(503),
     "idle_bytes": idle_bytes,
     "silent": silent,
+    "big": big,
 }
 
 
@@ -288,7 +307,9 @@ class FakeUpstream:
         finally:
             writer.close()
 
-    async def one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> bool:
+    async def one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> bool:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head[:-4].split(b"\r\n")
         method, target, _ = lines[0].split(b" ", 2)

@@ -22,6 +22,8 @@ from targets import HOST, Gateway, Target, Upstream
 CANARY_HEAD = "CANARY-HEAD-h7Q2"  # in every case's head: never to be quoted back
 CANARY_BODY = "CANARY-BODY-b8W3"  # in every case's prompt
 CHAT = b"/v1/chat/completions"
+VALID_KEY = "sk-SECRET-VALID-KEY-51e0"  # the key of gateways with ``api_keys`` (never logged)
+AUTH = b"Authorization: Bearer " + VALID_KEY.encode()
 SENTINEL = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 
@@ -35,13 +37,15 @@ class Want:
     """An expected answer: a status (None = the connection closes without any response)."""
 
     status: int | None
-    close: bool = False  # the response says ``Connection: close`` and the connection ends
-    ends: bool = False  # the connection ends after the response (the header is optional)
+    close: bool = False  # the response says ``Connection: close``
+    ends: bool = False  # the connection ends after the response
     code: str | None = None  # ``error.code`` of the OpenAI-shaped JSON body
     alt: tuple[int | None, ...] = ()  # also accepted (e.g. a 408 beside a silent close)
     interim: int | None = None  # a 1xx expected before the final response
     no_chunked: bool = False  # the response must not use chunked framing (HTTP/1.0)
     header: tuple[str, str] | None = None  # a field the response must carry, and its value
+    sse_error: str | None = None  # a 200 stream ending in one SSE error event with this code
+    partial: bool = False  # the client leaves before the response ends
 
     def __str__(self) -> str:
         text = "closed" if self.status is None else str(self.status)
@@ -49,8 +53,10 @@ class Want:
             text = f"{self.interim} then {text}"
         if self.alt:
             text += " (or " + ", ".join("closed" if a is None else str(a) for a in self.alt) + ")"
-        if self.close:
+        if self.close and self.ends:
             text += " + close"
+        elif self.close:
+            text += " + Connection: close"
         elif self.ends:
             text += " + connection ends"
         if self.code:
@@ -59,6 +65,8 @@ class Want:
             text += " without chunked"
         if self.header:
             text += f" with {self.header[0]}: {self.header[1]}"
+        if self.sse_error:
+            text += f" ending in an SSE error [{self.sse_error}]"
         return text
 
 
@@ -66,9 +74,9 @@ CLOSED = Want(None)
 SERVED = Want(200)
 
 
-def err(status: int, code: str | None = None, *, close: bool = True) -> Want:
-    """An error answer; after a framing or size error the connection must end."""
-    return Want(status, close=close, code=code)
+def err(status: int, code: str | None = None, *, close: bool = True, ends: bool = True) -> Want:
+    """An error answer with ``Connection: close``, the connection ended (``ends``) too."""
+    return Want(status, close=close, ends=close and ends, code=code)
 
 
 @dataclass
@@ -107,7 +115,9 @@ def rid() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def chat(stream: bool, fault: str = "none", *, ident: str = "", once: bool = False, **kw: Any) -> bytes:
+def chat(
+    stream: bool, fault: str = "none", *, ident: str = "", once: bool = False, **kw: Any
+) -> bytes:
     """A chat request body; ``fault`` and ``ident`` steer the fake upstream."""
     text = f"hello {CANARY_BODY} fault:{fault} rid:{ident or rid()}" + (" once" if once else "")
     payload = {
@@ -158,6 +168,25 @@ def served_problem(resp: Response, shape: str) -> str | None:
     return None if "tok1" in content else f"unexpected content {content!r}"
 
 
+def sse_error_problem(resp: Response, code: str) -> str | None:
+    """Why a stream does not end as a broken upstream's must: its events so far, then one
+    ``data: {"error": ...}`` event, then the chunked end (no ``[DONE]``)."""
+    if not resp.complete or not resp.chunked:
+        return "the stream does not end with the chunked end"
+    events = resp.events()
+    if not events or "[DONE]" in events:
+        return f"the stream ends normally, no error event: {resp.body[-120:]!r}"
+    try:
+        error = json.loads(events[-1])["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"the last event is not an error: {events[-1][:120]!r}"
+    if error.get("code") != code:
+        return f"the error event's code is {error.get('code')!r}, want {code!r}"
+    if sum('"error"' in e for e in events) != 1:
+        return "more than one error event"
+    return None
+
+
 def error_shape_problem(resp: Response, want: Want) -> str | None:
     """Why an error response is not OpenAI-shaped (or quotes the request), or None."""
     ctype = resp.header("content-type") or ""
@@ -182,6 +211,8 @@ def check(result: Result, want: Want, shape: str | None, *, strict: bool) -> lis
     problems: list[str] = []
     allowed = (want.status, *want.alt)
     finals = result.finals
+    if want.partial:
+        finals = [r for r in result.responses if r.status >= 200]
     if result.error:
         problems.append(f"unparsable response: {result.error}")
     if not finals:
@@ -196,11 +227,8 @@ def check(result: Result, want: Want, shape: str | None, *, strict: bool) -> lis
         problems.append(f"more than one response (desync): {result.describe()}")
     if want.interim and not any(r.status == want.interim for r in result.responses):
         problems.append(f"no {want.interim} interim response: {result.describe()}")
-    if want.close and first.status == want.status:
-        if not first.closes:
-            problems.append(f"{first.status} without Connection: close")
-        if not result.closed:
-            problems.append(f"connection left open after {first.status}")
+    if want.close and first.status == want.status and not first.closes:
+        problems.append(f"{first.status} without Connection: close")
     if want.ends and not result.closed:
         problems.append(f"connection left open after {first.status}")
     if want.header and first.status == want.status:
@@ -213,7 +241,11 @@ def check(result: Result, want: Want, shape: str | None, *, strict: bool) -> lis
         problem = error_shape_problem(first, want)
         if problem:
             problems.append(problem)
-    if first.status == 200 and shape:
+    if want.sse_error:
+        problem = sse_error_problem(first, want.sse_error)
+        if problem:
+            problems.append(problem)
+    elif first.status == 200 and shape and not want.partial:
         problem = served_problem(first, shape)
         if problem:
             problems.append(problem)
@@ -227,7 +259,7 @@ def perform(case: Case, ctx: Ctx, want: Want) -> Result:
         return case.send(ctx)
     with ctx.conn() as conn:
         conn.send(case.send)
-        ends = want.close or want.ends or want.status is None
+        ends = want.ends or want.status is None
         result = conn.read(case.deadline, until_close=ends)
         if not result.closed and result.finals and not result.finals[0].closes:
             conn.send(SENTINEL)
@@ -235,7 +267,9 @@ def perform(case: Case, ctx: Ctx, want: Want) -> Result:
             if len(after.finals) < 2 or after.finals[1].status != 200:
                 ctx.problems.append(f"the next request on the connection got: {after.describe()}")
             elif b'"ok"' not in after.finals[1].body:
-                ctx.problems.append(f"the next request got another answer: {after.finals[1].body!r}")
+                ctx.problems.append(
+                    f"the next request got another answer: {after.finals[1].body!r}"
+                )
             result.responses = result.responses[:1]
         return result
 
@@ -244,7 +278,7 @@ def keeps_serving(target: Target) -> str | None:
     """Another client's well-formed streaming request is served; else why not."""
     try:
         with RawConn(HOST, target.port) as conn:
-            conn.send(post(chat(True)))
+            conn.send(post(chat(True), AUTH))
             result = conn.read(5.0)
     except OSError as exc:
         return f"another client cannot connect: {exc}"

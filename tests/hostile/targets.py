@@ -221,7 +221,7 @@ http {{
     keepalive_timeout 2s;
     send_timeout 10s;
     client_max_body_size 8m;
-    client_body_buffer_size 8m;
+    client_body_buffer_size 16m;
     client_body_temp_path client_body_temp;
     proxy_temp_path proxy_temp;
     fastcgi_temp_path fastcgi_temp;

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import SERVED, Case, Ctx, Want, chat, err, post, raw, run_case
+from harness import SERVED, Case, Ctx, chat, err, post, raw, run_case
 from rawhttp import Result
 
 pytestmark = pytest.mark.integration
@@ -15,7 +15,9 @@ START = b"POST /v1/chat/completions HTTP/1.1"
 TYPE = b"Content-Type: application/json"
 
 
-def unfinished(prefix: bytes, filler: Callable[[int], bytes], total: int) -> Callable[[Ctx], Result]:
+def unfinished(
+    prefix: bytes, filler: Callable[[int], bytes], total: int
+) -> Callable[[Ctx], Result]:
     """Send ``prefix`` and ``total`` bytes of ``filler`` pieces, never ending the head: a server
     that bounds what it buffers answers before the head ends (and before its head timeout)."""
 
