@@ -101,7 +101,7 @@ class Target:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.stop(timeout=5)
+            self.proc.stop(timeout=2)
             self.proc = None
 
     def serving_pid(self) -> int:

@@ -11,15 +11,12 @@ import pytest
 from harness import (
     AUTH,
     CHAT,
-    SERVED,
     STD,
     VALID_KEY,
     Case,
     Ctx,
-    Want,
     chat,
     chunked,
-    err,
     perform,
     post,
     raw,
@@ -27,8 +24,9 @@ from harness import (
 )
 from rawhttp import Result
 from targets import poll
+from wants import SERVED, Want, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 NGINX_APPLIES = False
 GATEWAY_SECTIONS = {"api_keys": [VALID_KEY]}
 GATEWAY_OPTIONS = {"debug": True}

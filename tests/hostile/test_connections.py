@@ -13,11 +13,12 @@ import threading
 import time
 
 import pytest
-from harness import Case, Ctx, Want, chat, err, post, run_case
+from harness import Case, Ctx, chat, post, run_case
 from rawhttp import RawConn, Result
 from targets import HOST, Gateway, http_get, poll
+from wants import Want, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 MAX_CONNECTIONS = 32
 NOFILE = 128
 GATEWAY_SECTIONS = {

@@ -9,23 +9,11 @@ server that misframes the request answers it as a second request.
 from __future__ import annotations
 
 import pytest
-from harness import (
-    CLOSED,
-    SERVED,
-    STD,
-    Case,
-    Ctx,
-    Want,
-    chat,
-    chunked,
-    err,
-    post,
-    raw,
-    run_case,
-)
+from harness import STD, Case, Ctx, chat, chunked, post, raw, run_case
 from rawhttp import Result
+from wants import CLOSED, SERVED, Want, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: gw\r\n\r\n"
 SAME = "same"
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import SERVED, Case, Ctx, chat, err, post, raw, run_case
+from harness import Case, Ctx, chat, post, raw, run_case
 from rawhttp import Result
+from wants import SERVED, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 START = b"POST /v1/chat/completions HTTP/1.1"
 TYPE = b"Content-Type: application/json"
 

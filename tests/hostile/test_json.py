@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import CANARY_BODY, SERVED, Case, chat, err, post, run_case
+from harness import Case, chat, post, run_case
+from wants import CANARY_BODY, SERVED, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 NGINX_APPLIES = False
 DEPTH = 100_000
 USER = {"role": "user", "content": f"hello {CANARY_BODY} fault:none rid:json"}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import SENTINEL, Case, Ctx, Want, chat, err, post, run_case
+from harness import SENTINEL, Case, Ctx, chat, post, run_case
 from rawhttp import Result
+from wants import Want, err
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 TE = b"Transfer-Encoding: chunked"
 OVER = 9 * 1024 * 1024  # beyond the default limits.max_body_bytes (8 MiB)
 IDLE = 2.0  # server.idle_timeout of the suite's gateway

@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 import pytest
-from harness import AUTH, SERVED, Case, Ctx, Want, chat, post, rid, run_case
+from harness import AUTH, Case, Ctx, chat, post, rid, run_case
 from rawhttp import RawConn, Result
 from targets import MAX_RESPONSE, poll
+from wants import SERVED, Want
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 NGINX_APPLIES = False
 BROKEN = Want(200, sse_error="upstream_interrupted")  # the stream ends with an error event
 
