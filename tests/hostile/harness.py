@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rawhttp import RawConn, Result
@@ -24,6 +24,7 @@ CHAT = b"/v1/chat/completions"
 VALID_KEY = "sk-SECRET-VALID-KEY-51e0"  # the key of gateways with ``api_keys`` (never logged)
 AUTH = b"Authorization: Bearer " + VALID_KEY.encode()
 SENTINEL = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+SAME = Want(-1)  # ``Case.nginx``: nginx 1.22 gives the answer the gateway must give
 
 
 def nginx_mode() -> bool:
@@ -51,14 +52,22 @@ class Case:
     send: bytes | Script
     want: Want
     ref: str  # e.g. "rfc9112-6.3", "nginx", "config"
-    nginx: Want | None = None  # nginx 1.22's answer; None: not applicable to nginx
+    nginx: Want | None = SAME  # nginx 1.22's answer (SAME: the wanted one); None: not applicable
     shape: str | None = None  # "stream" / "plain": what a 200 must carry
     deadline: float = 1.5  # seconds to wait for the answer
     rss_mb: float = 16.0  # memory growth allowed (VmRSS and VmHWM)
     note: str = ""
 
     def expected(self) -> Want | None:
-        return self.nginx if nginx_mode() else self.want
+        if not nginx_mode():
+            return self.want
+        return self.want if self.nginx is SAME else self.nginx
+
+
+def shaped(cases: list[Case], shape: str) -> list[Case]:
+    """The cases sent with one kind of body (``stream`` or ``plain``): the id says which, and
+    a 200 must carry that kind of answer."""
+    return [replace(c, id=f"{c.id}-{shape}", shape=shape) for c in cases]
 
 
 # -- requests -------------------------------------------------------------------------------

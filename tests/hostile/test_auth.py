@@ -21,6 +21,7 @@ from harness import (
     post,
     raw,
     run_case,
+    shaped,
 )
 from rawhttp import Result
 from targets import poll
@@ -64,7 +65,7 @@ def auth_cases(body: bytes, shape: str) -> list[Case]:
         Case("auth-key-in-query", post(body, target=CHAT + b"?api_key=" + KEY), UNAUTHORIZED,
              "keys travel in the header only"),
     ]  # fmt: skip
-    return [Case(f"{c.id}-{shape}", c.send, c.want, c.ref, shape=shape) for c in out]
+    return shaped(out, shape)
 
 
 AUTH_CASES = auth_cases(chat(True), "stream") + auth_cases(chat(False), "plain")

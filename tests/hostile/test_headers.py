@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import Case, Ctx, chat, post, raw, run_case
+from harness import Case, Ctx, chat, post, raw, run_case, shaped
 from rawhttp import Result
 from wants import SERVED, err
 
@@ -67,17 +67,7 @@ def cases(body: bytes, shape: str) -> list[Case]:
         Case("head-20k", post(body, *(b"X-H%d: " % i + b"v" * 3000 for i in range(6))),
              SERVED, "config server.max_head_bytes=32K; nginx 4x8K"),
     ]  # fmt: skip
-    return [
-        Case(
-            f"{c.id}-{shape}",
-            c.send,
-            c.want,
-            c.ref,
-            nginx=c.want if c.nginx is None else c.nginx,
-            shape=shape,
-        )
-        for c in out
-    ]
+    return shaped(out, shape)
 
 
 UNFINISHED = [
@@ -100,7 +90,7 @@ UNFINISHED = [
 CASES = [
     *cases(chat(True, ident="headers"), "stream"),
     *cases(chat(False, ident="headers"), "plain"),
-    *(Case(c.id, c.send, c.want, c.ref, nginx=c.nginx or c.want) for c in UNFINISHED),
+    *UNFINISHED,
 ]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Case, chat, post, run_case
+from harness import Case, chat, post, run_case, shaped
 from wants import CANARY_BODY, SERVED, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -44,11 +44,7 @@ def cases(stream: bool, shape: str) -> list[Case]:
         Case("json-7mb-served", post(seven_mb(stream)), SERVED, "config limits.max_body_bytes",
              rss_mb=96.0, deadline=5.0),
     ]  # fmt: skip
-    return [
-        Case(f"{c.id}-{shape}", c.send, c.want, c.ref, shape=shape, rss_mb=c.rss_mb,
-             deadline=c.deadline)
-        for c in out
-    ]  # fmt: skip
+    return shaped(out, shape)
 
 
 CASES = cases(True, "stream") + cases(False, "plain")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import SENTINEL, Case, Ctx, chat, post, run_case
+from harness import SENTINEL, Case, Ctx, chat, post, run_case, shaped
 from rawhttp import Result
 from wants import Want, err
 
@@ -39,7 +39,6 @@ def trickle(data: bytes, every: float, within: float) -> Case:
         script,
         TIMED_OUT,
         "nginx client_header_timeout",
-        nginx=TIMED_OUT,
         deadline=within,
     )
 
@@ -79,21 +78,16 @@ def cases(body: bytes, shape: str) -> list[Case]:
         Case("body-over-limit-one-chunk", post(b"%x\r\n" % OVER + b" " * 65536, TE, length=False),
              err(413, "request_too_large"), "rfc9110-15.5.14; nginx client_max_body_size"),
     ]  # fmt: skip
-    return [
-        Case(f"{c.id}-{shape}", c.send, c.want, c.ref, nginx=c.nginx or c.want, shape=shape,
-             deadline=c.deadline)
-        for c in out
-    ]  # fmt: skip
+    return shaped(out, shape)
 
 
 CASES = [
     Case("post-then-silence", b"POST ", TIMED_OUT, "nginx client_header_timeout",
-         nginx=TIMED_OUT, deadline=3.0),
+         deadline=3.0),
     trickle(post(chat(True)), every=0.1, within=3.0),
-    Case("idle-keepalive", idle_keepalive, Want(200, ends=True), "nginx keepalive_timeout",
-         nginx=Want(200, ends=True)),
+    Case("idle-keepalive", idle_keepalive, Want(200, ends=True), "nginx keepalive_timeout"),
     Case("body-over-limit-chunks", chunks_over_limit, err(413, "request_too_large"),
-         "rfc9110-15.5.14; nginx client_max_body_size", nginx=err(413)),
+         "rfc9110-15.5.14; nginx client_max_body_size"),
     *cases(chat(True), "stream"),
     *cases(chat(False), "plain"),
 ]  # fmt: skip
