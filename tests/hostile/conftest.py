@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from harness import Case, Want, nginx_mode  # noqa: E402
+from harness import Report, nginx_mode  # noqa: E402
 from procs import ensure_nginx  # noqa: E402
 from targets import Gateway, Nginx, Target, Upstream, gateway_config  # noqa: E402
 
@@ -66,24 +66,6 @@ def target(request: pytest.FixtureRequest, upstream: Upstream, workdir: Path) ->
         yield gateway
     finally:
         gateway.stop()
-
-
-class Report:
-    """Every case's expected and actual answer, for the failing-cases table."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, float]] = []
-
-    def add(self, case: Case, want: Want, got: str, problems: list[str], grew: float) -> None:
-        verdict = "; ".join(problems) if problems else "ok"
-        self.rows.append((case.id, str(want), got, verdict, grew))
-
-    def write(self, path: Path) -> None:
-        lines = ["| case | want | got | problems | memory MB |", "|---|---|---|---|---|"]
-        for case_id, want, got, verdict, grew in self.rows:
-            cells = [case_id, want, got, verdict.replace("|", "/"), f"{grew:+.1f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="session")

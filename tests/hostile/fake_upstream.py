@@ -69,8 +69,8 @@ class FakeUpstream:
         method, target, _ = lines[0].split(b" ", 2)
         length = 0
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            field_name, _, value = line.partition(b":")
+            if field_name.strip().lower() == b"content-length":
                 length = int(value)
         body = await reader.readexactly(length) if length else b""
         if method == b"GET":

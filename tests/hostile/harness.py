@@ -14,8 +14,10 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from rawhttp import RawConn, Result
 from targets import HOST, Gateway, Target, Upstream
 from wants import CANARY_BODY, CANARY_HEAD, Want, check, served_problem
@@ -145,12 +147,28 @@ def keeps_serving(target: Target) -> str | None:
     return served_problem(result.finals[0], "stream")
 
 
-def run_case(case: Case, target: Target, upstream: Upstream | None, report: Any) -> None:
+class Report:
+    """Every case's expected and actual answer, for the failing-cases table."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, float]] = []
+
+    def add(self, case: Case, want: Want, got: str, problems: list[str], grew: float) -> None:
+        verdict = "; ".join(problems) if problems else "ok"
+        self.rows.append((case.id, str(want), got, verdict, grew))
+
+    def write(self, path: Path) -> None:
+        lines = ["| case | want | got | problems | memory MB |", "|---|---|---|---|---|"]
+        for case_id, want, got, verdict, grew in self.rows:
+            cells = [case_id, want, got, verdict.replace("|", "/"), f"{grew:+.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        path.write_text("\n".join(lines) + "\n")
+
+
+def run_case(case: Case, target: Target, upstream: Upstream | None, report: Report) -> None:
     """Run one case and its two after-checks; fail with every problem found."""
     want = case.expected()
     if want is None:
-        import pytest
-
         pytest.skip(f"not applicable to {target.kind}")
     target.ensure()
     rss0, hwm0 = target.memory()

@@ -15,6 +15,7 @@ from harness import (
     VALID_KEY,
     Case,
     Ctx,
+    Report,
     chat,
     chunked,
     perform,
@@ -24,7 +25,7 @@ from harness import (
     shaped,
 )
 from rawhttp import Result
-from targets import poll
+from targets import Target, Upstream, poll
 from wants import SERVED, Want, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -72,8 +73,8 @@ AUTH_CASES = auth_cases(chat(True), "stream") + auth_cases(chat(False), "plain")
 
 
 @pytest.mark.parametrize("case", AUTH_CASES, ids=lambda c: c.id)
-def test_auth(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_auth(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)
 
 
 # -- secrets --------------------------------------------------------------------------------
@@ -164,5 +165,5 @@ SECRET_CASES = [
 
 
 @pytest.mark.parametrize("case", SECRET_CASES, ids=lambda c: c.id)
-def test_secrets(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_secrets(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

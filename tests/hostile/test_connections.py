@@ -13,9 +13,9 @@ import threading
 import time
 
 import pytest
-from harness import Case, Ctx, chat, post, run_case
+from harness import Case, Ctx, Report, chat, post, run_case
 from rawhttp import RawConn, Result
-from targets import HOST, Gateway, http_get, poll
+from targets import HOST, Gateway, Target, Upstream, http_get, poll
 from wants import Want, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -127,5 +127,5 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_connections(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_connections(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

@@ -9,8 +9,9 @@ server that misframes the request answers it as a second request.
 from __future__ import annotations
 
 import pytest
-from harness import STD, Case, Ctx, chat, chunked, post, raw, run_case, shaped
+from harness import STD, Case, Ctx, Report, chat, chunked, post, raw, run_case, shaped
 from rawhttp import Result
+from targets import Target, Upstream
 from wants import CLOSED, SERVED, Want, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -284,5 +285,5 @@ CASES = cases(chat(True, ident="framing"), "stream") + cases(chat(False, ident="
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_framing(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_framing(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import Case, Ctx, chat, post, raw, run_case, shaped
+from harness import Case, Ctx, Report, chat, post, raw, run_case, shaped
 from rawhttp import Result
+from targets import Target, Upstream
 from wants import SERVED, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -95,5 +96,5 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_headers(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_headers(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

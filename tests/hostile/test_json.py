@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Case, chat, post, run_case, shaped
+from harness import Case, Report, chat, post, run_case, shaped
+from targets import Target, Upstream
 from wants import CANARY_BODY, SERVED, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -51,5 +52,5 @@ CASES = cases(True, "stream") + cases(False, "plain")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_json(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_json(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

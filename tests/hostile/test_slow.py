@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import SENTINEL, Case, Ctx, chat, post, run_case, shaped
+from harness import SENTINEL, Case, Ctx, Report, chat, post, run_case, shaped
 from rawhttp import Result
+from targets import Target, Upstream
 from wants import Want, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -94,5 +95,5 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_slow(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_slow(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 import pytest
-from harness import AUTH, Case, Ctx, chat, post, rid, run_case
+from harness import AUTH, Case, Ctx, Report, chat, post, rid, run_case
 from rawhttp import RawConn, Result
-from targets import MAX_RESPONSE, poll
+from targets import MAX_RESPONSE, Target, Upstream, poll
 from wants import SERVED, Want
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -190,5 +190,5 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_upstream(case: Case, target: object, upstream: object, report: object) -> None:
-    run_case(case, target, upstream, report)  # type: ignore[arg-type]
+def test_upstream(case: Case, target: Target, upstream: Upstream, report: Report) -> None:
+    run_case(case, target, upstream, report)
