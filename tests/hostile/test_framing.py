@@ -195,15 +195,17 @@ def cases(body: bytes, shape: str) -> list[Case]:
                 body=body,
                 eol=b"\n",
             ),
-            SERVED,
-            "rfc9112-2.2 MAY; nginx",
+            err(400, "invalid_request_line"),
+            "rfc9112-2.2 MAY accept; llhttp strict",
+            nginx=SERVED,
         ),
         Case(
             "bare-lf-in-fields",
             b"POST /v1/chat/completions HTTP/1.1\r\n"
             + raw(*STD, b"Content-Length: %d" % n, body=body, eol=b"\n"),
-            SERVED,
-            "rfc9112-2.2 MAY; nginx",
+            err(400, "invalid_header"),
+            "rfc9112-2.2 MAY accept; llhttp strict",
+            nginx=SERVED,
         ),
         # -- request line --------------------------------------------------------------------
         Case(
