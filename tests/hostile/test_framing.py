@@ -261,7 +261,7 @@ def cases(body: bytes, shape: str) -> list[Case]:
         Case(
             "http09",
             b"GET /health\r\n",
-            Want(400, close=True, code="invalid_request_line", alt=(None,)),
+            Want(400, close=True, ends=True, code="invalid_request_line", alt=(None,)),
             "rfc9112-2.3 (0.9 obsolete)",
             nginx=None,
             note="nginx answers in HTTP/0.9 form (body, no status line): not comparable",
