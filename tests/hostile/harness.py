@@ -50,6 +50,8 @@ Script = Callable[[Ctx], Result]
 
 @dataclass(frozen=True)
 class Case:
+    """One row of a table: what is sent, what must come back, and why."""
+
     id: str
     send: bytes | Script
     want: Want
@@ -111,7 +113,7 @@ def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-# -- checks ---------------------------------------------------------------------------------
+# -- running a case -------------------------------------------------------------------------
 def perform(case: Case, ctx: Ctx, want: Want) -> Result:
     """Send a bytes case and read its answer; on a kept-alive answer, check that the
     connection's next request (``GET /health``) is answered next (no smuggled request)."""
@@ -130,7 +132,7 @@ def perform(case: Case, ctx: Ctx, want: Want) -> Result:
                 ctx.problems.append(
                     f"the next request got another answer: {after.finals[1].body!r}"
                 )
-            result.responses = result.responses[:1]
+            result.responses = result.responses[:1]  # the case's answer, as checked
         return result
 
 

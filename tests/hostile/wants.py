@@ -59,7 +59,8 @@ SERVED = Want(200)
 
 
 def err(status: int, code: str | None = None, *, close: bool = True, ends: bool = True) -> Want:
-    """An error answer with ``Connection: close``, the connection ended (``ends``) too."""
+    """An error answer. By default it says ``Connection: close`` and the connection ends (after
+    a framing or size error the request's end is unknown); ``close=False``: kept alive or not."""
     return Want(status, close=close, ends=close and ends, code=code)
 
 
