@@ -139,7 +139,7 @@ SECRET_CASES = [
     secret_case("secret-duplicate-length", post(secret_body(), SECRET_AUTH, TRACE,
                                                 b"Content-Length: 1"),
                 err(400, "invalid_framing"), "rfc9112-6.3"),
-    secret_case("secret-bad-chunk", post(b"-5\r\n" + secret_body(), SECRET_AUTH, TRACE,
+    secret_case("secret-bad-chunk", post(b"-5\r\n" + secret_body(), AUTH, TRACE,
                                          b"Transfer-Encoding: chunked", length=False),
                 err(400, "invalid_framing"), "rfc9112-7.1"),
     secret_case("secret-obs-fold",

@@ -2,8 +2,9 @@
 the process's file descriptors), and a client that pipelines requests and never reads.
 
 This module's gateway allows 32 connections, holds silent ones for 5 s (head timeout) and
-runs with 128 file descriptors, so a flood of idle connections would starve its upstream
-connections and health probes unless the excess is refused at once.
+runs with 400 file descriptors (room for any sane reserve for probes and upstreams), so a
+flood of 500 idle connections starves its upstream connections and health probes unless the
+excess is refused at once.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from wants import Want, err
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 MAX_CONNECTIONS = 32
-NOFILE = 128
+NOFILE = 400
 GATEWAY_SECTIONS = {
     "server": {"max_connections": MAX_CONNECTIONS, "head_timeout": 5, "idle_timeout": 10}
 }
 GATEWAY_OPTIONS = {"nofile": NOFILE}
 
 
-def _answer(ctx: Ctx, request: bytes) -> Result:
+def _answer(ctx: Ctx, request: bytes, *, until_close: bool = False) -> Result:
     with ctx.conn() as conn:
         conn.send(request)
-        return conn.read(2.0)
+        return conn.read(2.0, until_close=until_close)
 
 
 def _get(path: bytes) -> bytes:
@@ -47,13 +48,13 @@ def over_max_connections(ctx: Ctx) -> Result:
     held: list[RawConn] = []
     try:
         held += [ctx.conn() for _ in range(MAX_CONNECTIONS)]
-        chat_result = _answer(ctx, post(chat(True)))
+        chat_result = _answer(ctx, post(chat(True)), until_close=True)
         for path in (b"/health", b"/ready", b"/metrics"):
             got = _answer(ctx, _get(path))
             if not got.finals or got.finals[0].status != 200:
                 ctx.problems.append(f"{path.decode()} beyond max_connections: {got.describe()}")
         before = ctx.upstream.probes()
-        held += [ctx.conn() for _ in range(NOFILE + 64)]
+        held += [ctx.conn() for _ in range(NOFILE + 100)]
 
         def probed() -> bool:
             now = ctx.upstream.probes()  # type: ignore[union-attr]

@@ -146,12 +146,17 @@ async def chunk_big(ex: Exchange) -> bool:
 
 
 async def endless(ex: Exchange, *, chunked: bool) -> bool:
-    """A body that never ends (chunked, or with a Content-Length of a terabyte)."""
+    """A body that never ends (chunked, or with a Content-Length of a terabyte): well-formed
+    events for a stream, JSON-ish filler otherwise."""
     head = ex.head() if chunked else ex.head(length=10**12)
-    piece = b"[" + b" " * 65534 + b"]"
-    data = chunk(piece) if chunked else piece
+    if ex.stream:
+        piece = b"data: " + json.dumps(ex._chunk("x" * 65000)).encode() + b"\n\n"
+    else:
+        piece = b"[" + b" " * 65534 + b"]"
+    first = ex.body_parts()[0]
     with contextlib.suppress(ConnectionError):
-        await ex.send(head + ex.body_parts()[0])
+        await ex.send(head + (chunk(first) if chunked else first))
+        data = chunk(piece) if chunked else piece
         while True:
             await ex.send(data)
             ex.record.written += len(piece)
