@@ -11,6 +11,7 @@ ExpertRouterError
 │   └── ShuttingDown       the gateway stopped before the answer was complete
 └── BackendError           an upstream expert failed (raised inside backends/ only)
     ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
+    │   └── BackendRefused         connection refused: the replica is down (ejected at once)
     ├── BackendTimeout         the upstream did not answer in time
     ├── BackendStatusError     the upstream answered with an error status (429/5xx: retryable)
     └── BackendProtocolError   the upstream answered something we cannot parse (retryable)
@@ -73,6 +74,11 @@ class BackendUnavailable(BackendError):
     """The upstream could not be reached or sent nothing: safe to retry on another replica."""
 
     retryable = True
+
+
+class BackendRefused(BackendUnavailable):
+    """Nothing listens where the replica should be (connection refused): it is down now,
+    not slow; the replica is ejected at once, and the probe re-admits it."""
 
 
 class BackendTimeout(BackendError):

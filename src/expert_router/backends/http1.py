@@ -17,6 +17,7 @@ from expert_router.backends.base import BackendRequest, BackendSettings, Listene
 from expert_router.backends.http1_conn import Http1Connection
 from expert_router.errors import (
     BackendError,
+    BackendRefused,
     BackendStatusError,
     BackendTimeout,
     BackendUnavailable,
@@ -135,6 +136,8 @@ class Http1Backend:
                 )
         except TimeoutError as exc:
             raise BackendUnavailable(f"{self.base}: connect timed out") from exc
+        except ConnectionRefusedError as exc:
+            raise BackendRefused(f"{self.base}: connection refused") from exc
         except OSError as exc:
             raise BackendUnavailable(f"{self.base}: {exc.strerror or type(exc).__name__}") from exc
         if conn.transport is None:  # uvloop may call connection_made after returning

@@ -22,6 +22,7 @@ from expert_router.backends.base import (
 from expert_router.backends.tasks import TaskCall
 from expert_router.errors import (
     BackendError,
+    BackendRefused,
     BackendStatusError,
     BackendTimeout,
     BackendUnavailable,
@@ -96,7 +97,11 @@ class OpenAIBackend:
                     resp = await post(
                         self._url(req.path), data=req.body, headers=headers, timeout=self._timeout
                     )
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                raise BackendRefused(f"{self._base}: connection refused") from exc
+            raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
             raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise BackendUnavailable(f"{self._base}: connect timed out") from exc

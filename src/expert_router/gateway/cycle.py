@@ -18,6 +18,7 @@ from expert_router.backends import BackendRequest, UpstreamCall
 from expert_router.errors import (
     BackendError,
     BackendProtocolError,
+    BackendRefused,
     BackendStatusError,
     ExpertRouterError,
     NoCapacity,
@@ -229,7 +230,7 @@ class Cycle:
         assert fleet is not None
         kind = fault_kind(exc, self.status != 0)
         if kind is not None:
-            fleet.record_failure(replica, kind)
+            fleet.record_failure(replica, kind, down=isinstance(exc, BackendRefused))
         elif isinstance(exc, BackendStatusError) and exc.status == 429:
             fleet.back_off(replica, exc.retry_after)
         if not self.sent and exc.retryable and len(self.exclude) < self.gw.config.limits.retries:

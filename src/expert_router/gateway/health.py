@@ -10,7 +10,7 @@ import contextlib
 import logging
 
 from expert_router.config import HealthConfig
-from expert_router.errors import BackendError
+from expert_router.errors import BackendError, BackendRefused
 from expert_router.gateway.pools import Fleet, Replica
 
 log = logging.getLogger("expert_router.gateway")
@@ -20,12 +20,13 @@ FALLBACK_PATH = "/v1/models"
 async def probe_once(fleet: Fleet, r: Replica, cfg: HealthConfig) -> bool:
     """Probe one replica, update its health; True when it passed."""
     paths = [r.probe_path] if r.probe_path else [cfg.path, FALLBACK_PATH]
-    ok = False
+    ok = down = False
     for path in paths:
         try:
             status = await r.backend.probe(path, cfg.timeout)
         except BackendError as exc:
             log.debug("probe of %s failed: %s", r.name, exc)
+            down = isinstance(exc, BackendRefused)
             break
         if status == 404 and path != paths[-1]:
             continue
@@ -36,7 +37,7 @@ async def probe_once(fleet: Fleet, r: Replica, cfg: HealthConfig) -> bool:
     if ok:
         fleet.readmit(r)
     else:
-        fleet.record_failure(r, "probe")
+        fleet.record_failure(r, "probe", down=down)
     return ok
 
 

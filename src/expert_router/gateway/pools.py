@@ -185,11 +185,12 @@ class Fleet:
         if r.failures:
             r.failures = 0
 
-    def record_failure(self, r: Replica, kind: str) -> None:
-        """A request or probe failed; eject after ``eject_after`` in a row."""
+    def record_failure(self, r: Replica, kind: str, *, down: bool = False) -> None:
+        """A request or probe failed; eject after ``eject_after`` in a row, or at once when
+        the replica is ``down`` (its connection was refused)."""
         self.metrics.upstream_errors.labels(r.name, kind).inc()
         r.failures += 1
-        if r.healthy and r.failures >= self.eject_after:
+        if r.healthy and (down or r.failures >= self.eject_after):
             r.healthy = False
             self._healthy[r.name].set(0)
             self.metrics.ejections.labels(r.name).inc()

@@ -149,3 +149,17 @@ async def test_an_over_long_request_to_a_real_expert_ejects_nothing(gateway: Any
             assert all(healthy for healthy, _, _ in health(g).values())
             status, _, _ = await post(s, g.url + CHAT, chat_body("hi"))
             assert status == 200
+
+
+async def test_a_refused_connection_ejects_at_once_and_ready_says_so(gateway: Any) -> None:
+    async with upstream([]) as served:
+        url = served.pop(0).decode()
+    # nothing listens at ``url`` any more
+    cfg = make_config({"*": [url]}, health={"eject_after": 3, "interval": 60})
+    async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+        async with s.get(g.url + "/ready") as resp:
+            assert resp.status == 200  # healthy until shown otherwise
+        status, _, body = await post(s, g.url + CHAT, chat_body("hi"))
+        assert status == 502 and json.loads(body)["error"]["code"] == "upstream_unavailable"
+        async with s.get(g.url + "/ready") as resp:
+            assert resp.status == 503  # one refusal is enough: nothing listens there
