@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post
+from gwhelpers import chat_body, make_config, post, wait_until
 
 from expert_router.emulator import serve_emulator
 
@@ -156,7 +156,9 @@ async def test_a_refused_connection_ejects_at_once_and_ready_says_so(gateway: An
         url = served.pop(0).decode()
     # nothing listens at ``url`` any more
     cfg = make_config({"*": [url]}, health={"eject_after": 3, "interval": 60})
-    async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+    async with gateway(cfg) as g, aiohttp.ClientSession() as s:  # its first probe refused
+        assert await wait_until(lambda: not g.gateway.fleet.any_healthy(), 5)
+    async with gateway(cfg, probes=False) as g, aiohttp.ClientSession() as s:
         async with s.get(g.url + "/ready") as resp:
             assert resp.status == 200  # healthy until shown otherwise
         status, _, body = await post(s, g.url + CHAT, chat_body("hi"))
