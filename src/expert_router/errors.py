@@ -12,9 +12,10 @@ ExpertRouterError
 └── BackendError           an upstream expert failed (raised inside backends/ only)
     ├── BackendUnavailable     could not connect / no first byte: safe to retry elsewhere
     │   └── BackendRefused         connection refused: the replica is down (ejected at once)
-    ├── BackendTimeout         the upstream did not answer in time
+    ├── BackendTimeout         the upstream did not answer in time (retryable)
     ├── BackendStatusError     the upstream answered with an error status (429/5xx: retryable)
     └── BackendProtocolError   the upstream answered something we cannot parse (retryable)
+        └── BackendTooLarge        a non-streaming answer over the size the gateway buffers
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ class CorpusError(ExpertRouterError):
 
 
 class RequestError(ExpertRouterError):
-    """A client request is malformed."""
+    """A client request is malformed; ``param`` names the field, ``code`` the kind of error
+    (``invalid_request`` unless said otherwise, e.g. ``invalid_json``)."""
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str = "invalid_request"
+    ) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 class RoutingError(ExpertRouterError):
@@ -82,7 +87,9 @@ class BackendRefused(BackendUnavailable):
 
 
 class BackendTimeout(BackendError):
-    """The upstream did not answer in time."""
+    """The upstream did not answer in time (another replica may)."""
+
+    retryable = True
 
 
 class BackendStatusError(BackendError):
@@ -103,3 +110,9 @@ class BackendProtocolError(BackendError):
     """The upstream answered something that does not parse (another replica may not)."""
 
     retryable = True
+
+
+class BackendTooLarge(BackendProtocolError):
+    """The upstream's answer is larger than the gateway buffers (another would be too)."""
+
+    retryable = False

@@ -76,8 +76,13 @@ def cases(body: bytes, shape: str) -> list[Case]:
         Case("body-over-limit-length", post(b"", b"Content-Length: %d" % OVER, length=False),
              err(413, "request_too_large", ends=False),
              "rfc9110-15.5.14; nginx client_max_body_size (lingering close)"),
+        # llhttp does not tell a chunk's declared size: a chunk that only claims more than
+        # the limit is refused when the limit's worth has arrived, or at the body timeout
+        # (408) when the client stalls first; memory stays bounded either way.
         Case("body-over-limit-one-chunk", post(b"%x\r\n" % OVER + b" " * 65536, TE, length=False),
-             err(413, "request_too_large"), "rfc9110-15.5.14; nginx client_max_body_size"),
+             Want(413, close=True, ends=True, alt=(408,)),
+             "rfc9110-15.5.14; nginx 413 (declared size); llhttp hides it: 408 at the stall",
+             nginx=err(413, "request_too_large")),
     ]  # fmt: skip
     return shaped(out, shape)
 

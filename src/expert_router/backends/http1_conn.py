@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("expert_router.backends")
 IDLE, HEAD, BODY = range(3)
+MAX_RESPONSE_HEAD = 64 * 1024
+"""Bytes of an upstream's status line and headers; beyond, the answer is broken."""
 
 
 class _Stop(Exception):
@@ -43,7 +45,7 @@ class Http1Connection(asyncio.Protocol):
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
         "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
         "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
-        "retry_after",
+        "retry_after", "cut", "head_seen", "head_size",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -73,6 +75,8 @@ class Http1Connection(asyncio.Protocol):
         self.content_type = "application/json"
         self.retry_after: bytes | None = None
         self.parts: list[bytes] = []
+        self.cut = -1  # parts[cut:] belong to a chunk not yet whole (-1: none)
+        self.head_seen = self.head_size = 0
         self.chunk = 0
         self.error_body: bytearray | None = None
         self.error: BackendError | None = None
@@ -110,6 +114,8 @@ class Http1Connection(asyncio.Protocol):
         self.retry = None
         self.last = self.loop.time()
         error: BackendError | None = None
+        if self.state == HEAD:
+            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserCallbackError:
@@ -119,6 +125,10 @@ class Http1Connection(asyncio.Protocol):
             error = BackendProtocolError(f"{self.backend.base}: malformed response: {exc}")
         except Exception as exc:  # nothing escapes data_received
             error = BackendProtocolError(f"{self.backend.base}: {type(exc).__name__}")
+        if self.state == HEAD and self.head_seen > MAX_RESPONSE_HEAD and error is None:
+            error = BackendProtocolError(
+                f"{self.backend.base}: a head over {MAX_RESPONSE_HEAD} bytes"
+            )
         try:
             self._report(error)
         except Exception as exc:  # a listener's failure: this request ends, the loop goes on
@@ -134,6 +144,11 @@ class Http1Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.state == HEAD:
+            self.head_size += len(name) + len(value)
+            if self.head_size > MAX_RESPONSE_HEAD:
+                limit = MAX_RESPONSE_HEAD
+                self.error = BackendProtocolError(f"{self.backend.base}: a head over {limit} bytes")
+                raise _Stop
             name = name.lower()
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
@@ -151,17 +166,23 @@ class Http1Connection(asyncio.Protocol):
 
     def on_chunk_header(self) -> None:
         self.chunk = 0
+        self.cut = len(self.parts)  # held until the chunk is whole: no part of one is relayed
+
+    def on_chunk_complete(self) -> None:
+        self.cut = -1
 
     def on_body(self, body: bytes) -> None:
         error_body = self.error_body
         if error_body is not None:
             error_body += body[: MAX_ERROR_BODY - len(error_body)]
             return
-        self.chunk += len(body)
-        if self.chunk > self.backend.max_chunk:
-            limit = self.backend.max_chunk
-            self.error = BackendProtocolError(f"{self.backend.base}: a chunk exceeds {limit} bytes")
-            raise _Stop
+        if self.cut >= 0:  # inside a chunk (held until whole): bounded
+            self.chunk += len(body)
+            if self.chunk > self.backend.max_chunk:
+                limit = self.backend.max_chunk
+                base = self.backend.base
+                self.error = BackendProtocolError(f"{base}: a chunk exceeds {limit} bytes")
+                raise _Stop
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
@@ -189,10 +210,13 @@ class Http1Connection(asyncio.Protocol):
                 body=body,
                 retry_after=retry_after(self.retry_after),
             )
-        elif self.parts:
-            parts = self.parts
+        elif self.parts and self.cut != 0:
+            parts, cut = self.parts, self.cut
+            if cut > 0:  # a chunk is still arriving: what came before it goes
+                self.parts, self.cut, parts = parts[cut:], 0, parts[:cut]
+            else:
+                self.parts = []
             data = parts[0] if len(parts) == 1 else b"".join(parts)
-            parts.clear()
             if not listener.on_data(data) and self.listener is not None and not self.paused:
                 self.paused = True
                 if self.transport is not None:

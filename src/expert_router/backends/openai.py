@@ -29,6 +29,16 @@ from expert_router.errors import (
 )
 
 
+def unreachable(where: str, exc: aiohttp.ClientError) -> BackendUnavailable:
+    """The error for an aiohttp failure to reach a replica: ``BackendRefused`` when nothing
+    listened there (the replica is down), else ``BackendUnavailable``."""
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+        exc.os_error, ConnectionRefusedError
+    ):
+        return BackendRefused(f"{where}: connection refused")
+    return BackendUnavailable(f"{where}: {type(exc).__name__}")
+
+
 class OpenAIResponse:
     """A streaming upstream response; ``close()`` drops the connection unless fully read."""
 
@@ -97,12 +107,8 @@ class OpenAIBackend:
                     resp = await post(
                         self._url(req.path), data=req.body, headers=headers, timeout=self._timeout
                     )
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, ConnectionRefusedError):
-                raise BackendRefused(f"{self._base}: connection refused") from exc
-            raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise BackendUnavailable(f"{self._base}: {type(exc).__name__}") from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+            raise unreachable(self._base, exc) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise BackendUnavailable(f"{self._base}: connect timed out") from exc
         except TimeoutError as exc:
@@ -134,7 +140,7 @@ class OpenAIBackend:
         except TimeoutError as exc:
             raise BackendTimeout(f"{self._base}{path}: probe timed out") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnavailable(f"{self._base}{path}: {exc!r}") from exc
+            raise unreachable(f"{self._base}{path}", exc) from exc
 
     async def aclose(self) -> None:
         """The session is shared and closed by its owner."""

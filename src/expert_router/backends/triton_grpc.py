@@ -25,6 +25,7 @@ from expert_router.backends.tasks import TaskCall
 from expert_router.errors import (
     BackendError,
     BackendProtocolError,
+    BackendRefused,
     BackendStatusError,
     BackendTimeout,
     BackendUnavailable,
@@ -57,6 +58,8 @@ def rpc_error(where: str, exc: GrpcError) -> BackendError:
     """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable."""
     code, details = exc.status, exc.details
     if code == grpc.StatusCode.UNAVAILABLE:
+        if "Connection refused" in details:  # the lean client's connect failure
+            return BackendRefused(f"{where}: connection refused")
         return BackendUnavailable(f"{where}: unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return BackendTimeout(f"{where}: no answer in time")

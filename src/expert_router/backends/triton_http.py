@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from expert_router.backends.base import BackendRequest, BackendSettings, Listener
+from expert_router.backends.openai import unreachable
 from expert_router.backends.tasks import TaskCall
 from expert_router.backends.triton_grpc import TritonResponse, parse_target
 from expert_router.errors import (
@@ -120,7 +121,7 @@ class TritonHttpBackend:
         except TimeoutError as exc:
             raise BackendTimeout(f"{self.base}: no response headers in time") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnavailable(f"{self.base}: {exc!r}") from exc
+            raise unreachable(self.base, exc) from exc
         if resp.status >= 400:
             try:
                 detail = (await resp.read())[:4096].decode("utf-8", errors="replace")
@@ -159,7 +160,7 @@ class TritonHttpBackend:
         except TimeoutError as exc:
             raise BackendTimeout(f"{self.base}: probe timed out") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnavailable(f"{self.base}: {exc!r}") from exc
+            raise unreachable(self.base, exc) from exc
         return status
 
     async def aclose(self) -> None:

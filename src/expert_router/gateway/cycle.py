@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 from expert_router.backends import BackendRequest, UpstreamCall
 from expert_router.errors import (
     BackendError,
-    BackendProtocolError,
     BackendRefused,
     BackendStatusError,
+    BackendTooLarge,
     ExpertRouterError,
     NoCapacity,
     RoutingError,
@@ -200,9 +200,7 @@ class Cycle:
             if call is not None:
                 call.cancel()
             limit = self.gw.config.limits.max_response_bytes
-            exc = BackendProtocolError(f"the expert's answer exceeds {limit} bytes")
-            exc.retryable = False  # another replica would answer as much
-            self.on_error(exc)
+            self.on_error(BackendTooLarge(f"the expert's answer exceeds {limit} bytes"))
             return False
         self.parts.append(data)
         return True

@@ -64,7 +64,7 @@ def for_error(exc: ExpertRouterError, status: int) -> IngressError:
         return IngressError(grpc.StatusCode.DEADLINE_EXCEEDED, f"expert timed out: {exc}", status)
     if isinstance(exc, BackendStatusError):
         detail = str(exc)
-        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError, RecursionError):
             detail = json.loads(exc.body)["error"]["message"]
         code = grpc_for_http(exc.status)
         return IngressError(code, f"expert answered {exc.status}: {detail}", exc.status)
@@ -121,7 +121,7 @@ class GrpcSink:
                 break
             try:
                 text, reason = tw.openai_event_text(event)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if text or reason:
                 out.append((text, reason is not None))

@@ -23,6 +23,7 @@ from expert_router.config import ServerConfig
 from expert_router.errors import ExpertRouterError, RequestError
 from expert_router.gateway.access import log_access
 from expert_router.gateway.cycle import NONE, Cycle
+from expert_router.gateway.http_checks import Refusal, check_head, refusal_for
 from expert_router.gateway.responses import (
     REASONS,
     error_for,
@@ -40,12 +41,16 @@ log = logging.getLogger("expert_router.gateway")
 
 PROBE_RESERVE = 64
 """Connections accepted past ``server.max_connections`` to answer probes (and 503 to the
-rest); past that, connections are closed at once so file descriptors remain for upstreams."""
+rest). Past that, a new connection closes an idle one (or one still sending its head) to get
+in, as nginx reuses connections; with none to close it is closed itself: file descriptors
+remain for upstreams and probes, and a flood cannot lock probes out."""
+LINGER = 2.0
+"""Seconds a refused connection keeps reading (and dropping) what the client still sends,
+after its answer and a FIN: closing with unread bytes would reset the connection and lose
+the answer (nginx's lingering close)."""
 DRAIN_IDLE = 1.0
 """While draining, seconds an idle keep-alive connection is kept for a request a front end may
 already have sent on it (closing it at once would race with that request)."""
-MAX_PIPELINED = 16
-"""Whole requests kept waiting behind the one being answered; reading pauses meanwhile."""
 _SSE = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
 _LAST = b"0\r\n\r\n"
 IDLE, HEAD, BODY = range(3)
@@ -58,7 +63,7 @@ class HttpFrontend:
     def __init__(self, gw: Gateway, limits: ServerConfig) -> None:
         self.gw = gw
         self.limits = limits
-        self.conns: set[HttpConnection] = set()
+        self.conns: dict[HttpConnection, None] = {}  # oldest first
         self.draining = False
         self.quiet = asyncio.Event()  # set once draining and no connection is busy
 
@@ -85,12 +90,15 @@ class HttpFrontend:
         for conn in list(self.conns):
             conn.stop(exc)
 
-
-class _Reject(Exception):
-    """Raised in a parser callback: answer ``status`` and close the connection."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status, self.code, self.message = status, code, message
+    def evict(self) -> bool:
+        """Close the oldest connection that is idle or still sending its head; False when
+        every one is answering or reading a body."""
+        for conn in self.conns:
+            if not conn.busy and conn.state != BODY and not conn.closing:
+                conn.closing = True
+                conn.t.close()
+                return True
+        return False
 
 
 @dataclass(slots=True)
@@ -103,7 +111,7 @@ class _Request:
     body: bytes
     keep_alive: bool
     version: bytes
-    reject: _Reject | None = None
+    reject: Refusal | None = None
 
 
 class HttpConnection(asyncio.Protocol):
@@ -128,12 +136,14 @@ class HttpConnection(asyncio.Protocol):
         self.timer_at = 0.0
         self._begin()
         self.responding = False
+        self.tail = b""
         self.version = b"1.1"
         self.close_after = False
 
     def _begin(self) -> None:
         self.url = b""
-        self.head_size = self.head_seen = self.nheaders = self.hosts = self.body_size = 0
+        self.head_size = self.head_seen = self.nheaders = self.body_size = 0
+        self.hosts: list[bytes] = []
         self.auth: bytes | None = None
         self.length = -1
         self.te: bytes | None = None
@@ -144,19 +154,19 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
         front, limits = self.front, self.limits
-        front.conns.add(self)
-        n = len(front.conns)
-        if n > limits.max_connections + PROBE_RESERVE:
+        n = len(front.conns) + 1
+        if n > limits.max_connections + PROBE_RESERVE and not front.evict():
             self.closing = True
             transport.close()
             return
+        front.conns[self] = None
         self.over_cap = n > limits.max_connections
         high = limits.write_buffer_bytes
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         self._deadline(limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.front.conns.discard(self)
+        self.front.conns.pop(self, None)
         self.closing = True
         self.queue.clear()
         if self.timer is not None:
@@ -213,17 +223,17 @@ class HttpConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             reason = exc.__context__
-            if isinstance(reason, _Reject):
-                self._reject(reason.status, reason.code, reason.message)
-            elif not isinstance(reason, _Stop):
+            if not isinstance(reason, Refusal):
                 raise
+            self._reject(reason.status, reason.code, reason.message)
         except httptools.HttpParserUpgrade:
             self.closing = True  # the rest is another protocol: answer what came, then close
         except httptools.HttpParserError as exc:  # llhttp's reason names no request byte
-            self._reject(400, "bad_request", f"malformed HTTP/1.1 request: {exc}")
+            refusal = refusal_for(exc, data)
+            self._reject(refusal.status, refusal.code, refusal.message)
         if self.state == HEAD:
             if self.head_seen > self.limits.max_head_bytes:
-                self._reject(431, "headers_too_large", "request head too large")
+                self._reject(431, "headers_too_large", "the request head is too large")
             elif self.deadline is None:  # the head is incomplete: it has head_timeout from now
                 self._deadline(self.limits.head_timeout)
         elif self.state == BODY:
@@ -239,23 +249,25 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.head_size += len(url)
         if self.head_size > self.limits.max_head_bytes:
-            raise _Reject(414, "uri_too_long", "request target too long")
+            raise Refusal(414, "uri_too_long", "request target too long")
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.nheaders += 1
         self.head_size += len(name) + len(value) + 4
         limits = self.limits
-        if self.nheaders > limits.max_headers or self.head_size > limits.max_head_bytes:
-            raise _Reject(431, "headers_too_large", "too many or too large request headers")
+        if self.nheaders > limits.max_headers:
+            raise Refusal(431, "too_many_headers", "too many request headers")
+        if self.head_size > limits.max_head_bytes:
+            raise Refusal(431, "headers_too_large", "the request head is too large")
         name = name.lower()
         if name == b"host":
-            self.hosts += 1
+            self.hosts.append(value)
         elif name == b"content-length":
             self.length = int(value)  # llhttp checked it: digits, no duplicate
         elif name == b"authorization":
             if self.auth is not None:
-                raise _Reject(400, "bad_request", "more than one Authorization header")
+                raise Refusal(400, "duplicate_header", "more than one Authorization header")
             self.auth = value
         elif name == b"transfer-encoding":
             self.te = value
@@ -265,34 +277,25 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.state = BODY
         parser = self.parser
-        version = parser.get_http_version()
-        if version == "0.9":
-            raise _Reject(400, "bad_request", "HTTP/0.9 is not served")
-        if self.hosts != 1 and (version == "1.1" or self.hosts > 1):
-            raise _Reject(400, "bad_request", "a request needs exactly one Host header")
-        if self.te is not None:
-            if version != "1.1":
-                raise _Reject(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request")
-            if self.te.strip().lower() != b"chunked":
-                raise _Reject(501, "not_implemented", "only the chunked transfer coding is served")
+        check_head(parser.get_http_version(), self.hosts, self.te)
         method = parser.get_method()
         if method == b"CONNECT":
-            raise _Reject(405, "method_not_allowed", "CONNECT is not served")
+            raise Refusal(405, "method_not_allowed", "CONNECT is not served here")
         route = ROUTES.get(_path(self.url))
         if route is not None and route.auth and not self.gw.key_ok(self.auth):
-            raise _Reject(401, "invalid_api_key", "Incorrect or missing API key. "
+            raise Refusal(401, "invalid_api_key", "Incorrect or missing API key. "
                           "Send 'Authorization: Bearer <key>'.")  # fmt: skip
         if self.over_cap and (route is None or not route.probe):
-            raise _Reject(503, "too_many_connections", "the gateway has too many connections")
+            raise Refusal(503, "too_many_connections", "the gateway has too many connections")
         if self.length > self.gw.max_body:
             raise self._too_large()
         if self.expect is not None:
             if self.expect.strip().lower() != b"100-continue":
-                raise _Reject(417, "expectation_failed", "only 100-continue is understood")
+                raise Refusal(417, "expectation_failed", "only 100-continue is understood")
             self.t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _too_large(self) -> _Reject:
-        return _Reject(413, "request_too_large", f"request body exceeds {self.gw.max_body} bytes")
+    def _too_large(self) -> Refusal:
+        return Refusal(413, "request_too_large", f"request body exceeds {self.gw.max_body} bytes")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -312,11 +315,10 @@ class HttpConnection(asyncio.Protocol):
             parser.get_http_version().encode(),
         )
         self.queue.append(req)
-        if len(self.queue) > 1:
-            self._pause_reading()  # pipelined: wait until the answers before it are out
-            if len(self.queue) > MAX_PIPELINED:
-                self.closing = True
-                raise _Stop
+        if len(self.queue) > 1 or self.busy:
+            # Pipelined: no more reads until the answers before it are out (what one read
+            # carried is parsed: at most one read's worth of requests waits).
+            self._pause_reading()
 
     # -- answering -------------------------------------------------------------------------
     def _dispatch(self, req: _Request) -> None:
@@ -387,23 +389,24 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
         self.state = IDLE
         self.deadline = None
-        refusal = _Reject(status, code, message)
+        refusal = Refusal(status, code, message)
         if self.busy or self.queue:
             self.queue.append(_Request(b"", b"", b"", False, b"1.1", refusal))
         else:
             self._refuse(refusal)
 
-    def _refuse(self, refusal: _Reject) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         body = error_json(refusal.message, code=refusal.code)
         headers = {"Content-Type": "application/json", "x-expert-router-cluster": NONE}
         self._write(head(refusal.status, headers, length=len(body), close=True) + body)
         self.gw.metrics.count_request(NONE, NONE, refusal.status)
         if self.gw.config.access_log:
             log_access("-", refusal.status, perf_counter(), method="-", remote=self.remote())
-        self._close()
+        self._linger()
 
     # -- the cycle's sink --------------------------------------------------------------------
     def send(self, cycle: Cycle, data: bytes) -> bool:
+        self.tail = data  # the last bytes sent (an error event must start on its own line)
         chunked = self.version == b"1.1"
         out = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
         if not self.responding:
@@ -429,6 +432,8 @@ class HttpConnection(asyncio.Protocol):
 
     def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
         event = stream_error_event(exc)
+        if self.responding and not self.tail.endswith(b"\n\n"):
+            event = b"\n\n" + event  # the upstream cut an event short: end it first
         if self.version == b"1.1":
             self._write(b"%x\r\n%b\r\n" % (len(event), event) + _LAST)
         else:
@@ -487,6 +492,21 @@ class HttpConnection(asyncio.Protocol):
         if self.t is not None:
             self.t.close()
 
+    def _linger(self) -> None:
+        """Close without losing the answer just written: FIN after it, then read and drop
+        what the client still sends until it closes or ``LINGER`` seconds pass."""
+        self.closing = True
+        t = self.t
+        if t is None or t.is_closing():
+            return
+        if not t.can_write_eof():
+            t.close()
+            return
+        self.read_paused = True  # resume_reading below must act
+        self._resume_reading()
+        t.write_eof()
+        self.loop.call_later(LINGER, t.close)
+
     def _pause_reading(self) -> None:
         if not self.read_paused and self.t is not None and not self.t.is_closing():
             self.read_paused = True
@@ -524,10 +544,6 @@ class HttpConnection(asyncio.Protocol):
         else:
             what = "request head" if self.state == HEAD else "request body"
             self._reject(408, "request_timeout", f"the {what} did not arrive in time")
-
-
-class _Stop(Exception):
-    """Raised in a parser callback to stop reading (too many pipelined requests)."""
 
 
 def _path(target: bytes) -> bytes:

@@ -17,6 +17,7 @@ from expert_router.errors import (
     BackendProtocolError,
     BackendStatusError,
     BackendTimeout,
+    BackendTooLarge,
     BackendUnavailable,
     ExpertRouterError,
     NoCapacity,
@@ -34,6 +35,7 @@ ERROR_TABLE: tuple[tuple[type[ExpertRouterError], int, str, str], ...] = (
     (RoutingError, 503, "server_error", "no_healthy_replica"),
     (BackendTimeout, 504, "upstream_error", "upstream_timeout"),
     (BackendUnavailable, 502, "upstream_error", "upstream_unavailable"),
+    (BackendTooLarge, 502, "upstream_error", "upstream_response_too_large"),
     (BackendProtocolError, 502, "upstream_error", "upstream_protocol_error"),
     (BackendError, 502, "upstream_error", "upstream_error"),
 )
@@ -62,6 +64,7 @@ def error_for(exc: ExpertRouterError) -> tuple[int, bytes, dict[str, str]]:
     for cls, status, etype, code in ERROR_TABLE:
         if isinstance(exc, cls):
             param = exc.param if isinstance(exc, RequestError) else None
+            code = exc.code if isinstance(exc, RequestError) else code
             headers = {}
             if isinstance(exc, RoutingError):
                 retry = exc.retry_after if isinstance(exc, NoCapacity) else 1.0

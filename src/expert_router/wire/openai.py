@@ -41,12 +41,30 @@ def error_bytes(message: str, **kw: Any) -> bytes:
     return json.dumps(error_body(message, **kw)).encode()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (RFC 8259): no ``NaN``/``Infinity``; nesting too deep for the parser is
+    an error like any other, never a ``RecursionError``. ``RequestError`` (code
+    ``invalid_json``) names what is wrong, never quoting the body."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        why = "nested too deeply"
+    except UnicodeDecodeError:
+        why = "not UTF-8"
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at byte {exc.pos}"
+    except ValueError as exc:
+        why = str(exc)
+    raise RequestError(f"request body is not valid JSON: {why}", code="invalid_json")
+
+
 def parse_body(body: bytes, kind: Kind) -> ParsedRequest:
     """Parse and check a chat or completion request body."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}", param=None) from exc
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise RequestError("request body must be a JSON object", param=None)
     if kind == "chat":

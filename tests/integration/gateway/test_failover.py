@@ -106,9 +106,26 @@ async def test_retry_before_first_byte_and_readmission(gateway: Any, two_topics:
                 assert f"127.0.0.1:{port}" in seen
             finally:
                 await revived.stop()
+
+
+async def test_a_refused_replica_is_retried_elsewhere_once_then_left_out(
+    gateway: Any, two_topics: Any
+) -> None:
+    async with serve_emulator("cpu-tiny", tpot_ms=1) as live:
+        doomed = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1))
+        await doomed.start()
+        await doomed.stop()  # nothing listens there now
+        dead_name = doomed.url.removeprefix("http://")
+        cfg = make_config({"*": [live.url, doomed.url]})
+        async with gateway(cfg, probes=False) as g, aiohttp.ClientSession() as s:
+            for _ in range(30):  # each is drawn to the dead one with p = 1/2 while it is in
+                status, hdrs, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
+                assert status == 200 and hdrs["x-expert-router-replica"] != dead_name
             text = g.gateway.metrics.render().decode()
-            assert f'expert_router_retries_total{{replica="127.0.0.1:{port}"}}' in text
-            assert 'expert_router_route_decisions_total{reason="failover"}' in text
+    # the first request drawn to the dead replica was refused and retried on the live one;
+    # the refusal ejected it, so no later request went there
+    assert f'expert_router_retries_total{{replica="{dead_name}"}} 1.0' in text
+    assert 'expert_router_route_decisions_total{reason="failover"} 1.0' in text
 
 
 async def test_all_replicas_down_is_503_then_ready_fails(gateway: Any, two_topics: Any) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from expert_router.backends.triton_grpc import parse_target, rpc_error
 from expert_router.errors import (
+    BackendRefused,
     BackendStatusError,
     BackendTimeout,
     BackendUnavailable,
@@ -22,12 +23,15 @@ def _rpc(code: grpc.StatusCode, details: str) -> GrpcError:
     return GrpcError(code, details)
 
 
-def test_unavailable_is_retryable_and_timeouts_are_timeouts() -> None:
-    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.UNAVAILABLE, "connection refused"))
-    assert isinstance(err, BackendUnavailable) and err.retryable
-    assert "connection refused" in str(err)
+def test_unavailable_and_timeouts_are_retryable_and_refusals_say_down() -> None:
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.UNAVAILABLE, "connection reset"))
+    assert type(err) is BackendUnavailable and err.retryable
+    assert "connection reset" in str(err)
+    down = "failed to connect to h:1: Connection refused"  # the lean client's connect failure
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.UNAVAILABLE, down))
+    assert isinstance(err, BackendRefused) and err.retryable
     err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.DEADLINE_EXCEEDED, "slow"))
-    assert isinstance(err, BackendTimeout) and not err.retryable
+    assert isinstance(err, BackendTimeout) and err.retryable  # nothing reached the client
 
 
 @pytest.mark.parametrize(
