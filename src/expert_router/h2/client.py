@@ -25,8 +25,11 @@ from expert_router.h2.grpc import (
     message,
     status_of,
 )
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
+from expert_router.h2.stream import RESET_SENT
 
 EOF: Any = object()  # what ``ClientCall.read`` returns after the last message
+_ASSEMBLING = "messages arriving on this connection exceed its limit"
 _MAX_SID = 2**31 - 1
 
 
@@ -53,7 +56,7 @@ class ClientCall(H2Stream):
         self.response = response
         self.metadata: list[tuple[str, str]] | None = None
         self._queue: deque[bytes] = deque()
-        self._deframer = Deframer()
+        self._deframer = Deframer(limit=conn.limits.max_message)
         self._head = False
         self.done = False
         self.error: GrpcError | None = None
@@ -89,25 +92,37 @@ class ClientCall(H2Stream):
         else:
             self._wake()
 
-    def on_data(self, data: bytes, end_stream: bool) -> None:
+    def on_data(self, data: bytes, end_stream: bool) -> int:
         listener = self.listener
+        d = self._deframer
         if (
             listener is not None
             and len(data) > 5
             and not data[0]
             and len(data) == 5 + int.from_bytes(data[1:5], "big")
-            and not self._deframer.partial
+            and not d.have
+            and len(data) <= d.limit
         ):
             listener.message(data)  # the usual case: one whole message, relayed as it came
+        elif self.done:
+            return self.owed  # cancelled: nothing is kept
         else:
+            have = d.have
             try:
-                messages = self._deframer.feed(data)
+                messages = d.feed(data)
             except GrpcError as exc:  # a broken message: the call is over, its listener told
-                self.conn.reset(self, f.CANCEL)
-                self._end(exc.status, exc.details)
-                return
+                self.conn.assembling -= have
+                self._fail(exc.status, exc.details)
+                return 0
+            if d.have != have:
+                conn = self.conn
+                conn.assembling += d.have - have
+                if conn.assembling > conn.limits.max_assembling:
+                    self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
+                    return 0
             if listener is None:
                 self._queue.extend(messages)
+                self.unread += d.taken
             else:
                 for body in messages:
                     listener.message(message(body))
@@ -115,6 +130,16 @@ class ClientCall(H2Stream):
             self._end(grpc.StatusCode.INTERNAL, "the stream ended without trailers")
         else:
             self._wake()
+        return self.owed - self.unread
+
+    def _fail(self, status: grpc.StatusCode, details: str) -> None:
+        """A broken answer: the call is over (reset), its reader or listener told."""
+        self.conn.assembling -= self.release_partial()
+        self.conn.reset(self, f.CANCEL)
+        self._end(status, details)
+
+    def release_partial(self) -> int:
+        return self._deframer.clear()
 
     def on_reset(self, code: int) -> None:
         status = (
@@ -130,10 +155,11 @@ class ClientCall(H2Stream):
     def _end(self, status: grpc.StatusCode, details: str) -> None:
         if self.done:
             return
-        self.done = self.closed = True
-        if self.pending is not None:  # the server answered before our request had all left
-            self.conn.reset(self, f.CANCEL)
-        self.conn.streams.pop(self.sid, None)
+        self.done = True
+        if self.pending is not None or not self.remote_ended:
+            self.conn.reset(self, f.CANCEL)  # the server answered before our request had
+        else:  # all left, or before it ended its own stream: nothing more is read
+            self.conn.forget(self)
         if status != grpc.StatusCode.OK:
             self.error = GrpcError(status, details)
         if self.listener is not None:
@@ -154,13 +180,16 @@ class ClientCall(H2Stream):
             if self.done:
                 return None
             await self._wait()
-        return self._queue.popleft()
+        raw = self._queue.popleft()
+        self.consumed(len(raw) + 5)
+        return raw
 
     def listen(self, listener: Listener) -> None:
         """Hand the messages not read yet, and every later one, to ``listener`` as they arrive;
         ``listener.end`` is called once the call is over (at once if it already is)."""
         queue, self._queue = self._queue, deque()
         for body in queue:
+            self.consumed(len(body) + 5)
             listener.message(message(body))
         if self.done:
             listener.end(self.error)
@@ -193,15 +222,14 @@ class ClientConnection(H2Connection):
 
     client_side = True
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.next_sid = 1
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
         # Set once the server's first SETTINGS came (its stream limit above all), or on close.
         self.ready: asyncio.Future[None] = self.future()
 
-    def _settings(self, payload: bytes) -> None:
-        super()._settings(payload)
-        if not self.ready.done():
+    def _settings_frame(self, flags: int, payload: bytes) -> None:
+        super()._settings_frame(flags, payload)
+        if not flags & f.ACK and not self.ready.done():
             self.ready.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -220,17 +248,19 @@ class ClientConnection(H2Connection):
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         for sid, stream in list(self.streams.items()):
             if sid > last_stream_id:  # never processed: safe to retry elsewhere
-                self.streams.pop(sid, None)
-                self._drop(stream)
+                self._retire(stream, RESET_SENT)
                 stream.on_lost(ConnectionResetError(f"GOAWAY (HTTP/2 error {code})"))
 
 
 class GrpcChannel:
     """Calls to one gRPC server at ``host:port`` (insecure, HTTP/2 with prior knowledge)."""
 
-    def __init__(self, target: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, target: str, *, connect_timeout: float = 5.0, limits: H2Limits = DEFAULT_LIMITS
+    ) -> None:
         host, _, port = target.rpartition(":")
         self.target = target
+        self.limits = limits
         self.host, self.port = host.strip("[]"), int(port)
         self.connect_timeout = connect_timeout
         self._conns: list[ClientConnection] = []
@@ -274,7 +304,9 @@ class GrpcChannel:
         conn: ClientConnection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(ClientConnection, self.host, self.port)
+                _, conn = await loop.create_connection(
+                    lambda: ClientConnection(self.limits), self.host, self.port
+                )
                 await asyncio.shield(conn.ready)  # calls must not exceed its stream limit
         except TimeoutError:
             if conn is not None and conn.transport is not None:

@@ -1,127 +1,114 @@
-"""One HTTP/2 connection on an asyncio transport, either end: frame parsing, SETTINGS, PING,
-GOAWAY, header blocks (CONTINUATION included) and flow control in both directions.
+"""One HTTP/2 connection on an asyncio transport, either end: frames read strictly (RFC 9113:
+lengths per type, stream ids and states, SETTINGS values, flow control), the limits of
+``H2Limits`` (frame and header-block sizes, streams, resets, unread data, unanswered control
+frames), SETTINGS, PING and GOAWAY. Sending is ``send.Sender``'s.
 
 Streams are ``H2Stream`` objects that the subclasses (``server``, ``client``) create; the
-connection calls their ``on_headers`` / ``on_data`` / ``on_reset`` / ``on_lost`` hooks.
-Received data is acknowledged (WINDOW_UPDATE) as it arrives: a stream's reader buffers it.
+connection calls their ``on_headers`` / ``on_data`` / ``on_reset`` / ``on_lost`` hooks. A
+violation ends the stream (RST_STREAM) or the connection (GOAWAY) with the RFC's error code;
+nothing raised while reading escapes ``data_received``, and nothing the peer sent is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import os
+import time
+import traceback
 from typing import Any
 
-from hpack import HPACKError
+from hpack import HPACKError, OversizedHeaderListError
 
 from expert_router.h2 import frames as f
 from expert_router.h2.headers import BlockDecoder
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
+from expert_router.h2.send import Sender
+from expert_router.h2.stream import ENDED, RESET_RECEIVED, RESET_SENT, ConnectionError_, H2Stream
 
 log = logging.getLogger("expert_router.h2")
 
-RECV_WINDOW = 1 << 22  # what each stream may send us before we acknowledge
-CONN_RECV_WINDOW = 1 << 24
 _FRAME_HEAD = f.HEAD.unpack_from
+_MASK = f.STREAM_MASK
+_ON_STREAMS = frozenset({f.DATA, f.HEADERS, f.PRIORITY, f.RST_STREAM, f.PUSH_PROMISE,
+                         f.CONTINUATION})  # fmt: skip
+_ON_CONNECTION = frozenset({f.SETTINGS, f.PING, f.GOAWAY})
+_NAMES = ("DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "PUSH_PROMISE", "PING",
+          "GOAWAY", "WINDOW_UPDATE", "CONTINUATION")  # fmt: skip
+_BAD_BLOCK = (HPACKError, IndexError, TypeError, ValueError, UnicodeDecodeError)
+
+__all__ = ["ConnectionError_", "H2Connection", "H2Stream"]
 
 
-class ConnectionError_(Exception):  # noqa: N801  (the builtin's name is taken)
-    """The peer broke the protocol; the connection is closed with GOAWAY ``code``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+def _error(code: int, message: str) -> ConnectionError_:
+    return ConnectionError_(code, message)
 
 
-class H2Stream:
-    """Send-side state of one stream; subclasses add what they do with received frames."""
-
-    __slots__ = (
-        "conn", "sid", "send_window", "pending", "drained", "recv_unacked", "closed", "_waiter",
-    )  # fmt: skip
-
-    def __init__(self, conn: H2Connection, sid: int) -> None:
-        self.conn, self.sid = conn, sid
-        self.send_window = conn.peer_initial_window
-        self.pending: deque[tuple[bytes | memoryview, bool, bytes]] | None = None  # data, end, then
-        self.drained: asyncio.Future[None] | None = None
-        self.recv_unacked = 0
-        self.closed = False
-        self._waiter: asyncio.Future[None] | None = None  # the reader waiting for frames
-
-    async def _wait(self) -> None:
-        """Sleep until ``_wake``: frames for this stream arrived, or it ended."""
-        self._waiter = self.conn.future()
-        await self._waiter
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        raise NotImplementedError
-
-    def on_data(self, data: bytes, end_stream: bool) -> None:
-        raise NotImplementedError
-
-    def on_reset(self, code: int) -> None:
-        raise NotImplementedError
-
-    def on_lost(self, exc: BaseException | None) -> None:
-        raise NotImplementedError
-
-    async def drain(self) -> None:
-        """Wait until this stream's queued data has left and the transport accepts more."""
-        if self.pending is not None:
-            if self.drained is None:
-                self.drained = self.conn.future()
-            await asyncio.shield(self.drained)
-        await self.conn.writable()
+def _name(kind: int) -> str:
+    return _NAMES[kind] if kind < len(_NAMES) else f"frame type {kind}"
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(Sender, asyncio.Protocol):
     """The frame layer shared by the server and client ends."""
 
     client_side = False
 
-    def __init__(self) -> None:
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.decoder = BlockDecoder()
+        self.decoder.max_header_list_size = limits.max_header_list_size
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # made outside a loop (a test): the first future looks it up
             self.loop = None
         self.peer_initial_window = f.DEFAULT_WINDOW
         self.peer_max_frame = f.DEFAULT_FRAME
-        self.peer_max_streams = 2**31 - 1
+        self.peer_max_streams = f.MAX_WINDOW
         self.send_window = f.DEFAULT_WINDOW
-        self.recv_unacked = 0
+        self.recv_window = limits.connection_window  # what the peer may still send
+        self.recv_credit = 0  # credited, not yet announced with WINDOW_UPDATE
+        self._stream_half = limits.stream_window // 2
+        self._conn_half = limits.connection_window // 2
+        self.assembling = 0  # bytes of messages still arriving, all streams
         self.closed = False
         self.goaway_id: int | None = None  # the peer's last stream id after its GOAWAY
+        self.next_sid = 1 if self.client_side else 2  # the next stream id we would open
+        self.last_peer_sid = 0  # the highest stream id the peer opened
+        self._peer_parity = 0 if self.client_side else 1
+        self._closed_ids: dict[int, int] = {}  # recently closed stream id -> how (stream.py)
         self._buf = b""
         self._preface = not self.client_side  # a server first reads the client's preface
-        self._cont: tuple[int, int, list[bytes]] | None = None  # HEADERS awaiting CONTINUATION
+        self._cont: list[Any] | None = None  # [sid, flags, parts, bytes, frames] of a block
         self._table_update = False
         self._paused = False
         self._resumed: asyncio.Future[None] | None = None
         self._blocked: list[H2Stream] = []
+        self._ended = False  # we sent GOAWAY: nothing more is read
+        self._unsent_control = 0  # control frames written while the transport was full
+        self._reset_tokens = float(limits.reset_burst)
+        self._reset_at = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        ours = [(f.INITIAL_WINDOW_SIZE, RECV_WINDOW), (f.MAX_HEADER_LIST_SIZE, 1 << 16)]
+        lim = self.limits
+        ours = [(f.INITIAL_WINDOW_SIZE, lim.stream_window),
+                (f.MAX_HEADER_LIST_SIZE, lim.max_header_list_size)]  # fmt: skip
         if self.client_side:
             ours.append((f.ENABLE_PUSH, 0))
-        head = f.PREFACE if self.client_side else b""
-        grow = f.window_update(0, CONN_RECV_WINDOW - f.DEFAULT_WINDOW)
-        t.write(head + f.settings(ours) + grow)  # type: ignore[attr-defined]
+        else:
+            ours.append((f.MAX_CONCURRENT_STREAMS, lim.max_concurrent_streams))
+        if lim.max_frame_size != f.DEFAULT_FRAME:
+            ours.append((f.MAX_FRAME_SIZE, lim.max_frame_size))
+        out = (f.PREFACE if self.client_side else b"") + f.settings(ours)
+        if lim.connection_window > f.DEFAULT_WINDOW:
+            out += f.window_update(0, lim.connection_window - f.DEFAULT_WINDOW)
+        t.write(out)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self._ended = True
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             self._drop(stream)
@@ -133,6 +120,7 @@ class H2Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._unsent_control = 0
         self._wake_writers()
 
     def _wake_writers(self) -> None:
@@ -160,143 +148,406 @@ class H2Connection(asyncio.Protocol):
             await asyncio.shield(self._resumed)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        if self._ended:
+            return
         try:
-            if self._preface:
-                if len(buf) < len(f.PREFACE):
-                    self._buf = buf
-                    return
-                if not buf.startswith(f.PREFACE):
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                buf, self._preface = buf[len(f.PREFACE) :], False
-            pos, n = 0, len(buf)
-            while n - pos >= 9:
-                hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
-                end = pos + 9 + (hi << 16 | lo)
-                if end > n:
-                    break
-                self._frame(kind, flags, sid & 0x7FFFFFFF, buf[pos + 9 : end])
-                pos = end
-            self._buf = buf[pos:] if pos < n else b""
-            if len(self._buf) > 9 + (1 << 24):
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "frame larger than allowed")
+            self._receive(data)
         except ConnectionError_ as exc:
             self.abort(exc.code, str(exc))
+        except Exception as exc:  # a bug, or a stream hook's: this connection only
+            where = traceback.extract_tb(exc.__traceback__)[-1]  # no message: it may quote
+            log.error(  # what the peer sent
+                "HTTP/2 connection ended by an internal error: %s in %s (%s:%d)",
+                type(exc).__name__, where.name, os.path.basename(where.filename), where.lineno,
+            )  # fmt: skip
+            self.abort(f.INTERNAL_ERROR, "internal error")
+
+    def _receive(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        if self._preface:
+            if len(buf) < len(f.PREFACE):
+                if not f.PREFACE.startswith(buf):
+                    raise _error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                self._buf = buf
+                return
+            if not buf.startswith(f.PREFACE):
+                raise _error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            buf, self._preface = buf[len(f.PREFACE) :], False
+        pos, n = 0, len(buf)
+        limit = self.limits.max_frame_size
+        handle = self._frame
+        while n - pos >= 9:
+            hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
+            length = hi << 16 | lo
+            if length > limit:  # seen from the head: the payload is never buffered
+                self._check_stream_id(kind, sid & _MASK)
+                raise _error(f.FRAME_SIZE_ERROR, f"{_name(kind)} of {length} bytes, over {limit}")
+            end = pos + 9 + length
+            if end > n:
+                break
+            handle(kind, flags, sid & _MASK, buf[pos + 9 : end])
+            pos = end
+        self._buf = buf[pos:] if pos < n else b""
 
     def abort(self, code: int, message: str) -> None:
-        """Close the connection after a GOAWAY naming ``code``."""
-        log.debug("closing HTTP/2 connection: %s", message)
-        if self.transport is not None and not self.closed:
-            last = max((s for s in self.streams if s % 2 != self.client_side), default=0)
-            self.transport.write(f.goaway(last, code, message.encode()[:200]))
-            self.transport.close()
+        """Close the connection after a GOAWAY naming ``code`` (at once, dropping what is
+        buffered, when the peer is not reading)."""
+        t = self.transport
+        if self._ended or t is None:
+            return
+        self._ended = True
+        log.debug("closing HTTP/2 connection (error %d): %s", code, message)
+        t.write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
+        if self._paused:
+            t.abort()
+        else:
+            t.close()
 
     # -- frames ----------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if self._cont is not None and kind != f.CONTINUATION:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "expected CONTINUATION")
-        if kind == f.DATA:
+        if self._cont is not None:
+            self._check_stream_id(kind, sid)
+            if kind != f.CONTINUATION or sid != self._cont[0]:
+                raise _error(f.PROTOCOL_ERROR, f"{_name(kind)} inside a header block")
+            self._continuation(flags, payload)
+        elif kind == f.DATA:
             self._data(flags, sid, payload)
         elif kind == f.HEADERS:
-            if flags & f.PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & f.PRIORITY_FLAG:
-                payload = payload[5:]
-            if flags & f.END_HEADERS:
-                self._headers(sid, flags, payload)
-            else:
-                self._cont = (sid, flags, [payload])
-        elif kind == f.CONTINUATION:
-            if self._cont is None or self._cont[0] != sid:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._cont[2].append(payload)
-            if flags & f.END_HEADERS:
-                csid, cflags, parts = self._cont
-                self._cont = None
-                self._headers(csid, cflags, b"".join(parts))
+            self._headers(flags, sid, payload)
         elif kind == f.WINDOW_UPDATE:
-            self._window_update(sid, f.u32(payload) & 0x7FFFFFFF)
+            self._window_update(sid, payload)
         elif kind == f.PING:
+            self._check_length(kind, sid, payload, 8)
             if not flags & f.ACK:
-                self._write(f.frame(f.PING, f.ACK, 0, payload))
+                self._control(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.SETTINGS:
-            if not flags & f.ACK:
-                self._settings(payload)
+            self._check_stream_id(kind, sid)
+            self._settings_frame(flags, payload)
         elif kind == f.RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            if stream is not None:
-                stream.closed = True
-                self._drop(stream)  # no DATA may follow a reset
-                stream.on_reset(f.u32(payload))
+            self._check_length(kind, sid, payload, 4)
+            self._rst_stream(sid, f.u32(payload))
+        elif kind == f.PRIORITY:
+            self._check_length(kind, sid, payload, 5)
+            if f.u32(payload) & _MASK == sid:
+                raise _error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
         elif kind == f.GOAWAY:
-            self.goaway_id = f.u32(payload) & 0x7FFFFFFF
+            self._check_stream_id(kind, sid)
+            if len(payload) < 8:
+                raise _error(f.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+            self.goaway_id = f.u32(payload) & _MASK
             self.on_goaway(self.goaway_id, f.u32(payload, 4))
-        # PRIORITY, PUSH_PROMISE (disabled) and unknown frames are ignored.
+        elif kind in (f.CONTINUATION, f.PUSH_PROMISE):
+            self._check_stream_id(kind, sid)
+            raise _error(f.PROTOCOL_ERROR, f"unexpected {_name(kind)}")
+        # Unknown frame types are ignored (RFC 9113 5.5).
+
+    def _check_stream_id(self, kind: int, sid: int) -> None:
+        if sid == 0 and kind in _ON_STREAMS:
+            raise _error(f.PROTOCOL_ERROR, f"{_name(kind)} on stream 0")
+        if sid != 0 and kind in _ON_CONNECTION:
+            raise _error(f.PROTOCOL_ERROR, f"{_name(kind)} on stream {sid}")
+
+    def _check_length(self, kind: int, sid: int, payload: bytes, length: int) -> None:
+        self._check_stream_id(kind, sid)
+        if len(payload) != length:
+            raise _error(f.FRAME_SIZE_ERROR, f"{_name(kind)} of {len(payload)} bytes")
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
+        if not sid:
+            raise _error(f.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
         if flags & f.PADDED:
-            payload = payload[1 : size - payload[0]]
-        self.recv_unacked += size
-        if self.recv_unacked >= CONN_RECV_WINDOW // 2:
-            self._write(f.window_update(0, self.recv_unacked))
-            self.recv_unacked = 0
+            if not size:
+                raise _error(f.FRAME_SIZE_ERROR, "padded DATA without its pad length")
+            pad = payload[0]
+            if pad >= size:
+                raise _error(f.PROTOCOL_ERROR, "DATA padding longer than the frame")
+            payload = payload[1 : size - pad]
+        if size > self.recv_window:
+            raise _error(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        self.recv_window -= size
         stream = self.streams.get(sid)
-        if stream is None:
-            return  # a stream we already closed or reset: the window is acknowledged above
-        end = bool(flags & f.END_STREAM)
-        if not end:
-            stream.recv_unacked += size
-            if stream.recv_unacked >= RECV_WINDOW // 2:
-                self._write(f.window_update(sid, stream.recv_unacked))
-                stream.recv_unacked = 0
-        stream.on_data(payload, end)
+        if stream is None or stream.remote_ended:
+            self._stray_data(sid, size, stream)
+            return
+        if size > stream.recv_window:
+            raise _error(f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
+        stream.recv_window -= size
+        stream.owed += size
+        end = flags & f.END_STREAM
+        if end:
+            stream.remote_ended = True
+        give = stream.on_data(payload, bool(end))
+        if give > 0:
+            if give > stream.owed:  # the stream closed meanwhile: its bytes were credited
+                give = stream.owed
+            stream.owed -= give
+            stream.credit += give
+            self.recv_credit += give
+        if (  # see _announce
+            stream.credit >= self._stream_half
+            or self.recv_credit >= self._conn_half
+            or stream.recv_window < self._stream_half
+            or self.recv_window < self._conn_half
+        ):
+            self._announce(stream)
 
-    def _headers(self, sid: int, flags: int, block: bytes) -> None:
-        try:
-            headers = self.decoder.decode(block)
-        except HPACKError as exc:
-            raise ConnectionError_(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        end = bool(flags & f.END_STREAM)
-        stream = self.streams.get(sid)
-        if stream is None:
-            self.on_new_stream(sid, headers, end)
+    def _stray_data(self, sid: int, size: int, stream: H2Stream | None) -> None:
+        """DATA for a stream that takes none: its bytes go back to the connection window."""
+        self.recv_credit += size
+        self._announce(None)
+        if stream is not None:  # half-closed (remote): the peer had ended it
+            self._stream_error(stream, f.STREAM_CLOSED)
+        elif self._idle(sid):
+            raise _error(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
         else:
-            stream.on_headers(headers, end)
+            how = self._closed_ids.get(sid)
+            if how == ENDED:
+                raise _error(f.STREAM_CLOSED, f"DATA on closed stream {sid}")
+            if how != RESET_SENT:  # reset by the peer, or skipped: a stream error
+                self._control(f.rst_stream(sid, f.STREAM_CLOSED))
 
-    def _settings(self, payload: bytes) -> None:
+    def _headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if not sid:
+            raise _error(f.PROTOCOL_ERROR, "HEADERS on stream 0")
+        start, stop, prio = 0, len(payload), 5 if flags & f.PRIORITY_FLAG else 0
+        if flags & f.PADDED:
+            if not stop:
+                raise _error(f.FRAME_SIZE_ERROR, "padded HEADERS without its pad length")
+            start = 1
+        if stop - start < prio:
+            raise _error(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+        if flags & f.PADDED:
+            pad = payload[0]
+            if pad > stop - start - prio:
+                raise _error(f.PROTOCOL_ERROR, "HEADERS padding longer than the frame")
+            stop -= pad
+        if prio:
+            if f.u32(payload, start) & _MASK == sid:
+                raise _error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
+            start += prio
+        block = payload[start:stop]
+        if flags & f.END_HEADERS:
+            self._header_block(sid, flags, block)
+        elif len(block) > self.limits.max_header_list_size:
+            raise self._block_too_large()
+        else:
+            self._cont = [sid, flags, [block], len(block), 1]
+
+    def _continuation(self, flags: int, payload: bytes) -> None:
+        cont = self._cont
+        assert cont is not None
+        cont[3] += len(payload)
+        cont[4] += 1
+        if cont[3] > self.limits.max_header_list_size:
+            raise self._block_too_large()
+        if cont[4] > self.limits.max_header_frames:
+            raise _error(f.ENHANCE_YOUR_CALM, f"header block in over {cont[4] - 1} frames")
+        cont[2].append(payload)
+        if flags & f.END_HEADERS:
+            self._cont = None
+            self._header_block(cont[0], cont[1], b"".join(cont[2]))
+
+    def _block_too_large(self) -> ConnectionError_:
+        size = self.limits.max_header_list_size
+        return _error(f.ENHANCE_YOUR_CALM, f"header block over {size} bytes")
+
+    def _header_block(self, sid: int, flags: int, block: bytes) -> None:
+        try:  # decoded even for a stream that is over: the HPACK table must follow the peer's
+            headers = self.decoder.decode(block)
+        except OversizedHeaderListError:
+            size = self.limits.max_header_list_size
+            raise _error(f.ENHANCE_YOUR_CALM, f"header list over {size} bytes") from None
+        except _BAD_BLOCK:
+            raise _error(f.COMPRESSION_ERROR, "undecodable header block") from None
+        end = bool(flags & f.END_STREAM)
+        stream = self.streams.get(sid)
+        if stream is not None:
+            if stream.remote_ended:
+                self._stream_error(stream, f.STREAM_CLOSED)
+                return
+            if end:
+                stream.remote_ended = True
+            stream.on_headers(headers, end)
+        elif self._idle(sid):
+            self._open(sid, headers, end)
+        else:
+            how = self._closed_ids.get(sid)
+            if how == RESET_RECEIVED:
+                self._control(f.rst_stream(sid, f.STREAM_CLOSED))
+            elif how == ENDED:
+                raise _error(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            elif how is None:
+                raise _error(f.PROTOCOL_ERROR, f"new stream {sid} not above {self.last_peer_sid}")
+
+    def _idle(self, sid: int) -> bool:
+        """No frame has opened stream ``sid`` yet (RFC 9113 5.1: "idle")."""
+        if sid & 1 == self._peer_parity:
+            return sid > self.last_peer_sid
+        return sid >= self.next_sid
+
+    def _open(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if sid & 1 != self._peer_parity or self.client_side:
+            raise _error(f.PROTOCOL_ERROR, f"stream {sid} opened by the wrong end")
+        self.last_peer_sid = sid
+        if len(self.streams) >= self.limits.max_concurrent_streams:
+            self._spend_reset()
+            self._control(f.rst_stream(sid, f.REFUSED_STREAM))
+            self._remember(sid, RESET_SENT)
+            return
+        stream = self.on_new_stream(sid, headers, end)
+        if stream is not None:
+            self.streams[sid] = stream
+            stream.remote_ended = end
+
+    def _rst_stream(self, sid: int, code: int) -> None:
+        stream = self.streams.get(sid)
+        if stream is None:
+            if self._idle(sid):
+                raise _error(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            return
+        if sid & 1 == self._peer_parity and not stream.closed:
+            self._spend_reset()  # a call the peer opened and cancels (rapid reset)
+        self._retire(stream, RESET_RECEIVED)
+        stream.on_reset(code)
+
+    def _window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _error(f.FRAME_SIZE_ERROR, f"WINDOW_UPDATE of {len(payload)} bytes")
+        increment = f.u32(payload) & _MASK
+        if sid == 0:
+            if not increment:
+                raise _error(f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self.send_window += increment
+            if self.send_window > f.MAX_WINDOW:
+                raise _error(f.FLOW_CONTROL_ERROR, "connection window over 2^31-1")
+            self._unblock()
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            if self._idle(sid):
+                raise _error(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+        elif not increment:
+            self._stream_error(stream, f.PROTOCOL_ERROR)
+        elif stream.send_window + increment > f.MAX_WINDOW:
+            self._stream_error(stream, f.FLOW_CONTROL_ERROR)
+        else:
+            stream.send_window += increment
+            self._flush(stream)
+
+    def _settings_frame(self, flags: int, payload: bytes) -> None:
+        if flags & f.ACK:
+            if payload:
+                raise _error(f.FRAME_SIZE_ERROR, "SETTINGS acknowledgement with a payload")
+            return
+        if len(payload) % 6:
+            raise _error(f.FRAME_SIZE_ERROR, f"SETTINGS of {len(payload)} bytes")
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
-                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "initial window too large")
+                    raise _error(f.FLOW_CONTROL_ERROR, f"initial window {value} over 2^31-1")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > f.MAX_WINDOW:
+                        raise _error(f.FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
             elif key == f.MAX_FRAME_SIZE:
-                if not f.DEFAULT_FRAME <= value < 1 << 24:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, f"bad max frame size {value}")
+                if not f.DEFAULT_FRAME <= value <= f.MAX_FRAME:
+                    raise _error(f.PROTOCOL_ERROR, f"bad max frame size {value}")
                 self.peer_max_frame = value
             elif key == f.MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
             elif key == f.HEADER_TABLE_SIZE:
                 self._table_update = True
-        self._write(f.frame(f.SETTINGS, f.ACK, 0))
+            elif key in (f.ENABLE_PUSH, f.ENABLE_CONNECT_PROTOCOL) and value > 1:
+                raise _error(f.PROTOCOL_ERROR, f"setting {key} of {value}, not 0 or 1")
+            elif key == f.ENABLE_PUSH and value and self.client_side:
+                raise _error(f.PROTOCOL_ERROR, "a server may not enable push")
+        self._control(f.frame(f.SETTINGS, f.ACK, 0))
         self._unblock()
 
-    def _window_update(self, sid: int, increment: int) -> None:
-        if sid == 0:
-            self.send_window += increment
-        else:
-            stream = self.streams.get(sid)
-            if stream is None:
-                return
-            stream.send_window += increment
-        self._unblock()
+    # -- streams ending, budgets -----------------------------------------------------------
+    def _stream_error(self, stream: H2Stream, code: int) -> None:
+        """RST_STREAM ``code`` for a stream the peer misused; its reader sees a reset."""
+        self._control(f.rst_stream(stream.sid, code))
+        self._retire(stream, RESET_SENT)
+        stream.on_reset(code)
+
+    def _retire(self, stream: H2Stream, how: int) -> None:
+        """``stream`` leaves the table: what it queued is dropped, what it held unread goes
+        back to the connection window, and how it closed is remembered."""
+        stream.closed = True
+        if self.streams.pop(stream.sid, None) is None:
+            return
+        self._remember(stream.sid, how)
+        self._drop(stream)
+        self.assembling -= stream.release_partial()
+        held, stream.owed = stream.owed, 0
+        if held:
+            self.credit(stream, held)
+
+    def _remember(self, sid: int, how: int) -> None:
+        closed = self._closed_ids
+        closed[sid] = how
+        if len(closed) > self.limits.closed_streams_kept:
+            del closed[next(iter(closed))]
+
+    def _finished(self, stream: H2Stream) -> None:
+        self._retire(stream, ENDED if stream.remote_ended else RESET_SENT)
+
+    def _spend_reset(self) -> None:
+        """One stream refused or cancelled by the peer, against the rapid-reset budget."""
+        now, lim = time.monotonic(), self.limits
+        tokens = self._reset_tokens + (now - self._reset_at) * lim.reset_rate
+        self._reset_at = now
+        if tokens < 1:
+            raise _error(f.ENHANCE_YOUR_CALM, "streams cancelled or refused too fast")
+        self._reset_tokens = min(tokens, lim.reset_burst) - 1
+
+    def _control(self, frame: bytes) -> None:
+        """Write a frame that answers the peer, counting those its socket does not take."""
+        if self._paused:
+            self._unsent_control += 1
+            if self._unsent_control > self.limits.max_unsent_control:
+                raise _error(f.ENHANCE_YOUR_CALM, "control frames sent faster than read")
+        self._write(frame)
+
+    def credit(self, stream: H2Stream, n: int) -> None:
+        """``n`` bytes received on ``stream`` are no longer held: give them back to the peer."""
+        stream.credit += n
+        self.recv_credit += n
+        self._announce(stream)
+
+    def _announce(self, stream: H2Stream | None) -> None:
+        """WINDOW_UPDATE for what was credited, once it is half a window, or at once while
+        the peer has less than half a window left (unread data holds the rest: waiting for
+        half a window of credit could then wait for ever)."""
+        out = b""
+        if (
+            stream is not None
+            and stream.credit
+            and (stream.credit >= self._stream_half or stream.recv_window < self._stream_half)
+        ):
+            credit, stream.credit = stream.credit, 0
+            if not (stream.remote_ended or stream.closed):
+                stream.recv_window += credit
+                out = f.window_update(stream.sid, credit)
+        credit = self.recv_credit
+        if credit and (credit >= self._conn_half or self.recv_window < self._conn_half):
+            self.recv_credit = 0
+            self.recv_window += credit
+            out += f.window_update(0, credit)
+        if out:
+            self._write(out)
 
     # -- hooks for the subclasses ----------------------------------------------------------
-    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        """HEADERS opening a stream this connection does not know."""
+    def on_new_stream(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> H2Stream | None:
+        """HEADERS opening stream ``sid``: the stream to keep, or None once it was answered
+        and reset (``reject``)."""
+        raise _error(f.PROTOCOL_ERROR, "this end takes no streams")
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         """The peer takes no stream above ``last_stream_id``."""
@@ -307,102 +558,20 @@ class H2Connection(asyncio.Protocol):
         if t is not None and not self.closed and not t.is_closing():
             t.write(data)
 
-    def headers_frame(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bytes:
-        """HEADERS (+ CONTINUATION) carrying ``headers``; written by the caller."""
-        block = f.cached_header_block(headers)
-        if self._table_update:
-            block, self._table_update = f.TABLE_SIZE_ZERO + block, False
-        flags = f.END_STREAM if end else 0
-        limit = self.peer_max_frame
-        if len(block) <= limit:
-            return f.frame(f.HEADERS, flags | f.END_HEADERS, sid, block)
-        parts = [block[i : i + limit] for i in range(0, len(block), limit)]
-        out = [f.frame(f.HEADERS, flags, sid, parts[0])]
-        out += [f.frame(f.CONTINUATION, 0, sid, p) for p in parts[1:-1]]
-        out.append(f.frame(f.CONTINUATION, f.END_HEADERS, sid, parts[-1]))
-        return b"".join(out)
-
-    def send(self, stream: H2Stream, data: bytes, end: bool, before: bytes = b"") -> bool:
-        """Write ``before`` (frames) then DATA ``data`` within the flow-control windows; what
-        does not fit waits for WINDOW_UPDATE. True when everything left at once."""
-        n = len(data)
-        if (
-            stream.pending is None
-            and n <= self.send_window
-            and n <= stream.send_window
-            and n <= self.peer_max_frame
-        ):
-            self.send_window -= n
-            stream.send_window -= n
-            self._write(before + f.frame(f.DATA, f.END_STREAM if end else 0, stream.sid, data))
-            return True
-        if before:
-            self._write(before)
-        self.queue(stream, data, end, b"")
-        return stream.pending is None
-
-    def queue(self, stream: H2Stream, data: bytes | memoryview, end: bool, then: bytes) -> None:
-        """Add DATA (and a frame to write after it, e.g. trailers) behind the stream's queue."""
-        if stream.pending is None:
-            stream.pending = deque()
-            self._blocked.append(stream)
-        stream.pending.append((data, end, then))
-        self._flush(stream)
-
-    def _unblock(self) -> None:
-        if self._blocked:
-            for stream in list(self._blocked):
-                self._flush(stream)
-
-    def _flush(self, stream: H2Stream) -> None:
-        pending = stream.pending
-        assert pending is not None
-        while pending:
-            data, end, then = pending[0]
-            room = min(self.send_window, stream.send_window, self.peer_max_frame)
-            if data and room <= 0:
-                return
-            chunk: bytes | memoryview = data
-            if len(data) > room:  # a view: the rest is not copied for every frame
-                data = data if isinstance(data, memoryview) else memoryview(data)
-                chunk = data[:room]
-            whole = len(chunk) == len(data)
-            flags = f.END_STREAM if end and whole else 0
-            if data or flags or whole:
-                self.send_window -= len(chunk)
-                stream.send_window -= len(chunk)
-                out = f.frame(f.DATA, flags, stream.sid, chunk) if data or end else b""
-                self._write(out + then if whole else out)
-            if whole:
-                pending.popleft()
-            else:
-                pending[0] = (data[len(chunk) :], end, then)
-        self._drop(stream)  # all sent: no longer blocked, its writer released
-        if stream.closed:
-            self.streams.pop(stream.sid, None)
+    def reject(self, sid: int, frames: bytes) -> None:
+        """Answer a new stream with ``frames`` and reset it (NO_ERROR: nothing more is read)."""
+        self._write(frames + f.rst_stream(sid, f.NO_ERROR))
+        self._remember(sid, RESET_SENT)
 
     def forget(self, stream: H2Stream) -> None:
         """Drop a finished stream; one with frames still queued goes once they have left."""
         stream.closed = True
         if stream.pending is None:
-            self.streams.pop(stream.sid, None)
+            self._finished(stream)
 
     def reset(self, stream: H2Stream, code: int) -> None:
-        """RST_STREAM ``stream`` (dropping anything queued for it)."""
+        """RST_STREAM ``stream`` (dropping anything queued for it); once."""
+        if stream.sid in self.streams:
+            self._write(f.rst_stream(stream.sid, code))
+            self._retire(stream, RESET_SENT)
         stream.closed = True
-        self.streams.pop(stream.sid, None)
-        self._drop(stream)
-        self._write(f.rst_stream(stream.sid, code))
-
-    def _drop(self, stream: H2Stream) -> None:
-        """Forget what is queued for ``stream`` and release a writer waiting for it to leave."""
-        if stream.pending is not None:
-            stream.pending = None
-            if stream in self._blocked:
-                self._blocked.remove(stream)
-        waiter, stream.drained = stream.drained, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def info(self) -> dict[str, Any]:
-        return {"streams": len(self.streams), "blocked": len(self._blocked)}

@@ -29,11 +29,13 @@ from expert_router.h2.grpc import (
     parse_timeout,
     trailers,
 )
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
 
 log = logging.getLogger("expert_router.h2")
 _RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding"}
 _OK_HEAD = [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
 _EOF: Any = object()
+_ASSEMBLING = "messages arriving on this connection exceed its limit"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class ServerCall(H2Stream):
         self.metadata = tuple(meta)
         self._queue: deque[bytes] = deque()
         self._eof = False
-        self._deframer = Deframer(encoding)
+        self._deframer = Deframer(encoding, conn.limits.max_message)
         self._head_sent: list[tuple[bytes, bytes]] | None = None
         self._code: grpc.StatusCode | None = None
         self._details = ""
@@ -95,15 +97,28 @@ class ServerCall(H2Stream):
         if end_stream:
             self._end_input()
 
-    def on_data(self, data: bytes, end_stream: bool) -> None:
+    def on_data(self, data: bytes, end_stream: bool) -> int:
+        if self.closed:
+            return self.owed  # the call is over: nothing is kept
+        d = self._deframer
+        have = d.have
         try:
-            self._queue.extend(self._deframer.feed(data))
+            self._queue.extend(d.feed(data))
         except GrpcError as exc:
+            self.conn.assembling -= have
             self._fail(exc.status, exc.details)
-            return
+            return 0
+        self.unread += d.taken
+        if d.have != have:
+            conn = self.conn
+            conn.assembling += d.have - have
+            if conn.assembling > conn.limits.max_assembling:
+                self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
+                return 0
         if end_stream:
             self._end_input()
         self._wake()
+        return self.owed - self.unread
 
     def _end_input(self) -> None:
         self._eof = True
@@ -123,9 +138,13 @@ class ServerCall(H2Stream):
 
     def _fail(self, status: grpc.StatusCode, details: str) -> None:
         """End the call now (a broken request): trailers, then cancel the servicer."""
+        self.conn.assembling -= self.release_partial()
         self.finish(status, details)
         if self.task is not None:
             self.task.cancel()
+
+    def release_partial(self) -> int:
+        return self._deframer.clear()
 
     # -- reading requests ------------------------------------------------------------------
     async def read(self) -> Any:
@@ -134,7 +153,9 @@ class ServerCall(H2Stream):
             if self._eof:
                 return _EOF
             await self._wait()
-        return self.method.request.FromString(self._queue.popleft())
+        raw = self._queue.popleft()
+        self.consumed(len(raw) + 5)
+        return self.method.request.FromString(raw)
 
     def input_done(self) -> bool:
         """The client has half-closed and every request it sent was read."""
@@ -229,9 +250,8 @@ class ServerConnection(H2Connection):
     """The server end of one client connection."""
 
     def __init__(self, server: GrpcServer) -> None:
-        super().__init__()
+        super().__init__(server.limits)
         self.server = server
-        self.last_sid = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -241,10 +261,9 @@ class ServerConnection(H2Connection):
         self.server.connections.discard(self)
         super().connection_lost(exc)
 
-    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if sid % 2 == 0 or sid <= self.last_sid:
-            return  # a frame for a stream already over
-        self.last_sid = sid
+    def on_new_stream(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> ServerCall | None:
         path, ctype, timeout = b"", b"", b""
         for k, v in headers:
             if k == b":path":
@@ -255,18 +274,14 @@ class ServerConnection(H2Connection):
                 timeout = v
         method = self.server.methods.get(path)
         if not ctype.startswith(CONTENT_TYPE):
-            self._write(
-                self.headers_frame(sid, [(b":status", b"415")], True)
-                + f.rst_stream(sid, f.NO_ERROR)
-            )
-            return
+            self.reject(sid, self.headers_frame(sid, [(b":status", b"415")], True))
+            return None
         if method is None:
             msg = f"Method not found: {path.decode(errors='replace')}"
             tail = trailers(grpc.StatusCode.UNIMPLEMENTED, msg)
-            self._write(self.headers_frame(sid, _OK_HEAD + tail, True) + f.rst_stream(sid, 0))
-            return
+            self.reject(sid, self.headers_frame(sid, _OK_HEAD + tail, True))
+            return None
         call = ServerCall(self, sid, method, headers)
-        self.streams[sid] = call
         if end:
             call._eof = True
         deadline = None
@@ -277,6 +292,7 @@ class ServerConnection(H2Connection):
         call.task = task
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+        return call
 
 
 class GrpcServer:
@@ -291,8 +307,10 @@ class GrpcServer:
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
+        limits: H2Limits = DEFAULT_LIMITS,
     ) -> None:
         self.servicer = servicer
+        self.limits = limits
         self.methods = methods_of(pb2, service)
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.connections: set[ServerConnection] = set()

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from expert_router.h2.limits import H2Limits
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -50,6 +52,7 @@ SERVICE = "Echo"
 PATH = "/h2test.Echo/"
 BIG = 64 << 20
 AIO_OPTIONS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_length", BIG)]
+LIMITS = H2Limits(max_message=BIG)  # the lean ends' equivalent of AIO_OPTIONS
 
 
 async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
