@@ -181,7 +181,7 @@ class ClientCall(H2Stream):
                 return None
             await self._wait()
         raw = self._queue.popleft()
-        self.consumed(len(raw) + 5)
+        self.unread -= len(raw) + 5  # credited later: H2Stream.settle
         return raw
 
     def listen(self, listener: Listener) -> None:
@@ -189,8 +189,9 @@ class ClientCall(H2Stream):
         ``listener.end`` is called once the call is over (at once if it already is)."""
         queue, self._queue = self._queue, deque()
         for body in queue:
-            self.consumed(len(body) + 5)
+            self.unread -= len(body) + 5
             listener.message(message(body))
+        self.settle()
         if self.done:
             listener.end(self.error)
         else:

@@ -30,6 +30,7 @@ log = logging.getLogger("expert_router.h2")
 
 _FRAME_HEAD = f.HEAD.unpack_from
 _MASK = f.STREAM_MASK
+_DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM  # module globals: one lookup
 _ON_STREAMS = frozenset({f.DATA, f.HEADERS, f.PRIORITY, f.RST_STREAM, f.PUSH_PROMISE,
                          f.CONTINUATION})  # fmt: skip
 _ON_CONNECTION = frozenset({f.SETTINGS, f.PING, f.GOAWAY})
@@ -69,8 +70,8 @@ class H2Connection(Sender, asyncio.Protocol):
         self.send_window = f.DEFAULT_WINDOW
         self.recv_window = limits.connection_window  # what the peer may still send
         self.recv_credit = 0  # credited, not yet announced with WINDOW_UPDATE
-        self._stream_half = limits.stream_window // 2
-        self._conn_half = limits.connection_window // 2
+        self.stream_half = limits.stream_window // 2
+        self.conn_half = limits.connection_window // 2
         self.assembling = 0  # bytes of messages still arriving, all streams
         self.closed = False
         self.goaway_id: int | None = None  # the peer's last stream id after its GOAWAY
@@ -150,8 +151,29 @@ class H2Connection(Sender, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
-        try:
-            self._receive(data)
+        try:  # one function for the whole read: a call per frame less
+            buf = self._buf + data if self._buf else data
+            if self._preface:
+                buf = self._skip_preface(buf)
+                if self._preface:
+                    return
+            pos, n = 0, len(buf)
+            limit = self.limits.max_frame_size
+            handle = self._frame
+            while n - pos >= 9:
+                hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
+                length = hi << 16 | lo
+                if length > limit:  # seen from the head: the payload is never buffered
+                    self._check_stream_id(kind, sid & _MASK)
+                    raise _error(
+                        f.FRAME_SIZE_ERROR, f"{_name(kind)} of {length} bytes, over {limit}"
+                    )
+                end = pos + 9 + length
+                if end > n:
+                    break
+                handle(kind, flags, sid & _MASK, buf[pos + 9 : end])
+                pos = end
+            self._buf = buf[pos:] if pos < n else b""
         except ConnectionError_ as exc:
             self.abort(exc.code, str(exc))
         except Exception as exc:  # a bug, or a stream hook's: this connection only
@@ -162,32 +184,19 @@ class H2Connection(Sender, asyncio.Protocol):
             )  # fmt: skip
             self.abort(f.INTERNAL_ERROR, "internal error")
 
-    def _receive(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        if self._preface:
-            if len(buf) < len(f.PREFACE):
-                if not f.PREFACE.startswith(buf):
-                    raise _error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                self._buf = buf
-                return
-            if not buf.startswith(f.PREFACE):
+    def _skip_preface(self, buf: bytes) -> bytes:
+        """What follows the client's connection preface (kept in ``_buf`` while it is
+        incomplete, ``_preface`` still set)."""
+        if len(buf) < len(f.PREFACE):
+            if not f.PREFACE.startswith(buf):
                 raise _error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-            buf, self._preface = buf[len(f.PREFACE) :], False
-        pos, n = 0, len(buf)
-        limit = self.limits.max_frame_size
-        handle = self._frame
-        while n - pos >= 9:
-            hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
-            length = hi << 16 | lo
-            if length > limit:  # seen from the head: the payload is never buffered
-                self._check_stream_id(kind, sid & _MASK)
-                raise _error(f.FRAME_SIZE_ERROR, f"{_name(kind)} of {length} bytes, over {limit}")
-            end = pos + 9 + length
-            if end > n:
-                break
-            handle(kind, flags, sid & _MASK, buf[pos + 9 : end])
-            pos = end
-        self._buf = buf[pos:] if pos < n else b""
+            self._buf = buf
+            return b""
+        if not buf.startswith(f.PREFACE):
+            raise _error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+        self._preface = False
+        self._buf = b""
+        return buf[len(f.PREFACE) :]
 
     def abort(self, code: int, message: str) -> None:
         """Close the connection after a GOAWAY naming ``code`` (at once, dropping what is
@@ -210,7 +219,9 @@ class H2Connection(Sender, asyncio.Protocol):
             if kind != f.CONTINUATION or sid != self._cont[0]:
                 raise _error(f.PROTOCOL_ERROR, f"{_name(kind)} inside a header block")
             self._continuation(flags, payload)
-        elif kind == f.DATA:
+        elif kind == _DATA:
+            if not sid:
+                raise _error(f.PROTOCOL_ERROR, "DATA on stream 0")
             self._data(flags, sid, payload)
         elif kind == f.HEADERS:
             self._headers(flags, sid, payload)
@@ -253,28 +264,23 @@ class H2Connection(Sender, asyncio.Protocol):
             raise _error(f.FRAME_SIZE_ERROR, f"{_name(kind)} of {len(payload)} bytes")
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
-        if not sid:
-            raise _error(f.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
-        if flags & f.PADDED:
-            if not size:
-                raise _error(f.FRAME_SIZE_ERROR, "padded DATA without its pad length")
-            pad = payload[0]
-            if pad >= size:
-                raise _error(f.PROTOCOL_ERROR, "DATA padding longer than the frame")
-            payload = payload[1 : size - pad]
-        if size > self.recv_window:
+        if flags & _PADDED:
+            payload = self._unpad(payload)
+        window = self.recv_window - size
+        if window < 0:
             raise _error(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
-        self.recv_window -= size
+        self.recv_window = window
         stream = self.streams.get(sid)
         if stream is None or stream.remote_ended:
             self._stray_data(sid, size, stream)
             return
-        if size > stream.recv_window:
+        window = stream.recv_window - size
+        if window < 0:
             raise _error(f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
-        stream.recv_window -= size
+        stream.recv_window = window
         stream.owed += size
-        end = flags & f.END_STREAM
+        end = flags & _END_STREAM
         if end:
             stream.remote_ended = True
         give = stream.on_data(payload, bool(end))
@@ -284,18 +290,22 @@ class H2Connection(Sender, asyncio.Protocol):
             stream.owed -= give
             stream.credit += give
             self.recv_credit += give
-        if (  # see _announce
-            stream.credit >= self._stream_half
-            or self.recv_credit >= self._conn_half
-            or stream.recv_window < self._stream_half
-            or self.recv_window < self._conn_half
-        ):
-            self._announce(stream)
+        if window <= self.stream_half or self.recv_window <= self.conn_half:
+            self.announce(stream)  # the peer is down to half a window: see announce
+
+    def _unpad(self, payload: bytes) -> bytes:
+        size = len(payload)
+        if not size:
+            raise _error(f.FRAME_SIZE_ERROR, "padded DATA without its pad length")
+        pad = payload[0]
+        if pad >= size:
+            raise _error(f.PROTOCOL_ERROR, "DATA padding longer than the frame")
+        return payload[1 : size - pad]
 
     def _stray_data(self, sid: int, size: int, stream: H2Stream | None) -> None:
         """DATA for a stream that takes none: its bytes go back to the connection window."""
         self.recv_credit += size
-        self._announce(None)
+        self.announce(None)
         if stream is not None:  # half-closed (remote): the peer had ended it
             self._stream_error(stream, f.STREAM_CLOSED)
         elif self._idle(sid):
@@ -517,24 +527,21 @@ class H2Connection(Sender, asyncio.Protocol):
         """``n`` bytes received on ``stream`` are no longer held: give them back to the peer."""
         stream.credit += n
         self.recv_credit += n
-        self._announce(stream)
+        self.announce(stream)
 
-    def _announce(self, stream: H2Stream | None) -> None:
-        """WINDOW_UPDATE for what was credited, once it is half a window, or at once while
-        the peer has less than half a window left (unread data holds the rest: waiting for
-        half a window of credit could then wait for ever)."""
+    def announce(self, stream: H2Stream | None) -> None:
+        """WINDOW_UPDATE for what was credited, once the peer is down to half a window.
+        With nothing held that is when half a window is due; with unread data holding part
+        of the window, every credit goes at once (waiting for half a window of credit could
+        then wait for ever)."""
         out = b""
-        if (
-            stream is not None
-            and stream.credit
-            and (stream.credit >= self._stream_half or stream.recv_window < self._stream_half)
-        ):
+        if stream is not None and stream.credit and stream.recv_window <= self.stream_half:
             credit, stream.credit = stream.credit, 0
             if not (stream.remote_ended or stream.closed):
                 stream.recv_window += credit
                 out = f.window_update(stream.sid, credit)
         credit = self.recv_credit
-        if credit and (credit >= self._conn_half or self.recv_window < self._conn_half):
+        if credit and self.recv_window <= self.conn_half:
             self.recv_credit = 0
             self.recv_window += credit
             out += f.window_update(0, credit)

@@ -154,7 +154,7 @@ class ServerCall(H2Stream):
                 return _EOF
             await self._wait()
         raw = self._queue.popleft()
-        self.consumed(len(raw) + 5)
+        self.unread -= len(raw) + 5  # credited later: H2Stream.settle
         return self.method.request.FromString(raw)
 
     def input_done(self) -> bool:

@@ -32,7 +32,8 @@ class H2Stream:
     Receive-side flow control: ``owed`` counts the bytes received and not yet credited back
     to the peer, ``unread`` the bytes of whole messages waiting for the reader. Everything
     else (padding, a message still arriving, what a listener took at once) is credited when
-    it arrives; unread messages are credited as the reader takes them (``consumed``).
+    it arrives; a reader that takes a message lowers ``unread`` (no call: this is the hot
+    path), and the bytes are credited with the next DATA frame or when it sleeps.
     """
 
     __slots__ = (
@@ -55,6 +56,8 @@ class H2Stream:
 
     async def _wait(self) -> None:
         """Sleep until ``_wake``: frames for this stream arrived, or it ended."""
+        if self.owed > self.unread:
+            self.settle()
         self._waiter = self.conn.future()
         await self._waiter
 
@@ -84,13 +87,11 @@ class H2Stream:
         the connection's ``assembling``)."""
         return 0
 
-    def consumed(self, framed: int) -> None:
-        """The reader took a message of ``framed`` bytes (prefix included): credit it."""
-        if self.closed:
-            return  # what it held was credited when it closed
-        self.unread -= framed
+    def settle(self) -> None:
+        """Credit what the reader has taken since the last DATA frame (``on_data`` credits
+        all but ``unread`` as each frame arrives; a reader settles before it sleeps)."""
         give = self.owed - self.unread
-        if give > 0:
+        if give > 0 and not self.closed:  # once closed, what it held was credited
             self.owed -= give
             self.conn.credit(self, give)
 

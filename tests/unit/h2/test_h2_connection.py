@@ -75,7 +75,8 @@ class Stream(H2Stream):
 
     def take(self, n: int) -> None:
         """The reader takes ``n`` bytes of what was kept."""
-        self.consumed(n)
+        self.unread -= n
+        self.settle()
 
     def on_reset(self, code: int) -> None:
         self.events.append(("reset", code, None))
