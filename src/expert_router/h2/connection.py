@@ -31,6 +31,7 @@ log = logging.getLogger("expert_router.h2")
 _FRAME_HEAD = f.HEAD.unpack_from
 _MASK = f.STREAM_MASK
 _DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM  # module globals: one lookup
+_SELF_DEPENDENT = 0x100  # not a wire flag: HEADERS whose priority names its own stream
 _ON_STREAMS = frozenset({f.DATA, f.HEADERS, f.PRIORITY, f.RST_STREAM, f.PUSH_PROMISE,
                          f.CONTINUATION})  # fmt: skip
 _ON_CONNECTION = frozenset({f.SETTINGS, f.PING, f.GOAWAY})
@@ -249,6 +250,8 @@ class H2Connection(Sender, asyncio.Protocol):
             self.on_goaway(self.goaway_id, f.u32(payload, 4))
         elif kind in (f.CONTINUATION, f.PUSH_PROMISE):
             self._check_stream_id(kind, sid)
+            if kind == f.PUSH_PROMISE and len(payload) < (5 if flags & f.PADDED else 4):
+                raise _error(f.FRAME_SIZE_ERROR, "PUSH_PROMISE too short for a stream id")
             raise _error(f.PROTOCOL_ERROR, f"unexpected {_name(kind)}")
         # Unknown frame types are ignored (RFC 9113 5.5).
 
@@ -334,7 +337,8 @@ class H2Connection(Sender, asyncio.Protocol):
             stop -= pad
         if prio:
             if f.u32(payload, start) & _MASK == sid:
-                raise _error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
+                flags |= _SELF_DEPENDENT  # an error once the block is whole and the stream
+                # state checked, in h2's order
             start += prio
         block = payload[start:stop]
         if flags & f.END_HEADERS:
@@ -376,10 +380,14 @@ class H2Connection(Sender, asyncio.Protocol):
             if stream.remote_ended:
                 self._stream_error(stream, f.STREAM_CLOSED)
                 return
+            if flags & _SELF_DEPENDENT:
+                raise _error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
             if end:
                 stream.remote_ended = True
             stream.on_headers(headers, end)
         elif self._idle(sid):
+            if flags & _SELF_DEPENDENT:
+                raise _error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
             self._open(sid, headers, end)
         else:
             how = self._closed_ids.get(sid)
