@@ -199,9 +199,11 @@ class H2Connection(Sender, asyncio.Protocol):
         self._buf = b""
         return buf[len(f.PREFACE) :]
 
-    def abort(self, code: int, message: str) -> None:
-        """Close the connection after a GOAWAY naming ``code`` (at once, dropping what is
-        buffered, when the peer is not reading)."""
+    def abort(self, code: int, message: str, linger: bool = True) -> None:
+        """Send GOAWAY naming ``code`` and close: after ``close_linger`` seconds of reading
+        and dropping what the peer still sends (closing with unread input would reset the
+        connection, and the peer could lose the GOAWAY), or at once without ``linger``; at
+        once and dropping what is buffered when the peer is not reading."""
         t = self.transport
         if self._ended or t is None:
             return
@@ -210,6 +212,8 @@ class H2Connection(Sender, asyncio.Protocol):
         t.write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
         if self._paused:
             t.abort()
+        elif linger and self.limits.close_linger > 0:
+            self.event_loop().call_later(self.limits.close_linger, t.close)
         else:
             t.close()
 

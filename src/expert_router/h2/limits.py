@@ -68,6 +68,11 @@ class H2Limits:
     without end. Beyond: GOAWAY ENHANCE_YOUR_CALM and the connection is dropped (nginx's
     and h2o's flood checks do the same)."""
 
+    close_linger: float = 1.0
+    """Seconds a connection ended with GOAWAY still reads (and drops) what the peer sends
+    before it closes: closing with unread input makes the kernel reset the connection, and
+    the peer may never read the GOAWAY (nginx's lingering close, shorter)."""
+
     closed_streams_kept: int = 1_024
     """How many closed stream ids are remembered with how they closed (to tell frames that
     were in flight, which are ignored, from frames on streams the peer knows are over, which
@@ -85,6 +90,8 @@ class H2Limits:
                      "closed_streams_kept"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.close_linger < 0:
+            raise ValueError("close_linger must not be negative")
         if self.reset_rate <= 0:
             raise ValueError("reset_rate must be positive")
 

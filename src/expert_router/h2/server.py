@@ -334,7 +334,7 @@ class GrpcServer:
             return
         server.close()
         for conn in list(self.connections):
-            conn.abort(f.NO_ERROR, "server stopping")
+            conn.abort(f.NO_ERROR, "server stopping", linger=False)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

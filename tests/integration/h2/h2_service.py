@@ -65,7 +65,8 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
 
 
 class Echo:
-    """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep |
+    """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep | hold
+    (counted in ``held``; Unary ``held`` answers the count) |
     raise:value|timeout|todo | setcode:<CODE>:<details> | todo-coded | value-coded | none |
     size (answer ``n`` bytes) | bigmeta | meta-sleep | nap | badframe; ServerStream answers ``n``
     messages (after its op's wait, before its abort)."""
@@ -75,6 +76,7 @@ class Echo:
         self.cancelled = asyncio.Event()
         self.seen: list[Any] = []  # contexts, for checks on what arrived
         self.napping = 0
+        self.held = 0  # Unary calls with op "hold" that started (they wait until cancelled)
 
     async def _sleep(self) -> None:
         self.started.set()
@@ -100,6 +102,11 @@ class Echo:
             return Msg(text=str(got))
         if op == "sleep":
             await self._sleep()
+        if op == "hold":
+            self.held += 1
+            await self._sleep()
+        if op == "held":
+            return Msg(n=self.held)
         if op.startswith("raise:"):
             raise {"value": ValueError, "timeout": TimeoutError, "todo": NotImplementedError}[
                 op[6:]
