@@ -212,10 +212,18 @@ class H2Connection(Sender, asyncio.Protocol):
         t.write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
         if self._paused:
             t.abort()
-        elif linger and self.limits.close_linger > 0:
+        elif linger and self.limits.close_linger > 0 and self._loop_running():
             self.event_loop().call_later(self.limits.close_linger, t.close)
         else:
             t.close()
+
+    def _loop_running(self) -> bool:
+        """False for a connection driven by hand, outside any event loop (a test)."""
+        try:
+            self.event_loop()
+        except RuntimeError:
+            return False
+        return True
 
     # -- frames ----------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:

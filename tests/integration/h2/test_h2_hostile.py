@@ -67,6 +67,8 @@ def server() -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 Attack = Callable[[int], Awaitable[tuple[Raw, Answer]]]

@@ -418,3 +418,75 @@ def test_invalid_max_frame_size_is_a_protocol_error(value: int) -> None:
     (goaway,) = [fr for fr in t.take() if fr[0] == f.GOAWAY]
     assert f.u32(goaway[3], 4) == f.PROTOCOL_ERROR
     assert conn.peer_max_frame == f.DEFAULT_FRAME
+
+
+class Exploding(Stream):
+    def on_data(self, data: bytes, end_stream: bool) -> int:
+        raise ValueError(f"bad bytes {data!r}")  # a message quoting what the peer sent
+
+
+def test_an_exception_while_reading_ends_only_that_connection_unlogged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn, t = connected()
+    conn.streams[1] = Exploding(conn, 1)
+    conn.last_peer_sid = 1
+    other, t2 = connected()
+    with caplog.at_level("DEBUG", logger="expert_router.h2"):
+        conn.data_received(f.frame(f.DATA, 0, 1, b"Bearer sk-secret"))  # nothing raised here
+    assert _goaway_code(t.take()) == f.INTERNAL_ERROR and t.closing
+    assert "ValueError" in caplog.text and "sk-secret" not in caplog.text
+    conn.data_received(f.frame(f.PING, 0, 0, b"12345678"))  # ended: nothing more is read
+    assert t.take() == []
+    other.data_received(f.frame(f.PING, 0, 0, b"12345678"))
+    assert t2.take() == [(f.PING, f.ACK, 0, b"12345678")]
+
+
+def test_an_oversized_frame_is_refused_from_its_head() -> None:
+    conn, t = connected()
+    conn.data_received(f.HEAD.pack(0, 16_385, f.DATA, 0, 1))  # the head alone, no payload
+    assert _goaway_code(t.take()) == f.FRAME_SIZE_ERROR
+    larger, t2 = connected(H2Limits(max_frame_size=1 << 16))
+    opened(larger, 1)
+    larger.data_received(f.frame(f.DATA, 0, 1, b"x" * 20_000))
+    assert _goaway_code(t2.take()) is None
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (f.frame(f.HEADERS, 0, 1, b"\x00" * 40_000), f.FRAME_SIZE_ERROR),  # over the frame size
+        (b"".join([f.frame(f.HEADERS, 0, 1, b"\x00" * 16_000)]
+                  + [f.frame(f.CONTINUATION, 0, 1, b"\x00" * 16_000)] * 4), f.ENHANCE_YOUR_CALM),
+        (b"".join([f.frame(f.HEADERS, 0, 1, b"")]
+                  + [f.frame(f.CONTINUATION, 0, 1, b"")] * 64), f.ENHANCE_YOUR_CALM),
+    ],
+    ids=["frame-size", "block-bytes", "block-frames"],
+)  # fmt: skip
+def test_header_blocks_are_capped(frames: bytes, code: int) -> None:
+    conn, t = connected()
+    conn.data_received(frames)
+    assert _goaway_code(t.take()) == code
+    kept = sum(map(len, conn._cont[2])) if conn._cont else 0  # nothing past the cap is kept
+    assert kept <= DEFAULT_LIMITS.max_header_list_size
+
+
+def test_streams_past_the_limit_are_refused_and_budgeted() -> None:
+    class Counting(Conn):
+        def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> Stream:
+            return Stream(self, sid)
+
+    conn, t = Counting(H2Limits(max_concurrent_streams=2, reset_burst=3)), Transport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    conn.data_received(f.PREFACE)
+    t.take()
+    block = f.header_block([(b":path", b"/x")])
+    for sid in (1, 3, 5, 7, 9):
+        conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, sid, block))
+    assert sorted(conn.streams) == [1, 3]
+    sent = t.take()
+    assert [(sid, f.u32(p)) for k, _, sid, p in sent if k == f.RST_STREAM] == [
+        (5, f.REFUSED_STREAM), (7, f.REFUSED_STREAM), (9, f.REFUSED_STREAM)
+    ]  # fmt: skip
+    conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, 11, block))  # the fourth refusal
+    assert _goaway_code(t.take()) == f.ENHANCE_YOUR_CALM
