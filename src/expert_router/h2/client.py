@@ -14,12 +14,12 @@ from typing import Any, Protocol
 import grpc
 
 from expert_router.h2 import frames as f
-from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.connection import H2Connection
 from expert_router.h2.grpc import (
     CONTENT_TYPE,
     STATUS_FOR_HTTP,
-    Deframer,
     GrpcError,
+    GrpcStream,
     decode_message,
     format_timeout,
     message,
@@ -29,7 +29,6 @@ from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
 from expert_router.h2.stream import RESET_SENT
 
 EOF: Any = object()  # what ``ClientCall.read`` returns after the last message
-_ASSEMBLING = "messages arriving on this connection exceed its limit"
 _MAX_SID = 2**31 - 1
 
 
@@ -43,11 +42,11 @@ class Listener(Protocol):
         """The call is over (``None``: with status OK)."""
 
 
-class ClientCall(H2Stream):
+class ClientCall(GrpcStream):
     """One call in flight: its initial metadata, messages and final status."""
 
     __slots__ = (
-        "response", "metadata", "_queue", "_deframer", "_head", "done", "error",
+        "response", "metadata", "_queue", "_head", "done", "error",
         "listener",
     )  # fmt: skip
 
@@ -56,7 +55,6 @@ class ClientCall(H2Stream):
         self.response = response
         self.metadata: list[tuple[str, str]] | None = None
         self._queue: deque[bytes] = deque()
-        self._deframer = Deframer(limit=conn.limits.max_message)
         self._head = False
         self.done = False
         self.error: GrpcError | None = None
@@ -107,23 +105,13 @@ class ClientCall(H2Stream):
         elif self.done:
             return self.owed  # cancelled: nothing is kept
         else:
-            have = d.have
-            try:
-                messages = d.feed(data)
-            except GrpcError as exc:  # a broken message: the call is over, its listener told
-                self.conn.assembling -= have
-                self._fail(exc.status, exc.details)
+            messages = self.messages(data)
+            if messages is None:  # a broken message: the call is over, its listener told
                 return 0
-            if d.have != have:
-                conn = self.conn
-                conn.assembling += d.have - have
-                if conn.assembling > conn.limits.max_assembling:
-                    self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
-                    return 0
             if listener is None:
                 self._queue.extend(messages)
-                self.unread += d.taken
             else:
+                self.unread = 0  # a listener takes them at once
                 for body in messages:
                     listener.message(message(body))
         if end_stream:
@@ -132,14 +120,11 @@ class ClientCall(H2Stream):
             self._wake()
         return self.owed - self.unread
 
-    def _fail(self, status: grpc.StatusCode, details: str) -> None:
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
         """A broken answer: the call is over (reset), its reader or listener told."""
         self.conn.assembling -= self.release_partial()
         self.conn.reset(self, f.CANCEL)
         self._end(status, details)
-
-    def release_partial(self) -> int:
-        return self._deframer.clear()
 
     def on_reset(self, code: int) -> None:
         status = (

@@ -39,6 +39,7 @@ class H2Connection(Receiver, asyncio.Protocol):
 
     def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
+        self.max_frame = limits.max_frame_size  # what we advertised
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.decoder = BlockDecoder()
@@ -141,7 +142,7 @@ class H2Connection(Receiver, asyncio.Protocol):
                 if self._preface:
                     return
             pos, n = 0, len(buf)
-            limit = self.limits.max_frame_size
+            limit = self.max_frame
             handle = self._frame
             while n - pos >= 9:
                 hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)

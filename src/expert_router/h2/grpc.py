@@ -5,9 +5,12 @@ messages (``grpc.StatusCode``), deadlines (``grpc-timeout``) and the error type.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 from urllib.parse import quote, unquote
 
 import grpc
+
+from expert_router.h2.stream import H2Stream
 
 CONTENT_TYPE = b"application/grpc"
 STATUS_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
@@ -132,6 +135,52 @@ class Deframer:
     @property
     def partial(self) -> bool:
         return bool(self._parts)
+
+
+_ASSEMBLING = "messages arriving on this connection exceed its limit"
+
+
+class GrpcStream(H2Stream):
+    """A stream carrying gRPC messages (``ServerCall``, ``ClientCall``): DATA through its
+    ``Deframer``, with the connection's bytes of messages still arriving counted."""
+
+    __slots__ = ("_deframer",)
+
+    def __init__(self, conn: Any, sid: int, encoding: bytes = b"identity") -> None:
+        super().__init__(conn, sid)
+        self._deframer = Deframer(encoding, conn.limits.max_message)
+
+    def messages(self, data: bytes) -> list[bytes] | None:
+        """The whole messages ``data`` completes, counted in ``unread``; None when the call
+        failed on them (``fail`` was called)."""
+        d = self._deframer
+        n = len(data)
+        if not d.have and n >= 5 and not data[0] and n - 5 == int.from_bytes(data[1:5], "big"):
+            if n - 5 <= d.limit:  # the usual case: one whole message in the frame
+                self.unread += n
+                return [data[5:]]
+        have = d.have
+        try:
+            out = d.feed(data)
+        except GrpcError as exc:
+            self.conn.assembling -= have
+            self.fail(exc.status, exc.details)
+            return None
+        self.unread += d.taken
+        if d.have != have:
+            conn = self.conn
+            conn.assembling += d.have - have
+            if conn.assembling > conn.limits.max_assembling:
+                self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
+                return None
+        return out
+
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
+        """End the call: what it received is broken or too large."""
+        raise NotImplementedError
+
+    def release_partial(self) -> int:
+        return self._deframer.clear()
 
 
 def parse_timeout(value: bytes) -> float:

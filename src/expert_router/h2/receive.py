@@ -151,10 +151,10 @@ class Receiver(Sender):
             raise error(f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         stream.recv_window = window
         stream.owed += size
-        end = flags & _END_STREAM
+        end = flags & _END_STREAM != 0
         if end:
             stream.remote_ended = True
-        give = stream.on_data(payload, bool(end))
+        give = stream.on_data(payload, end)
         if give > 0:
             if give > stream.owed:  # the stream closed meanwhile: its bytes were credited
                 give = stream.owed

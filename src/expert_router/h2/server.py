@@ -20,11 +20,11 @@ from typing import Any, NoReturn
 import grpc
 
 from expert_router.h2 import frames as f
-from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.connection import H2Connection
 from expert_router.h2.grpc import (
     CONTENT_TYPE,
-    Deframer,
     GrpcError,
+    GrpcStream,
     message,
     parse_timeout,
     trailers,
@@ -35,7 +35,6 @@ log = logging.getLogger("expert_router.h2")
 _RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding"}
 _OK_HEAD = [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
 _EOF: Any = object()
-_ASSEMBLING = "messages arriving on this connection exceed its limit"
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,11 @@ class _Abort(Exception):
         self.status, self.details = status, details
 
 
-class ServerCall(H2Stream):
+class ServerCall(GrpcStream):
     """One RPC being served, and its servicer context."""
 
     __slots__ = (
-        "method", "metadata", "_queue", "_eof", "_deframer", "_head_sent",
+        "method", "metadata", "_queue", "_eof", "_head_sent",
         "_code", "_details", "task", "cancelled_",
     )  # fmt: skip
 
@@ -85,7 +84,7 @@ class ServerCall(H2Stream):
         self.metadata = tuple(meta)
         self._queue: deque[bytes] = deque()
         self._eof = False
-        self._deframer = Deframer(encoding, conn.limits.max_message)
+        self._deframer.encoding = encoding
         self._head_sent: list[tuple[bytes, bytes]] | None = None
         self._code: grpc.StatusCode | None = None
         self._details = ""
@@ -100,21 +99,10 @@ class ServerCall(H2Stream):
     def on_data(self, data: bytes, end_stream: bool) -> int:
         if self.closed:
             return self.owed  # the call is over: nothing is kept
-        d = self._deframer
-        have = d.have
-        try:
-            self._queue.extend(d.feed(data))
-        except GrpcError as exc:
-            self.conn.assembling -= have
-            self._fail(exc.status, exc.details)
+        messages = self.messages(data)
+        if messages is None:
             return 0
-        self.unread += d.taken
-        if d.have != have:
-            conn = self.conn
-            conn.assembling += d.have - have
-            if conn.assembling > conn.limits.max_assembling:
-                self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
-                return 0
+        self._queue.extend(messages)
         if end_stream:
             self._end_input()
         self._wake()
@@ -136,15 +124,12 @@ class ServerCall(H2Stream):
         if self.task is not None:
             self.task.cancel()
 
-    def _fail(self, status: grpc.StatusCode, details: str) -> None:
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
         """End the call now (a broken request): trailers, then cancel the servicer."""
         self.conn.assembling -= self.release_partial()
         self.finish(status, details)
         if self.task is not None:
             self.task.cancel()
-
-    def release_partial(self) -> int:
-        return self._deframer.clear()
 
     # -- reading requests ------------------------------------------------------------------
     async def read(self) -> Any:
