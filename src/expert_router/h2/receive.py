@@ -250,6 +250,9 @@ class Receiver(Sender):
                 return
             if flags & _SELF_DEPENDENT:
                 raise error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
+            if not end and not self.client_side:  # trailers must end the request (RFC 9113
+                self._stream_error(stream, f.PROTOCOL_ERROR)  # 8.1: malformed otherwise)
+                return
             if end:
                 stream.remote_ended = True
             stream.on_headers(headers, end)

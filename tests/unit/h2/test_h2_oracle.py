@@ -326,13 +326,15 @@ def _excused(ours: Verdict, mine: str, theirs: Verdict, why: str, conn: Ours) ->
             return "escalated"  # a zero WINDOW_UPDATE on a stream: we reset the stream
         if "non-compliant data" in why and (ok or "window" in mine):
             return "window-update"
-        if "Trailers must have END_STREAM" in why and ok:
+        if "Trailers must have END_STREAM" in why and f.PROTOCOL_ERROR in dict(ours[1]).values():
             return "escalated"
         if "invalid padding" in why and ok:
             return "headers-padding"
         if "ConnectionState.CLOSED" in why:
             return "after-goaway"
-    if theirs[0] == "ok" and any(w in mine for w in ("max frame size", "setting ", "window ")):
+    if (theirs[0] == "ok" or why.startswith("Setting ")) and any(
+        w in mine for w in ("max frame size", "setting ", "window ")
+    ):  # h2 saw another value (the last) of the setting we refused
         return "settings-repeated"
     if "RST_STREAM on idle stream" in mine and theirs[0] == "ok":
         return "rst-idle"
