@@ -54,13 +54,13 @@ class H2Limits:
     RESOURCE_EXHAUSTED."""
 
     reset_burst: int = 200
-    """Streams the peer may open and cancel (or have refused) in a burst before the rate
-    applies (rapid reset, CVE-2023-44487): twice the stream limit, as nginx allows per read."""
+    """Streams the peer may open and cancel in a burst before the rate applies (rapid reset,
+    CVE-2023-44487): twice the stream limit, as nginx allows per read."""
 
     reset_rate: float = 100.0
-    """Cancelled or refused streams per second allowed after the burst; faster, the connection
-    ends with GOAWAY ENHANCE_YOUR_CALM. Clients cancel a few calls a second, attacks send
-    tens of thousands."""
+    """Cancelled streams per second allowed after the burst; faster, the connection ends with
+    GOAWAY ENHANCE_YOUR_CALM. Clients cancel a few calls a second, attacks send tens of
+    thousands."""
 
     max_unsent_control: int = 1_000
     """Frames answered to the peer (PING and SETTINGS acknowledgements, RST_STREAM) while its

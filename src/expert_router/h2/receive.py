@@ -279,9 +279,9 @@ class Receiver(Sender):
         if sid & 1 != self._peer_parity or self.client_side:
             raise error(f.PROTOCOL_ERROR, f"stream {sid} opened by the wrong end")
         self.last_peer_sid = sid
-        if len(self.streams) >= self.limits.max_concurrent_streams:
-            self._spend_reset()
-            self._control(f.rst_stream(sid, f.REFUSED_STREAM))
+        if len(self.streams) >= self.limits.max_concurrent_streams:  # not against the reset
+            self._control(f.rst_stream(sid, f.REFUSED_STREAM))  # budget: clients that open
+            # many calls before our SETTINGS arrive are refused a burst, and retry
             self._remember(sid, RESET_SENT)
             return
         stream = self.on_new_stream(sid, headers, end)

@@ -471,12 +471,13 @@ def test_header_blocks_are_capped(frames: bytes, code: int) -> None:
     assert kept <= DEFAULT_LIMITS.max_header_list_size
 
 
-def test_streams_past_the_limit_are_refused_and_budgeted() -> None:
+def test_streams_past_the_limit_are_refused_and_cancels_budgeted() -> None:
     class Counting(Conn):
         def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> Stream:
             return Stream(self, sid)
 
-    conn, t = Counting(H2Limits(max_concurrent_streams=2, reset_burst=3)), Transport()
+    limits = H2Limits(max_concurrent_streams=2, reset_burst=3, reset_rate=1e-6)
+    conn, t = Counting(limits), Transport()
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(f.PREFACE)
     t.take()
@@ -488,5 +489,10 @@ def test_streams_past_the_limit_are_refused_and_budgeted() -> None:
     assert [(sid, f.u32(p)) for k, _, sid, p in sent if k == f.RST_STREAM] == [
         (5, f.REFUSED_STREAM), (7, f.REFUSED_STREAM), (9, f.REFUSED_STREAM)
     ]  # fmt: skip
-    conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, 11, block))  # the fourth refusal
+    # refusals cost nothing of the reset budget; streams the peer opens and cancels do
+    for cancel, new in ((1, 11), (3, 13), (11, 15)):
+        conn.data_received(f.rst_stream(cancel, f.CANCEL))
+        conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, new, block))
+    assert _goaway_code(t.take()) is None and sorted(conn.streams) == [13, 15]
+    conn.data_received(f.rst_stream(13, f.CANCEL))  # the fourth cancel: over the burst
     assert _goaway_code(t.take()) == f.ENHANCE_YOUR_CALM
