@@ -99,7 +99,7 @@ class ClientCall(GrpcStream):
             and not data[0]
             and len(data) == 5 + int.from_bytes(data[1:5], "big")
             and not d.have
-            and len(data) <= d.limit
+            and len(data) - 5 <= d.limit
         ):
             listener.message(data)  # the usual case: one whole message, relayed as it came
         elif self.done:

@@ -76,15 +76,17 @@ class H2Limits:
     closed_streams_kept: int = 1_024
     """How many closed stream ids are remembered with how they closed (to tell frames that
     were in flight, which are ignored, from frames on streams the peer knows are over, which
-    are errors). Older ones are treated as reset by us: their frames are ignored."""
+    are errors). Older ones are known only as closed: DATA on them gets RST_STREAM
+    STREAM_CLOSED, HEADERS is a new stream id not above the last (PROTOCOL_ERROR)."""
 
     def __post_init__(self) -> None:
         if not DEFAULT_FRAME <= self.max_frame_size <= MAX_FRAME:
             raise ValueError(f"max_frame_size must be {DEFAULT_FRAME}..{MAX_FRAME}")
-        for name in ("stream_window", "connection_window"):  # below the default, a peer that
-            if not DEFAULT_WINDOW <= getattr(self, name) <= MAX_WINDOW:  # has not read our
-                raise ValueError(f"{name} must be {DEFAULT_WINDOW}..{MAX_WINDOW}")  # SETTINGS
-                # would overrun it through no fault of its own
+        # Below the default window, a peer that has not read our SETTINGS yet would overrun
+        # it through no fault of its own.
+        for name in ("stream_window", "connection_window"):
+            if not DEFAULT_WINDOW <= getattr(self, name) <= MAX_WINDOW:
+                raise ValueError(f"{name} must be {DEFAULT_WINDOW}..{MAX_WINDOW}")
         for name in ("max_header_list_size", "max_header_frames", "max_concurrent_streams",
                      "max_message", "max_assembling", "reset_burst", "max_unsent_control",
                      "closed_streams_kept"):  # fmt: skip
