@@ -192,7 +192,7 @@ class H2Connection(Receiver, asyncio.Protocol):
             return
         self._ended = True
         log.debug("closing HTTP/2 connection (error %d): %s", code, message)
-        t.write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
+        self._write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
         if self._paused:
             t.abort()
         elif linger and self.limits.close_linger > 0 and self._loop_running():
