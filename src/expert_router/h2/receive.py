@@ -71,6 +71,11 @@ class Receiver(Sender):
     def _remember(self, sid: int, how: int) -> None:
         raise NotImplementedError
 
+    def refuse(self, sid: int) -> None:
+        """RST_STREAM REFUSED_STREAM for a new stream: never processed, safe to retry."""
+        self._control(f.rst_stream(sid, f.REFUSED_STREAM))
+        self._remember(sid, RESET_SENT)
+
     def announce(self, stream: H2Stream | None) -> None:
         raise NotImplementedError
 
@@ -280,10 +285,8 @@ class Receiver(Sender):
             raise error(f.PROTOCOL_ERROR, f"stream {sid} opened by the wrong end")
         self.last_peer_sid = sid
         if len(self.streams) >= self.limits.max_concurrent_streams:  # not against the reset
-            self._control(f.rst_stream(sid, f.REFUSED_STREAM))  # budget: clients that open
-            # many calls before our SETTINGS arrive are refused a burst, and retry
-            self._remember(sid, RESET_SENT)
-            return
+            self.refuse(sid)  # budget: clients that open many calls before our SETTINGS
+            return  # arrive are refused a burst, and retry
         stream = self.on_new_stream(sid, headers, end)
         if stream is not None:
             self.streams[sid] = stream
