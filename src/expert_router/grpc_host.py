@@ -10,6 +10,7 @@ from __future__ import annotations
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
 from expert_router.h2.server import GrpcServer
 
 SERVICE = "GRPCInferenceService"
@@ -25,9 +26,11 @@ class GrpcServiceHost:
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
+        limits: H2Limits = DEFAULT_LIMITS,
     ) -> None:
         self.servicer = servicer
         self.host, self.port, self.reuse_port = host, port, reuse_port
+        self.limits = limits  # HTTP/2 and gRPC message limits (h2/limits.py)
         self._server: GrpcServer | None = None
 
     @property
@@ -38,7 +41,13 @@ class GrpcServiceHost:
     async def start(self) -> None:
         # SO_REUSEPORT only for worker processes sharing the port, never by accident.
         server = GrpcServer(
-            self.servicer, pb2, SERVICE, host=self.host, port=self.port, reuse_port=self.reuse_port
+            self.servicer,
+            pb2,
+            SERVICE,
+            host=self.host,
+            port=self.port,
+            reuse_port=self.reuse_port,
+            limits=self.limits,
         )
         try:
             await server.start()

@@ -36,6 +36,7 @@ from expert_router.gateway.cycle import NONE, Cycle
 from expert_router.gateway.pools import Replica
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.h2.grpc import message
+from expert_router.h2.limits import H2Limits
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.grpc_status import grpc_for_http
@@ -319,7 +320,14 @@ class GrpcIngress(GrpcServiceHost):
         self, gw: Gateway, *, host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False
     ) -> None:
         self.gw = gw
-        super().__init__(IngressServicer(gw), host=host, port=port, reuse_port=reuse_port)
+        server = gw.config.server
+        limits = H2Limits(
+            max_concurrent_streams=server.http2_max_streams,
+            max_message=server.grpc_max_message_bytes,
+        )
+        super().__init__(
+            IngressServicer(gw), host=host, port=port, reuse_port=reuse_port, limits=limits
+        )
 
 
 @contextlib.asynccontextmanager

@@ -14,17 +14,19 @@ from typing import Any, Protocol
 import grpc
 
 from expert_router.h2 import frames as f
-from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.connection import H2Connection
 from expert_router.h2.grpc import (
     CONTENT_TYPE,
-    STATUS_FOR_HTTP,
-    Deframer,
     GrpcError,
+    GrpcStream,
     decode_message,
     format_timeout,
     message,
     status_of,
 )
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
+from expert_router.h2.stream import RESET_SENT
+from expert_router.wire.grpc_status import TRANSPORT_STATUS
 
 EOF: Any = object()  # what ``ClientCall.read`` returns after the last message
 _MAX_SID = 2**31 - 1
@@ -40,11 +42,11 @@ class Listener(Protocol):
         """The call is over (``None``: with status OK)."""
 
 
-class ClientCall(H2Stream):
+class ClientCall(GrpcStream):
     """One call in flight: its initial metadata, messages and final status."""
 
     __slots__ = (
-        "response", "metadata", "_queue", "_deframer", "_head", "done", "error",
+        "response", "metadata", "_queue", "_head", "done", "error",
         "listener",
     )  # fmt: skip
 
@@ -53,7 +55,6 @@ class ClientCall(H2Stream):
         self.response = response
         self.metadata: list[tuple[str, str]] | None = None
         self._queue: deque[bytes] = deque()
-        self._deframer = Deframer()
         self._head = False
         self.done = False
         self.error: GrpcError | None = None
@@ -79,7 +80,7 @@ class ClientCall(H2Stream):
             self._head = True
             self.metadata = meta
             if http != b"200":
-                code = STATUS_FOR_HTTP.get(int(http), grpc.StatusCode.UNKNOWN)
+                code = TRANSPORT_STATUS.get(int(http), grpc.StatusCode.UNKNOWN)
                 self._end(code, f"the server answered HTTP {http.decode()}")
                 return
         if status is not None:
@@ -89,32 +90,41 @@ class ClientCall(H2Stream):
         else:
             self._wake()
 
-    def on_data(self, data: bytes, end_stream: bool) -> None:
+    def on_data(self, data: bytes, end_stream: bool) -> int:
         listener = self.listener
+        d = self._deframer
         if (
             listener is not None
             and len(data) > 5
             and not data[0]
             and len(data) == 5 + int.from_bytes(data[1:5], "big")
-            and not self._deframer.partial
+            and not d.have
+            and len(data) - 5 <= d.limit
         ):
             listener.message(data)  # the usual case: one whole message, relayed as it came
+        elif self.done:
+            return self.owed  # cancelled: nothing is kept
         else:
-            try:
-                messages = self._deframer.feed(data)
-            except GrpcError as exc:  # a broken message: the call is over, its listener told
-                self.conn.reset(self, f.CANCEL)
-                self._end(exc.status, exc.details)
-                return
+            messages = self.messages(data)
+            if messages is None:  # a broken message: the call is over, its listener told
+                return 0
             if listener is None:
                 self._queue.extend(messages)
             else:
+                self.unread = 0  # a listener takes them at once
                 for body in messages:
                     listener.message(message(body))
         if end_stream:
             self._end(grpc.StatusCode.INTERNAL, "the stream ended without trailers")
         else:
             self._wake()
+        return self.owed - self.unread
+
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
+        """A broken answer: the call is over (reset), its reader or listener told."""
+        self.conn.assembling -= self.release_partial()
+        self.conn.reset(self, f.CANCEL)
+        self._end(status, details)
 
     def on_reset(self, code: int) -> None:
         status = (
@@ -130,10 +140,11 @@ class ClientCall(H2Stream):
     def _end(self, status: grpc.StatusCode, details: str) -> None:
         if self.done:
             return
-        self.done = self.closed = True
-        if self.pending is not None:  # the server answered before our request had all left
-            self.conn.reset(self, f.CANCEL)
-        self.conn.streams.pop(self.sid, None)
+        self.done = True
+        if self.pending is not None or not self.remote_ended:
+            self.conn.reset(self, f.CANCEL)  # the server answered before our request had
+        else:  # all left, or before it ended its own stream: nothing more is read
+            self.conn.forget(self)
         if status != grpc.StatusCode.OK:
             self.error = GrpcError(status, details)
         if self.listener is not None:
@@ -154,14 +165,18 @@ class ClientCall(H2Stream):
             if self.done:
                 return None
             await self._wait()
-        return self._queue.popleft()
+        raw = self._queue.popleft()
+        self.unread -= len(raw) + 5  # credited later: H2Stream.settle
+        return raw
 
     def listen(self, listener: Listener) -> None:
         """Hand the messages not read yet, and every later one, to ``listener`` as they arrive;
         ``listener.end`` is called once the call is over (at once if it already is)."""
         queue, self._queue = self._queue, deque()
         for body in queue:
+            self.unread -= len(body) + 5
             listener.message(message(body))
+        self.settle()
         if self.done:
             listener.end(self.error)
         else:
@@ -193,15 +208,14 @@ class ClientConnection(H2Connection):
 
     client_side = True
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.next_sid = 1
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
         # Set once the server's first SETTINGS came (its stream limit above all), or on close.
         self.ready: asyncio.Future[None] = self.future()
 
-    def _settings(self, payload: bytes) -> None:
-        super()._settings(payload)
-        if not self.ready.done():
+    def _settings_frame(self, flags: int, payload: bytes) -> None:
+        super()._settings_frame(flags, payload)
+        if not flags & f.ACK and not self.ready.done():
             self.ready.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -220,17 +234,19 @@ class ClientConnection(H2Connection):
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         for sid, stream in list(self.streams.items()):
             if sid > last_stream_id:  # never processed: safe to retry elsewhere
-                self.streams.pop(sid, None)
-                self._drop(stream)
+                self._retire(stream, RESET_SENT)
                 stream.on_lost(ConnectionResetError(f"GOAWAY (HTTP/2 error {code})"))
 
 
 class GrpcChannel:
     """Calls to one gRPC server at ``host:port`` (insecure, HTTP/2 with prior knowledge)."""
 
-    def __init__(self, target: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, target: str, *, connect_timeout: float = 5.0, limits: H2Limits = DEFAULT_LIMITS
+    ) -> None:
         host, _, port = target.rpartition(":")
         self.target = target
+        self.limits = limits
         self.host, self.port = host.strip("[]"), int(port)
         self.connect_timeout = connect_timeout
         self._conns: list[ClientConnection] = []
@@ -274,7 +290,9 @@ class GrpcChannel:
         conn: ClientConnection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(ClientConnection, self.host, self.port)
+                _, conn = await loop.create_connection(
+                    lambda: ClientConnection(self.limits), self.host, self.port
+                )
                 await asyncio.shield(conn.ready)  # calls must not exceed its stream limit
         except TimeoutError:
             if conn is not None and conn.transport is not None:

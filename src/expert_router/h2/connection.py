@@ -1,127 +1,99 @@
-"""One HTTP/2 connection on an asyncio transport, either end: frame parsing, SETTINGS, PING,
-GOAWAY, header blocks (CONTINUATION included) and flow control in both directions.
+"""One HTTP/2 connection on an asyncio transport, either end: frames read strictly (RFC 9113:
+lengths per type, stream ids and states, SETTINGS values, flow control), the limits of
+``H2Limits`` (frame and header-block sizes, streams, resets, unread data, unanswered control
+frames), SETTINGS, PING and GOAWAY. Frames are checked in ``receive``; sending is ``send``'s.
 
 Streams are ``H2Stream`` objects that the subclasses (``server``, ``client``) create; the
-connection calls their ``on_headers`` / ``on_data`` / ``on_reset`` / ``on_lost`` hooks.
-Received data is acknowledged (WINDOW_UPDATE) as it arrives: a stream's reader buffers it.
+connection calls their ``on_headers`` / ``on_data`` / ``on_reset`` / ``on_lost`` hooks. A
+violation ends the stream (RST_STREAM) or the connection (GOAWAY) with the RFC's error code;
+nothing raised while reading escapes ``data_received``, and nothing the peer sent is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import os
+import time
+import traceback
 from typing import Any
-
-from hpack import HPACKError
 
 from expert_router.h2 import frames as f
 from expert_router.h2.headers import BlockDecoder
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
+from expert_router.h2.receive import Receiver, error, frame_name
+from expert_router.h2.stream import ENDED, RESET_SENT, ConnectionError_, H2Stream
 
 log = logging.getLogger("expert_router.h2")
 
-RECV_WINDOW = 1 << 22  # what each stream may send us before we acknowledge
-CONN_RECV_WINDOW = 1 << 24
 _FRAME_HEAD = f.HEAD.unpack_from
+_MASK = f.STREAM_MASK
+
+__all__ = ["ConnectionError_", "H2Connection", "H2Stream"]
 
 
-class ConnectionError_(Exception):  # noqa: N801  (the builtin's name is taken)
-    """The peer broke the protocol; the connection is closed with GOAWAY ``code``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class H2Stream:
-    """Send-side state of one stream; subclasses add what they do with received frames."""
-
-    __slots__ = (
-        "conn", "sid", "send_window", "pending", "drained", "recv_unacked", "closed", "_waiter",
-    )  # fmt: skip
-
-    def __init__(self, conn: H2Connection, sid: int) -> None:
-        self.conn, self.sid = conn, sid
-        self.send_window = conn.peer_initial_window
-        self.pending: deque[tuple[bytes | memoryview, bool, bytes]] | None = None  # data, end, then
-        self.drained: asyncio.Future[None] | None = None
-        self.recv_unacked = 0
-        self.closed = False
-        self._waiter: asyncio.Future[None] | None = None  # the reader waiting for frames
-
-    async def _wait(self) -> None:
-        """Sleep until ``_wake``: frames for this stream arrived, or it ended."""
-        self._waiter = self.conn.future()
-        await self._waiter
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        raise NotImplementedError
-
-    def on_data(self, data: bytes, end_stream: bool) -> None:
-        raise NotImplementedError
-
-    def on_reset(self, code: int) -> None:
-        raise NotImplementedError
-
-    def on_lost(self, exc: BaseException | None) -> None:
-        raise NotImplementedError
-
-    async def drain(self) -> None:
-        """Wait until this stream's queued data has left and the transport accepts more."""
-        if self.pending is not None:
-            if self.drained is None:
-                self.drained = self.conn.future()
-            await asyncio.shield(self.drained)
-        await self.conn.writable()
-
-
-class H2Connection(asyncio.Protocol):
+class H2Connection(Receiver, asyncio.Protocol):
     """The frame layer shared by the server and client ends."""
 
     client_side = False
 
-    def __init__(self) -> None:
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.max_frame = limits.max_frame_size  # what we advertised
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.decoder = BlockDecoder()
+        self.decoder.max_header_list_size = limits.max_header_list_size
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # made outside a loop (a test): the first future looks it up
             self.loop = None
         self.peer_initial_window = f.DEFAULT_WINDOW
         self.peer_max_frame = f.DEFAULT_FRAME
-        self.peer_max_streams = 2**31 - 1
+        self.peer_max_streams = f.MAX_WINDOW
         self.send_window = f.DEFAULT_WINDOW
-        self.recv_unacked = 0
+        self.recv_window = limits.connection_window  # what the peer may still send
+        self.recv_credit = 0  # credited, not yet announced with WINDOW_UPDATE
+        self.stream_half = limits.stream_window // 2
+        self.conn_half = limits.connection_window // 2
+        self.assembling = 0  # bytes of messages still arriving, all streams
         self.closed = False
         self.goaway_id: int | None = None  # the peer's last stream id after its GOAWAY
+        self.next_sid = 1 if self.client_side else 2  # the next stream id we would open
+        self.last_peer_sid = 0  # the highest stream id the peer opened
+        self._peer_parity = 0 if self.client_side else 1
+        self._closed_ids: dict[int, int] = {}  # recently closed stream id -> how (stream.py)
         self._buf = b""
         self._preface = not self.client_side  # a server first reads the client's preface
-        self._cont: tuple[int, int, list[bytes]] | None = None  # HEADERS awaiting CONTINUATION
+        self._cont: list[Any] | None = None  # [sid, flags, parts, bytes, frames] of a block
         self._table_update = False
         self._paused = False
         self._resumed: asyncio.Future[None] | None = None
         self._blocked: list[H2Stream] = []
+        self._ended = False  # we sent GOAWAY: nothing more is read
+        self._unsent_control = 0  # control frames written while the transport was full
+        self._reset_tokens = float(limits.reset_burst)
+        self._reset_at = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        ours = [(f.INITIAL_WINDOW_SIZE, RECV_WINDOW), (f.MAX_HEADER_LIST_SIZE, 1 << 16)]
+        lim = self.limits
+        ours = [(f.INITIAL_WINDOW_SIZE, lim.stream_window),
+                (f.MAX_HEADER_LIST_SIZE, lim.max_header_list_size)]  # fmt: skip
         if self.client_side:
             ours.append((f.ENABLE_PUSH, 0))
-        head = f.PREFACE if self.client_side else b""
-        grow = f.window_update(0, CONN_RECV_WINDOW - f.DEFAULT_WINDOW)
-        t.write(head + f.settings(ours) + grow)  # type: ignore[attr-defined]
+        else:
+            ours.append((f.MAX_CONCURRENT_STREAMS, lim.max_concurrent_streams))
+        if lim.max_frame_size != f.DEFAULT_FRAME:
+            ours.append((f.MAX_FRAME_SIZE, lim.max_frame_size))
+        out = (f.PREFACE if self.client_side else b"") + f.settings(ours)
+        if lim.connection_window > f.DEFAULT_WINDOW:
+            out += f.window_update(0, lim.connection_window - f.DEFAULT_WINDOW)
+        t.write(out)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self._ended = True
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             self._drop(stream)
@@ -133,6 +105,7 @@ class H2Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._unsent_control = 0
         self._wake_writers()
 
     def _wake_writers(self) -> None:
@@ -160,143 +133,142 @@ class H2Connection(asyncio.Protocol):
             await asyncio.shield(self._resumed)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        try:
+        if self._ended:
+            return
+        try:  # one function for the whole read: a call per frame less
+            buf = self._buf + data if self._buf else data
             if self._preface:
-                if len(buf) < len(f.PREFACE):
-                    self._buf = buf
+                buf = self._skip_preface(buf)
+                if self._preface:
                     return
-                if not buf.startswith(f.PREFACE):
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                buf, self._preface = buf[len(f.PREFACE) :], False
             pos, n = 0, len(buf)
+            limit = self.max_frame
+            handle = self._frame
             while n - pos >= 9:
                 hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
-                end = pos + 9 + (hi << 16 | lo)
+                length = hi << 16 | lo
+                if length > limit:  # seen from the head: the payload is never buffered
+                    self._check_stream_id(kind, sid & _MASK)
+                    raise error(
+                        f.FRAME_SIZE_ERROR, f"{frame_name(kind)} of {length} bytes, over {limit}"
+                    )
+                end = pos + 9 + length
                 if end > n:
                     break
-                self._frame(kind, flags, sid & 0x7FFFFFFF, buf[pos + 9 : end])
+                handle(kind, flags, sid & _MASK, buf[pos + 9 : end])
                 pos = end
             self._buf = buf[pos:] if pos < n else b""
-            if len(self._buf) > 9 + (1 << 24):
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "frame larger than allowed")
         except ConnectionError_ as exc:
             self.abort(exc.code, str(exc))
+        except Exception as exc:  # a bug, or a stream hook's: this connection only
+            where = traceback.extract_tb(exc.__traceback__)[-1]  # no message: it may quote
+            log.error(  # what the peer sent
+                "HTTP/2 connection ended by an internal error: %s in %s (%s:%d)",
+                type(exc).__name__, where.name, os.path.basename(where.filename), where.lineno,
+            )  # fmt: skip
+            self.abort(f.INTERNAL_ERROR, "internal error")
 
-    def abort(self, code: int, message: str) -> None:
-        """Close the connection after a GOAWAY naming ``code``."""
-        log.debug("closing HTTP/2 connection: %s", message)
-        if self.transport is not None and not self.closed:
-            last = max((s for s in self.streams if s % 2 != self.client_side), default=0)
-            self.transport.write(f.goaway(last, code, message.encode()[:200]))
-            self.transport.close()
+    def _skip_preface(self, buf: bytes) -> bytes:
+        """What follows the client's connection preface (kept in ``_buf`` while it is
+        incomplete, ``_preface`` still set)."""
+        if len(buf) < len(f.PREFACE):
+            if not f.PREFACE.startswith(buf):
+                raise error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            self._buf = buf
+            return b""
+        if not buf.startswith(f.PREFACE):
+            raise error(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+        self._preface = False
+        self._buf = b""
+        return buf[len(f.PREFACE) :]
 
-    # -- frames ----------------------------------------------------------------------------
-    def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if self._cont is not None and kind != f.CONTINUATION:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "expected CONTINUATION")
-        if kind == f.DATA:
-            self._data(flags, sid, payload)
-        elif kind == f.HEADERS:
-            if flags & f.PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & f.PRIORITY_FLAG:
-                payload = payload[5:]
-            if flags & f.END_HEADERS:
-                self._headers(sid, flags, payload)
-            else:
-                self._cont = (sid, flags, [payload])
-        elif kind == f.CONTINUATION:
-            if self._cont is None or self._cont[0] != sid:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._cont[2].append(payload)
-            if flags & f.END_HEADERS:
-                csid, cflags, parts = self._cont
-                self._cont = None
-                self._headers(csid, cflags, b"".join(parts))
-        elif kind == f.WINDOW_UPDATE:
-            self._window_update(sid, f.u32(payload) & 0x7FFFFFFF)
-        elif kind == f.PING:
-            if not flags & f.ACK:
-                self._write(f.frame(f.PING, f.ACK, 0, payload))
-        elif kind == f.SETTINGS:
-            if not flags & f.ACK:
-                self._settings(payload)
-        elif kind == f.RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            if stream is not None:
-                stream.closed = True
-                self._drop(stream)  # no DATA may follow a reset
-                stream.on_reset(f.u32(payload))
-        elif kind == f.GOAWAY:
-            self.goaway_id = f.u32(payload) & 0x7FFFFFFF
-            self.on_goaway(self.goaway_id, f.u32(payload, 4))
-        # PRIORITY, PUSH_PROMISE (disabled) and unknown frames are ignored.
+    def abort(self, code: int, message: str, linger: bool = True) -> None:
+        """Send GOAWAY naming ``code`` and close: after ``close_linger`` seconds of reading
+        and dropping what the peer still sends (closing with unread input would reset the
+        connection, and the peer could lose the GOAWAY), or at once without ``linger``; at
+        once and dropping what is buffered when the peer is not reading."""
+        t = self.transport
+        if self._ended or t is None:
+            return
+        self._ended = True
+        log.debug("closing HTTP/2 connection (error %d): %s", code, message)
+        self._write(f.goaway(self.last_peer_sid, code, message.encode()[:200]))
+        if self._paused:
+            t.abort()
+        elif linger and self.limits.close_linger > 0 and self._loop_running():
+            self.event_loop().call_later(self.limits.close_linger, t.close)
+        else:
+            t.close()
 
-    def _data(self, flags: int, sid: int, payload: bytes) -> None:
-        size = len(payload)
-        if flags & f.PADDED:
-            payload = payload[1 : size - payload[0]]
-        self.recv_unacked += size
-        if self.recv_unacked >= CONN_RECV_WINDOW // 2:
-            self._write(f.window_update(0, self.recv_unacked))
-            self.recv_unacked = 0
-        stream = self.streams.get(sid)
-        if stream is None:
-            return  # a stream we already closed or reset: the window is acknowledged above
-        end = bool(flags & f.END_STREAM)
-        if not end:
-            stream.recv_unacked += size
-            if stream.recv_unacked >= RECV_WINDOW // 2:
-                self._write(f.window_update(sid, stream.recv_unacked))
-                stream.recv_unacked = 0
-        stream.on_data(payload, end)
-
-    def _headers(self, sid: int, flags: int, block: bytes) -> None:
+    def _loop_running(self) -> bool:
+        """False for a connection driven by hand, outside any event loop (a test)."""
         try:
-            headers = self.decoder.decode(block)
-        except HPACKError as exc:
-            raise ConnectionError_(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        end = bool(flags & f.END_STREAM)
-        stream = self.streams.get(sid)
-        if stream is None:
-            self.on_new_stream(sid, headers, end)
-        else:
-            stream.on_headers(headers, end)
+            self.event_loop()
+        except RuntimeError:
+            return False
+        return True
 
-    def _settings(self, payload: bytes) -> None:
-        for key, value in f.parse_settings(payload):
-            if key == f.INITIAL_WINDOW_SIZE:
-                if value > f.MAX_WINDOW:
-                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-            elif key == f.MAX_FRAME_SIZE:
-                if not f.DEFAULT_FRAME <= value < 1 << 24:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, f"bad max frame size {value}")
-                self.peer_max_frame = value
-            elif key == f.MAX_CONCURRENT_STREAMS:
-                self.peer_max_streams = value
-            elif key == f.HEADER_TABLE_SIZE:
-                self._table_update = True
-        self._write(f.frame(f.SETTINGS, f.ACK, 0))
-        self._unblock()
+    # -- streams ending, budgets -----------------------------------------------------------
+    def _stream_error(self, stream: H2Stream, code: int) -> None:
+        """RST_STREAM ``code`` for a stream the peer misused; its reader sees a reset."""
+        self._control(f.rst_stream(stream.sid, code))
+        self._retire(stream, RESET_SENT)
+        stream.on_reset(code)
 
-    def _window_update(self, sid: int, increment: int) -> None:
-        if sid == 0:
-            self.send_window += increment
-        else:
-            stream = self.streams.get(sid)
-            if stream is None:
-                return
-            stream.send_window += increment
-        self._unblock()
+    def _retire(self, stream: H2Stream, how: int) -> None:
+        """``stream`` leaves the table: what it queued is dropped, what it held unread goes
+        back to the connection window, and how it closed is remembered."""
+        stream.closed = True
+        if self.streams.pop(stream.sid, None) is None:
+            return
+        self._remember(stream.sid, how)
+        self._drop(stream)
+        self.assembling -= stream.release_partial()
+        held, stream.owed = stream.owed, 0
+        if held:
+            self.credit(stream, held)
+
+    def _remember(self, sid: int, how: int) -> None:
+        closed = self._closed_ids
+        closed[sid] = how
+        if len(closed) > self.limits.closed_streams_kept:
+            del closed[next(iter(closed))]
+
+    def _finished(self, stream: H2Stream) -> None:
+        self._retire(stream, ENDED if stream.remote_ended else RESET_SENT)
+
+    def credit(self, stream: H2Stream, n: int) -> None:
+        """``n`` bytes received on ``stream`` are no longer held: give them back to the peer."""
+        stream.credit += n
+        self.recv_credit += n
+        self.announce(stream)
+
+    def announce(self, stream: H2Stream | None) -> None:
+        """WINDOW_UPDATE for what was credited, once the peer is down to half a window.
+        With nothing held that is when half a window is due; with unread data holding part
+        of the window, every credit goes at once (waiting for half a window of credit could
+        then wait for ever)."""
+        out = b""
+        if stream is not None and stream.credit and stream.recv_window <= self.stream_half:
+            credit, stream.credit = stream.credit, 0
+            if not (stream.remote_ended or stream.closed):
+                stream.recv_window += credit
+                out = f.window_update(stream.sid, credit)
+        credit = self.recv_credit
+        if credit and self.recv_window <= self.conn_half:
+            self.recv_credit = 0
+            self.recv_window += credit
+            out += f.window_update(0, credit)
+        if out:
+            self._write(out)
 
     # -- hooks for the subclasses ----------------------------------------------------------
-    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        """HEADERS opening a stream this connection does not know."""
+    def on_new_stream(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> H2Stream | None:
+        """HEADERS opening stream ``sid``: the stream to keep, or None once it was answered
+        and reset (``reject``)."""
+        raise error(f.PROTOCOL_ERROR, "this end takes no streams")
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         """The peer takes no stream above ``last_stream_id``."""
@@ -307,102 +279,20 @@ class H2Connection(asyncio.Protocol):
         if t is not None and not self.closed and not t.is_closing():
             t.write(data)
 
-    def headers_frame(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bytes:
-        """HEADERS (+ CONTINUATION) carrying ``headers``; written by the caller."""
-        block = f.cached_header_block(headers)
-        if self._table_update:
-            block, self._table_update = f.TABLE_SIZE_ZERO + block, False
-        flags = f.END_STREAM if end else 0
-        limit = self.peer_max_frame
-        if len(block) <= limit:
-            return f.frame(f.HEADERS, flags | f.END_HEADERS, sid, block)
-        parts = [block[i : i + limit] for i in range(0, len(block), limit)]
-        out = [f.frame(f.HEADERS, flags, sid, parts[0])]
-        out += [f.frame(f.CONTINUATION, 0, sid, p) for p in parts[1:-1]]
-        out.append(f.frame(f.CONTINUATION, f.END_HEADERS, sid, parts[-1]))
-        return b"".join(out)
-
-    def send(self, stream: H2Stream, data: bytes, end: bool, before: bytes = b"") -> bool:
-        """Write ``before`` (frames) then DATA ``data`` within the flow-control windows; what
-        does not fit waits for WINDOW_UPDATE. True when everything left at once."""
-        n = len(data)
-        if (
-            stream.pending is None
-            and n <= self.send_window
-            and n <= stream.send_window
-            and n <= self.peer_max_frame
-        ):
-            self.send_window -= n
-            stream.send_window -= n
-            self._write(before + f.frame(f.DATA, f.END_STREAM if end else 0, stream.sid, data))
-            return True
-        if before:
-            self._write(before)
-        self.queue(stream, data, end, b"")
-        return stream.pending is None
-
-    def queue(self, stream: H2Stream, data: bytes | memoryview, end: bool, then: bytes) -> None:
-        """Add DATA (and a frame to write after it, e.g. trailers) behind the stream's queue."""
-        if stream.pending is None:
-            stream.pending = deque()
-            self._blocked.append(stream)
-        stream.pending.append((data, end, then))
-        self._flush(stream)
-
-    def _unblock(self) -> None:
-        if self._blocked:
-            for stream in list(self._blocked):
-                self._flush(stream)
-
-    def _flush(self, stream: H2Stream) -> None:
-        pending = stream.pending
-        assert pending is not None
-        while pending:
-            data, end, then = pending[0]
-            room = min(self.send_window, stream.send_window, self.peer_max_frame)
-            if data and room <= 0:
-                return
-            chunk: bytes | memoryview = data
-            if len(data) > room:  # a view: the rest is not copied for every frame
-                data = data if isinstance(data, memoryview) else memoryview(data)
-                chunk = data[:room]
-            whole = len(chunk) == len(data)
-            flags = f.END_STREAM if end and whole else 0
-            if data or flags or whole:
-                self.send_window -= len(chunk)
-                stream.send_window -= len(chunk)
-                out = f.frame(f.DATA, flags, stream.sid, chunk) if data or end else b""
-                self._write(out + then if whole else out)
-            if whole:
-                pending.popleft()
-            else:
-                pending[0] = (data[len(chunk) :], end, then)
-        self._drop(stream)  # all sent: no longer blocked, its writer released
-        if stream.closed:
-            self.streams.pop(stream.sid, None)
+    def reject(self, sid: int, frames: bytes) -> None:
+        """Answer a new stream with ``frames`` and reset it (NO_ERROR: nothing more is read)."""
+        self._write(frames + f.rst_stream(sid, f.NO_ERROR))
+        self._remember(sid, RESET_SENT)
 
     def forget(self, stream: H2Stream) -> None:
         """Drop a finished stream; one with frames still queued goes once they have left."""
         stream.closed = True
         if stream.pending is None:
-            self.streams.pop(stream.sid, None)
+            self._finished(stream)
 
     def reset(self, stream: H2Stream, code: int) -> None:
-        """RST_STREAM ``stream`` (dropping anything queued for it)."""
+        """RST_STREAM ``stream`` (dropping anything queued for it); once."""
+        if stream.sid in self.streams:
+            self._write(f.rst_stream(stream.sid, code))
+            self._retire(stream, RESET_SENT)
         stream.closed = True
-        self.streams.pop(stream.sid, None)
-        self._drop(stream)
-        self._write(f.rst_stream(stream.sid, code))
-
-    def _drop(self, stream: H2Stream) -> None:
-        """Forget what is queued for ``stream`` and release a writer waiting for it to leave."""
-        if stream.pending is not None:
-            stream.pending = None
-            if stream in self._blocked:
-                self._blocked.remove(stream)
-        waiter, stream.drained = stream.drained, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def info(self) -> dict[str, Any]:
-        return {"streams": len(self.streams), "blocked": len(self._blocked)}

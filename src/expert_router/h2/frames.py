@@ -21,17 +21,21 @@ END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
 
-# SETTINGS identifiers
+# SETTINGS identifiers (RFC 9113 6.5.2; 8: RFC 8441)
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 1, 2, 3
 INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 4, 5, 6
+ENABLE_CONNECT_PROTOCOL = 8
 
-# Error codes
+# Error codes (RFC 9113 7)
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 5, 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_WINDOW = 65_535
-DEFAULT_FRAME = 16_384
+DEFAULT_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE's default and minimum
+MAX_FRAME = (1 << 24) - 1
 MAX_WINDOW = 2**31 - 1
+STREAM_MASK = 0x7FFFFFFF  # stream ids and window increments: the top bit is reserved
 
 HEAD = struct.Struct(">BHBBI")  # length (24 bits as 8 + 16), type, flags, stream id
 _U32 = struct.Struct(">I")
@@ -49,7 +53,8 @@ def settings(values: Iterable[tuple[int, int]]) -> bytes:
 
 
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
-    return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload) - 5, 6)]
+    """(identifier, value) pairs of a SETTINGS payload whose length is a multiple of 6."""
+    return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload), 6)]
 
 
 def window_update(stream_id: int, increment: int) -> bytes:

@@ -5,27 +5,18 @@ messages (``grpc.StatusCode``), deadlines (``grpc-timeout``) and the error type.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 from urllib.parse import quote, unquote
 
 import grpc
 
+from expert_router.h2.stream import H2Stream
+
 CONTENT_TYPE = b"application/grpc"
 STATUS_BY_INT = {code.value[0]: code for code in grpc.StatusCode}
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
-MAX_MESSAGE = 64 << 20
+MAX_MESSAGE = 4 << 20  # grpc's max_receive_message_length; H2Limits.max_message
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
-
-# The gRPC status for an HTTP status that is not 200 (gRPC's http-grpc-status-mapping).
-STATUS_FOR_HTTP = {
-    400: grpc.StatusCode.INTERNAL,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.UNIMPLEMENTED,
-    429: grpc.StatusCode.UNAVAILABLE,
-    502: grpc.StatusCode.UNAVAILABLE,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.UNAVAILABLE,
-}
 
 
 class GrpcError(Exception):
@@ -42,25 +33,31 @@ def message(payload: bytes) -> bytes:
 
 
 class Deframer:
-    """Splits a stream's DATA into messages (compressed ones inflated per ``grpc-encoding``).
+    """Splits a stream's DATA into messages (compressed ones inflated per ``grpc-encoding``),
+    refusing any longer than ``limit`` (RESOURCE_EXHAUSTED) as soon as its prefix arrives.
 
     A message that arrives in pieces is kept as a list of them and joined once it is whole,
-    so a large message costs linear time, not one copy of the buffer per DATA frame.
+    so a large message costs linear time, not one copy of the buffer per DATA frame. After
+    each ``feed``, ``taken`` is the bytes that went into whole messages (prefixes included)
+    and ``have`` the bytes of the message still arriving.
     """
 
-    __slots__ = ("_parts", "_have", "_need", "encoding")
+    __slots__ = ("_parts", "have", "_need", "encoding", "limit", "taken")
 
-    def __init__(self, encoding: bytes = b"identity") -> None:
+    def __init__(self, encoding: bytes = b"identity", limit: int = MAX_MESSAGE) -> None:
         self._parts: list[bytes] = []
-        self._have = 0  # bytes in _parts
+        self.have = 0  # bytes in _parts
         self._need = 0  # bytes _parts must hold before a message can be taken out
         self.encoding = encoding
+        self.limit = limit
+        self.taken = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._parts:
             self._parts.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+            self.have += len(data)
+            if self.have < self._need:
+                self.taken = 0
                 return []
             buf = b"".join(self._parts)
             self._parts = []
@@ -68,12 +65,14 @@ class Deframer:
             buf = data
         out: list[bytes] = []
         pos, n = 0, len(buf)
+        limit = self.limit
         while n - pos >= 5:
             size = int.from_bytes(buf[pos + 1 : pos + 5], "big")
-            if size > MAX_MESSAGE:
+            if size > limit:
+                self.clear()
                 raise GrpcError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"message larger than max ({size} vs. {MAX_MESSAGE})",
+                    f"message larger than max ({size} vs. {limit})",
                 )
             end = pos + 5 + size
             if end > n:
@@ -83,28 +82,39 @@ class Deframer:
                 body = self._inflate(body)
             out.append(body)
             pos = end
+        self.taken = pos
         if pos < n:
             self._parts = [buf[pos:] if pos else buf]
-            self._have = have = n - pos
+            self.have = have = n - pos
             self._need = 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big") if have >= 5 else 5
+        else:
+            self.have = 0
         return out
+
+    def clear(self) -> int:
+        """Drop the message still arriving; returns its bytes."""
+        have, self.have, self._parts, self.taken = self.have, 0, [], 0
+        return have
 
     def _inflate(self, body: bytes) -> bytes:
         wbits = _WBITS.get(self.encoding)
         if wbits is not None:
             try:
                 inflater = zlib.decompressobj(wbits)
-                out = inflater.decompress(body, MAX_MESSAGE + 1)
+                out = inflater.decompress(body, self.limit + 1)
             except zlib.error as exc:
+                self.clear()
                 raise GrpcError(
                     grpc.StatusCode.INTERNAL, f"cannot decompress a message: {exc}"
                 ) from None
-            if len(out) > MAX_MESSAGE:
+            if len(out) > self.limit:
+                self.clear()
                 raise GrpcError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"decompressed message larger than max ({MAX_MESSAGE})",
+                    f"decompressed message larger than max ({self.limit})",
                 )
             return out
+        self.clear()
         raise GrpcError(
             grpc.StatusCode.UNIMPLEMENTED,
             f"compressed message with grpc-encoding {self.encoding.decode(errors='replace')!r}",
@@ -113,6 +123,52 @@ class Deframer:
     @property
     def partial(self) -> bool:
         return bool(self._parts)
+
+
+_ASSEMBLING = "messages arriving on this connection exceed its limit"
+
+
+class GrpcStream(H2Stream):
+    """A stream carrying gRPC messages (``ServerCall``, ``ClientCall``): DATA through its
+    ``Deframer``, with the connection's bytes of messages still arriving counted."""
+
+    __slots__ = ("_deframer",)
+
+    def __init__(self, conn: Any, sid: int, encoding: bytes = b"identity") -> None:
+        super().__init__(conn, sid)
+        self._deframer = Deframer(encoding, conn.limits.max_message)
+
+    def messages(self, data: bytes) -> list[bytes] | None:
+        """The whole messages ``data`` completes, counted in ``unread``; None when the call
+        failed on them (``fail`` was called)."""
+        d = self._deframer
+        n = len(data)
+        if not d.have and n >= 5 and not data[0] and n - 5 == int.from_bytes(data[1:5], "big"):
+            if n - 5 <= d.limit:  # the usual case: one whole message in the frame
+                self.unread += n
+                return [data[5:]]
+        have = d.have
+        try:
+            out = d.feed(data)
+        except GrpcError as exc:
+            self.conn.assembling -= have
+            self.fail(exc.status, exc.details)
+            return None
+        self.unread += d.taken
+        if d.have != have:
+            conn = self.conn
+            conn.assembling += d.have - have
+            if conn.assembling > conn.limits.max_assembling:
+                self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED, _ASSEMBLING)
+                return None
+        return out
+
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
+        """End the call: what it received is broken or too large."""
+        raise NotImplementedError
+
+    def release_partial(self) -> int:
+        return self._deframer.clear()
 
 
 def parse_timeout(value: bytes) -> float:

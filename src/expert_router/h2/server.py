@@ -20,15 +20,16 @@ from typing import Any, NoReturn
 import grpc
 
 from expert_router.h2 import frames as f
-from expert_router.h2.connection import H2Connection, H2Stream
+from expert_router.h2.connection import H2Connection
 from expert_router.h2.grpc import (
     CONTENT_TYPE,
-    Deframer,
     GrpcError,
+    GrpcStream,
     message,
     parse_timeout,
     trailers,
 )
+from expert_router.h2.limits import DEFAULT_LIMITS, H2Limits
 
 log = logging.getLogger("expert_router.h2")
 _RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding"}
@@ -61,11 +62,11 @@ class _Abort(Exception):
         self.status, self.details = status, details
 
 
-class ServerCall(H2Stream):
+class ServerCall(GrpcStream):
     """One RPC being served, and its servicer context."""
 
     __slots__ = (
-        "method", "metadata", "_queue", "_eof", "_deframer", "_head_sent",
+        "method", "metadata", "_queue", "_eof", "_head_sent",
         "_code", "_details", "task", "cancelled_",
     )  # fmt: skip
 
@@ -84,7 +85,7 @@ class ServerCall(H2Stream):
         self.metadata = tuple(meta)
         self._queue: deque[bytes] = deque()
         self._eof = False
-        self._deframer = Deframer(encoding)
+        self._deframer.encoding = encoding
         self._head_sent: list[tuple[bytes, bytes]] | None = None
         self._code: grpc.StatusCode | None = None
         self._details = ""
@@ -96,15 +97,17 @@ class ServerCall(H2Stream):
         if end_stream:
             self._end_input()
 
-    def on_data(self, data: bytes, end_stream: bool) -> None:
-        try:
-            self._queue.extend(self._deframer.feed(data))
-        except GrpcError as exc:
-            self._fail(exc.status, exc.details)
-            return
+    def on_data(self, data: bytes, end_stream: bool) -> int:
+        if self.closed:
+            return self.owed  # the call is over: nothing is kept
+        messages = self.messages(data)
+        if messages is None:
+            return 0
+        self._queue.extend(messages)
         if end_stream:
             self._end_input()
         self._wake()
+        return self.owed - self.unread
 
     def _end_input(self) -> None:
         self._eof = True
@@ -122,8 +125,9 @@ class ServerCall(H2Stream):
         if self.task is not None:
             self.task.cancel()
 
-    def _fail(self, status: grpc.StatusCode, details: str) -> None:
+    def fail(self, status: grpc.StatusCode, details: str) -> None:
         """End the call now (a broken request): trailers, then cancel the servicer."""
+        self.conn.assembling -= self.release_partial()
         self.finish(status, details)
         if self.task is not None:
             self.task.cancel()
@@ -135,7 +139,9 @@ class ServerCall(H2Stream):
             if self._eof:
                 return _EOF
             await self._wait()
-        return self.method.request.FromString(self._queue.popleft())
+        raw = self._queue.popleft()
+        self.unread -= len(raw) + 5  # credited later: H2Stream.settle
+        return self.method.request.FromString(raw)
 
     def input_done(self) -> bool:
         """The client has half-closed and every request it sent was read."""
@@ -234,9 +240,8 @@ class ServerConnection(H2Connection):
     """The server end of one client connection."""
 
     def __init__(self, server: GrpcServer) -> None:
-        super().__init__()
+        super().__init__(server.limits)
         self.server = server
-        self.last_sid = 0
         self.refusing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -251,15 +256,14 @@ class ServerConnection(H2Connection):
         """Tell the client no call after the ones it opened will be taken (GOAWAY NO_ERROR);
         calls in flight go on."""
         self.refusing = True
-        self._write(f.goaway(self.last_sid, f.NO_ERROR))
+        self._write(f.goaway(self.last_peer_sid, f.NO_ERROR))
 
-    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if sid % 2 == 0 or sid <= self.last_sid:
-            return  # a frame for a stream already over
+    def on_new_stream(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> ServerCall | None:
         if self.refusing:  # after our GOAWAY: never processed, the client may retry it
-            self._write(f.rst_stream(sid, f.REFUSED_STREAM))
-            return
-        self.last_sid = sid
+            self.refuse(sid)
+            return None
         path, ctype, timeout = b"", b"", b""
         for k, v in headers:
             if k == b":path":
@@ -270,18 +274,14 @@ class ServerConnection(H2Connection):
                 timeout = v
         method = self.server.methods.get(path)
         if not ctype.startswith(CONTENT_TYPE):
-            self._write(
-                self.headers_frame(sid, [(b":status", b"415")], True)
-                + f.rst_stream(sid, f.NO_ERROR)
-            )
-            return
+            self.reject(sid, self.headers_frame(sid, [(b":status", b"415")], True))
+            return None
         if method is None:
             msg = f"Method not found: {path.decode(errors='replace')}"
             tail = trailers(grpc.StatusCode.UNIMPLEMENTED, msg)
-            self._write(self.headers_frame(sid, _OK_HEAD + tail, True) + f.rst_stream(sid, 0))
-            return
+            self.reject(sid, self.headers_frame(sid, _OK_HEAD + tail, True))
+            return None
         call = ServerCall(self, sid, method, headers)
-        self.streams[sid] = call
         if end:
             call._eof = True
         deadline = None
@@ -292,6 +292,7 @@ class ServerConnection(H2Connection):
         call.task = task
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+        return call
 
 
 class GrpcServer:
@@ -306,8 +307,10 @@ class GrpcServer:
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
+        limits: H2Limits = DEFAULT_LIMITS,
     ) -> None:
         self.servicer = servicer
+        self.limits = limits
         self.methods = methods_of(pb2, service)
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.connections: set[ServerConnection] = set()
@@ -345,7 +348,7 @@ class GrpcServer:
             return
         server.close()
         for conn in list(self.connections):
-            conn.abort(f.NO_ERROR, "server stopping")
+            conn.abort(f.NO_ERROR, "server stopping", linger=False)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -11,7 +11,7 @@ import grpc
 import pytest
 import uvloop
 from h2_servers import Aio, Lean, start_aio
-from h2_service import AIO_OPTIONS, SERVICE, Echo, pb2
+from h2_service import AIO_OPTIONS, LIMITS, SERVICE, Echo, pb2
 
 from expert_router.h2.client import GrpcChannel
 from expert_router.h2.server import GrpcServer
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def lean() -> AsyncIterator[Lean]:
     servicer = Echo()
-    server = GrpcServer(servicer, pb2, SERVICE)  # type: ignore[arg-type]
+    server = GrpcServer(servicer, pb2, SERVICE, limits=LIMITS)  # type: ignore[arg-type]
     await server.start()
     try:
         yield Lean(server, servicer)
@@ -47,7 +47,7 @@ async def aio_channel(lean: Lean) -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 async def channel_to_aio(aio_server: Aio) -> AsyncIterator[GrpcChannel]:
-    channel = GrpcChannel(aio_server.target, connect_timeout=2.0)
+    channel = GrpcChannel(aio_server.target, connect_timeout=2.0, limits=LIMITS)
     try:
         yield channel
     finally:

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from expert_router.h2.limits import H2Limits
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -50,6 +52,7 @@ SERVICE = "Echo"
 PATH = "/h2test.Echo/"
 BIG = 64 << 20
 AIO_OPTIONS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_length", BIG)]
+LIMITS = H2Limits(max_message=BIG)  # the lean ends' equivalent of AIO_OPTIONS
 
 
 async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
@@ -62,7 +65,8 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
 
 
 class Echo:
-    """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep |
+    """grpc.aio-style servicer. ``op``: echo | meta | abort:<CODE>:<details> | sleep | hold
+    (counted in ``held``; Unary ``held`` answers the count) |
     raise:value|timeout|todo | setcode:<CODE>:<details> | todo-coded | value-coded | none |
     size (answer ``n`` bytes) | bigmeta | meta-sleep | nap | badframe; ServerStream answers ``n``
     messages (after its op's wait, before its abort)."""
@@ -72,6 +76,7 @@ class Echo:
         self.cancelled = asyncio.Event()
         self.seen: list[Any] = []  # contexts, for checks on what arrived
         self.napping = 0
+        self.held = 0  # Unary calls with op "hold" that started (they wait until cancelled)
 
     async def _sleep(self) -> None:
         self.started.set()
@@ -97,6 +102,11 @@ class Echo:
             return Msg(text=str(got))
         if op == "sleep":
             await self._sleep()
+        if op == "hold":
+            self.held += 1
+            await self._sleep()
+        if op == "held":
+            return Msg(n=self.held)
         if op.startswith("raise:"):
             raise {"value": ValueError, "timeout": TimeoutError, "todo": NotImplementedError}[
                 op[6:]

@@ -14,7 +14,7 @@ import grpc
 import hpack
 import pytest
 from h2_servers import Lean, start_aio
-from h2_service import AIO_OPTIONS, PATH, AioStub, Echo, Msg, eventually
+from h2_service import AIO_OPTIONS, LIMITS, PATH, AioStub, Echo, Msg, eventually
 from test_h2_lean_client import STREAM, UNARY, Collect, read_all
 
 from expert_router.h2 import frames as f
@@ -29,7 +29,7 @@ BIDI, CLIENT_STREAM = (PATH + "Bidi").encode(), (PATH + "ClientStream").encode()
 
 @pytest.fixture
 async def channel(lean: Lean) -> GrpcChannel:
-    ch = GrpcChannel(lean.target, connect_timeout=2)
+    ch = GrpcChannel(lean.target, connect_timeout=2, limits=LIMITS)
     yield ch  # type: ignore[misc]
     await ch.close()
 
