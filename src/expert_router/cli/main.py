@@ -25,6 +25,8 @@ COMMANDS = (
     "nginx_config",
     "emulate",
     "simulate",
+    "profile_gpu",
+    "fit_gpu",
     "bench",
     "report",
     "experiment",

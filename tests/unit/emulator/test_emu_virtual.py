@@ -31,10 +31,10 @@ def test_one_user_sees_the_model_timings() -> None:
     assert 45 <= base.prompt_tokens <= 55
 
 
-def test_roofline_batch_one_matches_decode_and_prefill_time() -> None:
+def test_step_model_batch_one_matches_decode_and_prefill_time() -> None:
     p = get_preset("C")
     base = simulate(p, SimWorkload(users=1, turns=1, **SMALL))[0]  # type: ignore[arg-type]
-    model = p.roofline()
+    model = p.step_model()
     assert base.first_token - base.start == pytest.approx(model.prefill_time(base.prompt_tokens))
     tpot = (base.token_times[-1] - base.token_times[0]) / 19
     assert tpot == pytest.approx(model.decode_time(1, base.prompt_tokens + 10), rel=0.01)
