@@ -155,3 +155,26 @@ def test_fit_gpu_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "go together" in capsys.readouterr().err
     assert main(["fit-gpu", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_model_error_benchmark_contract(tmp_path: Path) -> None:
+    """``benchmarks/model_error.py FILE...``: a row per point, the totals as the last line."""
+    import subprocess
+    import sys
+
+    other = tmp_path / "other.jsonl"
+    _synthetic(other, load_gpu("h200"))
+    text = other.read_text().replace("Test GPU", "NVIDIA H200")
+    other.write_text(text)
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "model_error.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(SHIPPED), str(other)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert sum(" b=" in ln or "prompt=" in ln or "chunk=" in ln for ln in lines) == 60 + 72
+    assert "mixed llama3-70b/tp4/fp8 b=32 ctx=1000 chunk=512" in done.stdout
+    assert "leave-one-model-out" in done.stdout and "previous model" in done.stdout
+    last = lines[-1].split()
+    assert last[0] == "points=132" and last[1].startswith("median_abs_err_pct=")
+    assert float(last[2].removeprefix("worst_abs_err_pct=")) < 15
