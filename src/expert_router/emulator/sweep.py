@@ -45,7 +45,7 @@ def simulate_sweep(
         summary["simulation"] = {
             "preset": preset.model_dump(mode="json"),
             "experts": experts,
-            "workload": {k: getattr(step, k) for k in step.__slots__},
+            "workload": dataclasses.asdict(step),
             "wall_s": time.perf_counter() - t0,
             "virtual_s": max((r.end for r in records), default=0.0),
         }

@@ -18,13 +18,13 @@ from rich.console import Console
 
 from expert_router.experiment.paper import (
     CONFIGS,
-    LABELS,
     N_EXPERTS,
     PAPER_USERS,
     Protocol,
     bench_sweep,
     simulate_config,
 )
+from expert_router.experiment.studies import V1
 
 DEFAULT_OUT = Path("demo-out")
 LIVE_USERS = (1, 8, 32, 64)
@@ -107,9 +107,11 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     series: dict[str, list[dict[str, Any]]] = {}
     for cfg in settings.configs:
         t1 = time.perf_counter()
-        label = LABELS.get(cfg, cfg)
-        series[label] = simulate_config(cfg, sim, settings.distribution, out / "simulate" / cfg)
-        console.print(f"  {label}: {time.perf_counter() - t1:.1f} s wall")
+        config = V1.config(cfg)
+        series[config.label] = simulate_config(
+            config, sim, settings.distribution, out / "simulate" / cfg
+        )
+        console.print(f"  {config.label}: {time.perf_counter() - t1:.1f} s wall")
     timings["simulate"] = time.perf_counter() - t0
 
     step(4, "writing the report")
