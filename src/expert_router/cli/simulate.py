@@ -41,6 +41,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--clusters", type=int, default=8, help="topic clusters (8)")
     p.add_argument("--experts", type=int, help="engines (default: 1 for tp>1 presets, else 8)")
     p.add_argument("--ramp", type=float, default=0.0, help="spread user starts over S seconds")
+    p.add_argument("--paper-gateway", action="store_true",
+                   help="add the paper's gateway latency (log-normal, 442 +- 302 ms) to every "
+                   "request")  # fmt: skip
     p.add_argument("--window", type=float, default=60.0, help="time-bucket width in s (60)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="name of the configuration in the report (default: preset)")
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
+    from expert_router.emulator.delay import PAPER_GATEWAY
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
     from expert_router.emulator.virtual import SimWorkload, default_experts
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         distribution=args.distribution,
         clusters=args.clusters,
         ramp_s=args.ramp,
+        gateway=PAPER_GATEWAY if args.paper_gateway else None,
         seed=args.seed,
     )
     started = time.perf_counter()

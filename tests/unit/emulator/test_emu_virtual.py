@@ -82,11 +82,15 @@ def test_simulate_command_writes_a_summary_per_user_count(tmp_path: Path) -> Non
     out = tmp_path / "sweep"
     rc = main(["simulate", "--preset", "cpu-tiny", "--users", "1,3", "--output-tokens", "10",
                "--base-tokens", "40", "--continuation-tokens", "80", "--jitter", "2",
-               "--repeat", "2", "--experts", "2", "--out", str(out)])  # fmt: skip
+               "--repeat", "2", "--experts", "2", "--paper-gateway", "--gpu", "h200",
+               "--out", str(out)])  # fmt: skip
     assert rc == 0
     for n in (1, 3):
         summary = json.loads((out / f"users-{n}" / "summary.json").read_text())
         assert summary["users"] == n and summary["repetitions"] == 2
         assert summary["requests"] == 2 * n and summary["simulation"]["experts"] == 2
-        assert summary["tpot"]["mean"] > 0
+        assert summary["tpot"]["mean"] > 0 and summary["gateway_overhead"]["n"] == 2 * n
+        sim = summary["simulation"]
+        assert sim["workload"]["gateway"] == {"mean_s": 0.442, "sd_s": 0.302}
+        assert sim["preset"]["gpu"] == "h200"
     assert (out / "sweep.csv").is_file()
