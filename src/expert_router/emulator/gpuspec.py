@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from expert_router.errors import ConfigError
+from expert_router.errors import ConfigError, invalid
 
 # The GEMM kernel family a weight type runs on: 16-bit weights on bf16 GEMMs; 8- and 4-bit
 # weights on quantised GEMMs, which convert per call (the measured ``fp8`` rows; weight-only
@@ -92,9 +92,7 @@ def parse_gpu(data: Any, where: str) -> GPUSpec:
     try:
         return GPUSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "gpu"
-        raise ConfigError(f"{where}: {field}: {first['msg']}") from exc
+        raise invalid(exc, where) from exc
 
 
 @functools.lru_cache(maxsize=64)

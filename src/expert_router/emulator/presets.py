@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from expert_router.emulator.gpuspec import GPUSpec, load_gpu
 from expert_router.emulator.hardware import MODELS, ModelShape
 from expert_router.emulator.perf import FixedTiming, StepModel, TimingModel
-from expert_router.errors import ConfigError
+from expert_router.errors import ConfigError, invalid
 
 DType = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
@@ -143,12 +143,7 @@ def validate_preset(data: Any, where: str) -> Preset:
     try:
         return Preset.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "preset"
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        if field == "preset" and ": " in msg:  # a model-level check names its field first
-            field, msg = msg.split(": ", 1)
-        raise ConfigError(f"{where}: {field}: {msg}") from exc
+        raise invalid(exc, where) from exc
 
 
 def load_preset_file(path: Path) -> Preset:

@@ -126,17 +126,8 @@ def describe(
     }
 
 
-def write_description(
-    report_dir: Path,
-    study: Study,
-    configs: Sequence[Config],
-    protocol: Protocol,
-    distribution: str,
-    mode: str,
-    overrides: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``experiment.json`` into ``report_dir``; returns its path."""
-    data = describe(study, configs, protocol, distribution, mode, overrides)
+def write_description(report_dir: Path, description: dict[str, Any]) -> Path:
+    """Write ``description`` (``describe``'s) as ``experiment.json`` into ``report_dir``."""
     path = Path(report_dir) / DESCRIPTION_FILE
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return path

@@ -204,7 +204,7 @@ def run_paper(
     if mode not in ("live", "simulate"):
         raise ConfigError(f"mode must be 'live' or 'simulate', got {mode!r}")
     from expert_router.bench.report import write_comparison
-    from expert_router.experiment.describe import write_description
+    from expert_router.experiment.describe import describe, write_description
 
     protocol = protocol or Protocol(users=study.users, repeat=study.repeat)
     if protocol.paper_gateway and mode != "simulate":
@@ -229,6 +229,7 @@ def run_paper(
         gw = ", paper gateway" if protocol.paper_gateway else ""
         title = f"{study.title} ({mode}, {dist} load{gw})"
         write_comparison(report_dir, series, title=title)
-        write_description(report_dir, study, chosen, protocol, dist, mode, preset_overrides)
+        about = describe(study, chosen, protocol, dist, mode, preset_overrides)
+        write_description(report_dir, about)
         reports[dist] = report_dir
     return reports
