@@ -46,6 +46,13 @@ class Bench:
         return {"name": t.cuda.get_device_name(0), "torch": t.__version__,
                 "props": str(t.cuda.get_device_properties(0))}  # fmt: skip
 
+    def release(self) -> None:
+        """Return freed memory to the device (after dropping a shard)."""
+        import gc
+
+        gc.collect()
+        self.torch.cuda.empty_cache()
+
     def free_bytes(self) -> float:
         free, _total = self.torch.cuda.mem_get_info(0)
         return float(free)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from expert_router.emulator.gpuspec import load_gpu
 from expert_router.emulator.hardware import DTYPE_BYTES
-from expert_router.emulator.measurements import format_line
+from expert_router.emulator.measurements import ModelTag, format_line
 from expert_router.emulator.perf import StepModel
 from expert_router.emulator.presets import Preset
 from expert_router.errors import ConfigError
@@ -36,17 +37,38 @@ def estimator(copy_bytes_per_s: float) -> Callable[[PlannedPoint], float]:
     return estimate
 
 
-def profile(
-    presets: Sequence[Preset], out: Path, *, budget_s: float, log: Log = lambda _m: None
-) -> int:
-    """Measure the points of ``presets`` on CUDA device 0 into ``out``; returns points written."""
-    from expert_router.profiler.forward import Bench, cuda_unavailable
+class Device(Protocol):
+    """What ``profile`` needs of the GPU (``forward.Bench``; tests pass a stand-in)."""
 
-    why = cuda_unavailable()
-    if why is not None:
-        raise ConfigError(f"needs PyTorch with a CUDA GPU: {why}")
+    def device(self) -> dict[str, str]: ...
+
+    def ceilings(self) -> dict[str, float]: ...
+
+    def free_bytes(self) -> float: ...
+
+    def release(self) -> None: ...
+
+    def shard(self, tag: ModelTag) -> Any: ...
+
+
+def profile(
+    presets: Sequence[Preset],
+    out: Path,
+    *,
+    budget_s: float,
+    log: Log = lambda _m: None,
+    bench: Device | None = None,
+) -> int:
+    """Measure the points of ``presets`` on CUDA device 0 (or ``bench``) into ``out``;
+    returns the number of points written."""
+    if bench is None:
+        from expert_router.profiler.forward import Bench, cuda_unavailable
+
+        why = cuda_unavailable()
+        if why is not None:
+            raise ConfigError(f"needs PyTorch with a CUDA GPU: {why}")
+        bench = Bench()
     start = time.perf_counter()
-    bench = Bench()
     try:
         fh = open(out, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     except OSError as exc:
@@ -68,6 +90,9 @@ def profile(
                              estimate_s=estimator(ceilings["copy_bytes_per_s"]))  # fmt: skip
         for note in notes:
             log(note)
+        # measure model by model (one set of weights at a time), in the plan's order within each
+        models = list(dict.fromkeys(p.model for p in points))
+        points.sort(key=lambda p: models.index(p.model))
         shard = None
         for p in points:
             if time.perf_counter() - start > budget_s:
@@ -75,6 +100,7 @@ def profile(
                 break
             if shard is None or shard.tag != p.model:
                 shard = None
+                bench.release()
                 shard = bench.shard(p.model)
                 s = p.model.shape.shard(p.model.tp)
                 layer = s.layer_params * DTYPE_BYTES[p.model.dtype]

@@ -3,6 +3,7 @@ refusal without CUDA, and that PyTorch is never imported with the package."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,13 @@ import pytest
 
 from expert_router.cli.main import main
 from expert_router.cli.profile_gpu import DEFAULT_PRESETS
-from expert_router.emulator.measurements import format_line, read_measurements
+from expert_router.emulator import fit
+from expert_router.emulator.gpuspec import GPUSpec, load_gpu
+from expert_router.emulator.measurements import ModelTag, format_line, read_measurements
+from expert_router.emulator.perf import StepModel
 from expert_router.emulator.presets import get_preset
 from expert_router.profiler.plan import PlannedPoint, plan, point_cost_s, points_for, tag_of
-from expert_router.profiler.run import estimator
+from expert_router.profiler.run import estimator, profile
 
 PRESETS = [get_preset(n) for n in DEFAULT_PRESETS.split(",")]
 
@@ -104,3 +108,59 @@ def test_the_package_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class _FakeShard:
+    """Times a point with a known spec's model instead of a GPU."""
+
+    def __init__(self, tag: ModelTag, spec: GPUSpec, log: list[str]) -> None:
+        self.tag, self.log = tag, log
+        self.model = StepModel(spec, tag.shape, weight_dtype=tag.dtype, kv_dtype="bf16",
+                               compute_dtype=tag.dtype, tp=tag.tp)  # fmt: skip
+
+    def measure(self, batch: int, ctx: int, prompt: int, kind: str) -> float:
+        self.log.append(self.tag.tag)
+        work = PlannedPoint(kind, self.tag, batch, ctx, prompt).work()
+        return self.model.forward_time(work)
+
+
+class _FakeDevice:
+    def __init__(self, spec: GPUSpec) -> None:
+        self.spec, self.released = spec, 0
+        self.measured: list[str] = []
+
+    def device(self) -> dict[str, str]:
+        props = "_CudaDeviceProperties(total_memory=81559MB, multi_processor_count=132)"
+        return {"name": "Fake GPU", "torch": "none", "props": props}
+
+    def ceilings(self) -> dict[str, float]:
+        return {"copy_bytes_per_s": 3.0e12, "bf16_flops": 7.0e14, "fp8_flops": 1.3e15}
+
+    def free_bytes(self) -> float:
+        return 79e9
+
+    def release(self) -> None:
+        self.released += 1
+
+    def shard(self, tag: ModelTag) -> _FakeShard:
+        return _FakeShard(tag, self.spec, self.measured)
+
+
+def test_a_profile_run_writes_a_file_that_fits_back(tmp_path: Path) -> None:
+    truth = load_gpu("h100").model_copy(update={"layer_s": {"bf16": 35e-6, "fp8": 80e-6}})
+    dev = _FakeDevice(truth)
+    out = tmp_path / "mine.jsonl"
+    presets = [get_preset(n) for n in ("C", "D", "A", "v2-8b")]
+    n = profile(presets, out, budget_s=3600, bench=dev)
+    mf = read_measurements(out)
+    assert n == len(mf.points) > 40 and mf.device == "Fake GPU"
+    # measured model by model: each shard built once, lines grouped under its model line
+    assert dev.released == 4 and [m for m in dict.fromkeys(dev.measured)] == [
+        "llama2-13b/bf16", "llama2-13b/fp8", "llama2-70b/tp8/bf16", "llama3-8b/bf16"]  # fmt: skip
+    kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
+    assert kinds[:4] == ["device", "ceiling", "ceiling", "ceiling"] and kinds.count("model") == 4
+    spec = fit.fit_spec(mf, name="mine")
+    assert spec.layer_s["fp8"] == pytest.approx(80e-6, rel=0.02)
+    assert spec.provenance.fit["worst_abs_err_pct"] < 0.5
+    few = profile(presets, out, budget_s=5.0, bench=_FakeDevice(truth))
+    assert 0 < few < n  # the budget cuts the plan
