@@ -95,15 +95,20 @@ def parse_gpu(data: Any, where: str) -> GPUSpec:
         raise invalid(exc, where) from exc
 
 
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; errors name ``what`` (e.g. "preset file") and the path."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{what} {path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping of fields")
+    return data
+
+
 @functools.lru_cache(maxsize=64)
 def _load_file(path: Path, mtime: float) -> GPUSpec:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"gpu file {path}: cannot read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"gpu file {path}: expected a mapping of GPU spec fields")
-    return parse_gpu(data, f"gpu file {path}")
+    return parse_gpu(read_mapping(path, "gpu file"), f"gpu file {path}")
 
 
 def load_gpu(name_or_path: str, base_dir: Path | None = None) -> GPUSpec:

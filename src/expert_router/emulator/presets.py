@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from expert_router.emulator.gpuspec import GPUSpec, load_gpu
+from expert_router.emulator.gpuspec import GPUSpec, load_gpu, read_mapping
 from expert_router.emulator.hardware import MODELS, ModelShape
 from expert_router.emulator.perf import FixedTiming, StepModel, TimingModel
 from expert_router.errors import ConfigError, invalid
@@ -149,12 +148,7 @@ def validate_preset(data: Any, where: str) -> Preset:
 def load_preset_file(path: Path) -> Preset:
     """A custom preset from a YAML mapping (same fields as ``Preset``); a relative ``gpu``
     file is found beside the preset file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"preset file {path}: cannot read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset file {path}: expected a mapping of preset fields")
+    data = read_mapping(path, "preset file")
     data.setdefault("name", path.stem)
     data.setdefault("model_name", data["name"])
     gpu = data.get("gpu")
