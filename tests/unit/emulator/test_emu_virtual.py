@@ -93,4 +93,16 @@ def test_simulate_command_writes_a_summary_per_user_count(tmp_path: Path) -> Non
         sim = summary["simulation"]
         assert sim["workload"]["gateway"] == {"mean_s": 0.442, "sd_s": 0.302}
         assert sim["preset"]["gpu"] == "h200"
+        assert sim["timing"]["kind"] == "step model" and sim["timing"]["gpu"] == "h200"
+        assert sim["timing"]["source"] == "h200-step-times.jsonl"
     assert (out / "sweep.csv").is_file()
+
+
+def test_summaries_say_where_step_times_come_from() -> None:
+    from expert_router.emulator.sweep import timing_source
+
+    fixed = timing_source(get_preset("cpu-tiny", tpot_ms=5, ttft_ms=9))
+    assert fixed == {"kind": "fixed", "tpot_ms": 5, "ttft_ms": 9}
+    model = timing_source(get_preset("D"))
+    assert (model["gpu"], model["median_abs_err_pct"]) == ("h100", 2.15)
+    assert "derived from h200" in model["method"]
