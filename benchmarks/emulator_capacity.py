@@ -24,16 +24,16 @@ TPOT_MS = 20.0
 
 
 def preset_table() -> None:
-    from expert_router.emulator.presets import PRESETS
+    from expert_router.emulator.catalog import PRESETS
 
     print("\nBatch-1 decode step (TPOT) of each preset vs the physical floor")
     print(f"{'preset':16} {'weights/GPU GB':>14} {'floor ms':>9} {'model ms':>9} {'ratio':>6}"
           f" {'TTFT(335) ms':>13}")  # fmt: skip
     for name, p in PRESETS.items():
-        m = p.roofline()
+        m = p.step_model()
         floor, tpot = m.lower_bound_tpot(), m.decode_time(1, 335)
         print(
-            f"{name:16} {m.weight_bytes / p.tp / 1e9:14.1f} {floor * 1e3:9.2f} {tpot * 1e3:9.2f}"
+            f"{name:16} {m.weight_bytes / 1e9:14.1f} {floor * 1e3:9.2f} {tpot * 1e3:9.2f}"
             f" {tpot / floor:6.2f} {m.prefill_time(335) * 1e3:13.1f}"
         )
 

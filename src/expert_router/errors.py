@@ -20,6 +20,11 @@ ExpertRouterError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ExpertRouterError(Exception):
     """Base class of every error raised on purpose by this package."""
@@ -31,6 +36,19 @@ class ConfigError(ExpertRouterError):
 
 class UsageError(ConfigError):
     """A command-line argument (or a combination of them) is invalid; names the flag."""
+
+
+def invalid(exc: ValidationError, where: str) -> ConfigError:
+    """A one-line ``ConfigError`` naming ``where`` and the first invalid field of ``exc``.
+
+    A model-level check names its field as its message's first word (``"field: why"``).
+    """
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if not field and ": " in msg:
+        field, msg = msg.split(": ", 1)
+    return ConfigError(f"{where}: {field or 'value'}: {msg}")
 
 
 class ArtifactError(ExpertRouterError):

@@ -147,7 +147,7 @@ def preset(text: str) -> str:
     """An argparse type: a built-in emulator preset or an existing preset YAML file."""
     from pathlib import Path
 
-    from expert_router.emulator.presets import PRESETS
+    from expert_router.emulator.catalog import PRESETS
 
     if text in PRESETS or Path(text).is_file():
         return text

@@ -22,6 +22,9 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--kv-tokens", type=types.positive_int, help="KV-cache capacity in tokens")
     g.add_argument("--prefill-chunk", type=types.positive_int, help="token budget per iteration")
     g.add_argument("--kv-policy", choices=("reserve", "paged"), help="KV admission policy")
+    g.add_argument("--kv-source", choices=("stated", "physics"),
+                   help="KV capacity as stated by the preset, or from GPU memory")  # fmt: skip
+    g.add_argument("--gpu", help="GPU spec: h100, h200, toy, or a spec YAML (fit-gpu)")
     g.add_argument("--tpot-ms", type=types.positive_float, help="fixed TPOT in ms (replaces model)")
     g.add_argument(
         "--ttft-ms", type=types.non_negative_float, help="fixed TTFT in ms (with --tpot-ms)"
@@ -33,8 +36,8 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
-        "max_batch", "kv_tokens", "prefill_chunk", "kv_policy", "tpot_ms", "ttft_ms",
-        "eos_mean_tokens",
+        "max_batch", "kv_tokens", "prefill_chunk", "kv_policy", "kv_source", "gpu", "tpot_ms",
+        "ttft_ms", "eos_mean_tokens",
     )  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if getattr(args, "model_name", None):
@@ -52,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
         "--preset",
         default="cpu-tiny",
         type=types.preset,
-        help="A, B, C, D, llama3-8b-h100, llama3-70b-h100, cpu-tiny, or a preset YAML file",
+        help="a built-in preset (--list-presets) or a preset YAML file",
     )
     p.add_argument(
         "--host",
@@ -98,14 +101,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _list_presets() -> int:
-    from expert_router.emulator.presets import PRESETS
+    from expert_router.emulator.catalog import PRESETS
 
     for name, preset in PRESETS.items():
-        t = preset.roofline().describe()
+        t = preset.step_model().describe()
         print(
-            f"{name:16} {preset.model_name:22} batch {preset.max_batch:4}  "
-            f"KV {preset.kv_capacity:8} tokens  TPOT@1 {t['tpot_batch1_ms']:6.2f} ms  "
-            f"{preset.description}"
+            f"{name:12} {preset.model_name:20} gpu {preset.gpu!s:5} batch {preset.max_batch:4}  "
+            f"KV {preset.kv_capacity:9} tokens ({preset.kv_source})  "
+            f"TPOT@1 {t['tpot_batch1_ms']:6.2f} ms  {preset.description}"
         )
     return 0
 

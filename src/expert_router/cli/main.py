@@ -30,6 +30,8 @@ COMMANDS = (
     "nginx_config",
     "emulate",
     "simulate",
+    "profile_gpu",
+    "fit_gpu",
     "bench",
     "report",
     "experiment",

@@ -52,6 +52,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--window", type=types.positive_float, default=60.0, help="time-bucket width, s")
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
+    p.add_argument(
+        "--paper-gateway",
+        action="store_true",
+        help="add the paper's gateway latency (log-normal, 442 +- 302 ms) to every request",
+    )
     p.add_argument("--name", help="name of the configuration in the report (default: preset)")
     p.add_argument("--out", required=True, help="output directory")
     add_overrides(p)
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from expert_router.bench.tables import Extra, sweep_table
     from expert_router.console import make_console
+    from expert_router.emulator.delay import PAPER_GATEWAY
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
     from expert_router.emulator.virtual import SimWorkload, default_experts
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         distribution=args.distribution,
         clusters=args.clusters,
         ramp_s=args.ramp,
+        gateway=PAPER_GATEWAY if args.paper_gateway else None,
         seed=args.seed,
     )
     started = time.perf_counter()

@@ -4,8 +4,9 @@ The same ``Engine`` runs live behind an OpenAI-compatible aiohttp server (``serv
 ``serve_fleet``) and in virtual time (``expert_router.emulator.virtual``). See docs/emulator.md.
 """
 
+from expert_router.emulator.catalog import PRESETS
 from expert_router.emulator.engine import Engine, EngineRequest
-from expert_router.emulator.presets import PRESETS, Preset, get_preset, load_preset_file
+from expert_router.emulator.presets import Preset, get_preset, load_preset_file
 from expert_router.emulator.server import EmulatorServer, Fleet, serve_emulator, serve_fleet
 
 __all__ = [

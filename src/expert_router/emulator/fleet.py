@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from expert_router.emulator.presets import Preset, get_preset
-from expert_router.errors import ConfigError
+from expert_router.errors import ConfigError, invalid
 
 
 class FleetMember(BaseModel):
@@ -70,6 +70,4 @@ def load_fleet_config(path: Path) -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "fleet"
-        raise ConfigError(f"fleet config {path}: {field}: {first['msg']}") from exc
+        raise invalid(exc, f"fleet config {path}") from exc

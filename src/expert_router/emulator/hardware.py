@@ -1,32 +1,24 @@
-"""Public hardware specifications and model shapes the performance model is built from.
+"""Model shapes and data types: the architecture numbers the performance model prices.
 
-Every number here has its source in docs/emulator.md: GPU figures are NVIDIA's H100 SXM
-datasheet (dense, no sparsity); model shapes are the public ``config.json`` of each model.
+Shapes are the public ``config.json`` of each model (docs/emulator.md); ``Shard`` is what one
+GPU of a tensor-parallel group holds. GPU figures live in ``emulator.gpuspec``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field
 
-# Bytes per element of each data type a preset may name.
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0}
+# Bytes per weight or cache element. int4 is AWQ's layout: 4-bit weights plus an fp16 scale
+# and a 4-bit zero point per group of 128 weights (0.5 + 2.5 / 128 bytes).
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 2.5 / 128,
+}  # fmt: skip
 
-
-class GPUSpec(BaseModel):
-    """Peak figures of one accelerator and the fraction of them a serving engine achieves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    flops: dict[str, float] = Field(description="peak dense FLOP/s per compute data type")
-    hbm_bytes_per_s: float = Field(gt=0)
-    link_bytes_per_s: float = Field(gt=0, description="GPU-to-GPU bandwidth, one direction")
-    memory_gb: float = Field(gt=0)
-    compute_efficiency: float = Field(gt=0, le=1, description="achieved / peak FLOP/s")
-    memory_efficiency: float = Field(gt=0, le=1, description="achieved / peak HBM bandwidth")
-    link_efficiency: float = Field(gt=0, le=1, description="achieved / peak link bandwidth")
-    allreduce_latency_s: float = Field(ge=0, description="fixed cost of one all-reduce")
-    step_overhead_s: float = Field(ge=0, description="fixed cost of one engine iteration")
+# Embedding and LM head stay 16-bit when the layers are quantised (TensorRT-LLM's default, and
+# the measured fp8 rows of ../shared/data/gpu).
+HEAD_BYTES = 2.0
 
 
 class ModelShape(BaseModel):
@@ -62,37 +54,56 @@ class ModelShape(BaseModel):
         """K and V values cached per token, over all layers."""
         return 2 * self.layers * self.kv_heads * self.head_dim
 
+    def shard(self, tp: int) -> Shard:
+        """What one GPU of a tensor-parallel group of ``tp`` holds and computes."""
+        if tp < 1 or self.heads % tp or self.ffn % tp:
+            raise ValueError(f"{self.name}: tensor parallelism {tp} does not divide its heads")
+        return Shard(self, tp)
 
-_H100_FLOPS = {"fp16": 989e12, "bf16": 989e12, "fp8": 1979e12, "int8": 1979e12, "fp32": 67e12}
 
-GPUS: dict[str, GPUSpec] = {
-    "h100-sxm": GPUSpec(
-        name="h100-sxm",
-        flops=_H100_FLOPS,
-        hbm_bytes_per_s=3.35e12,
-        link_bytes_per_s=450e9,  # NVLink 4: 900 GB/s total = 450 GB/s each direction
-        memory_gb=80,
-        compute_efficiency=0.6,
-        memory_efficiency=0.85,
-        link_efficiency=0.7,
-        allreduce_latency_s=10e-6,
-        step_overhead_s=0.5e-3,
-    ),
-    # A fictional small device: batch-1 decode of the ``tiny`` model takes ~15 ms, so tests
-    # see real batching behaviour in milliseconds instead of seconds.
-    "toy": GPUSpec(
-        name="toy",
-        flops={"fp16": 20e12, "bf16": 20e12, "fp8": 40e12, "int8": 40e12, "fp32": 5e12},
-        hbm_bytes_per_s=200e9,
-        link_bytes_per_s=50e9,
-        memory_gb=16,
-        compute_efficiency=0.5,
-        memory_efficiency=0.75,
-        link_efficiency=0.7,
-        allreduce_latency_s=20e-6,
-        step_overhead_s=1e-3,
-    ),
-}
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One GPU's part of a model split over ``tp`` GPUs (heads, FFN, vocabulary divided).
+
+    KV heads are divided too; with fewer KV heads than GPUs each GPU keeps one (replicated).
+    """
+
+    shape: ModelShape
+    tp: int
+
+    @property
+    def q_heads(self) -> int:
+        return self.shape.heads // self.tp
+
+    @property
+    def kv_heads(self) -> int:
+        return max(self.shape.kv_heads // self.tp, 1)
+
+    @property
+    def group(self) -> int:
+        """Query heads that share one KV head (GQA group)."""
+        return max(self.q_heads // self.kv_heads, 1)
+
+    @property
+    def layer_params(self) -> int:
+        s, hd = self.shape, self.shape.head_dim
+        q, kv = self.q_heads * hd, self.kv_heads * hd
+        return 2 * s.hidden * q + 2 * s.hidden * kv + 3 * s.hidden * (s.ffn // self.tp)
+
+    @property
+    def head_params(self) -> int:
+        """LM head weights on this GPU (vocabulary split over the group)."""
+        return -(-self.shape.vocab // self.tp) * self.shape.hidden
+
+    def weight_bytes(self, dtype: str) -> float:
+        """Weights held: every layer at ``dtype``, embedding and LM head 16-bit."""
+        layers = self.shape.layers * self.layer_params * DTYPE_BYTES[dtype]
+        return layers + 2 * self.head_params * HEAD_BYTES
+
+    def kv_bytes_per_token(self, dtype: str) -> float:
+        """KV-cache bytes one token takes on this GPU, over all layers."""
+        return 2 * self.shape.layers * self.kv_heads * self.shape.head_dim * DTYPE_BYTES[dtype]
+
 
 MODELS: dict[str, ModelShape] = {
     "llama2-70b": ModelShape(

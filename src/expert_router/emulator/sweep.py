@@ -1,8 +1,9 @@
 """A user sweep in virtual time, written as the live bench writes it.
 
-For each user count: simulate the repetitions, summarise them, write the records and
-``summary.json`` under ``users-<N>/``; then the sweep's CSV, plots and HTML report. Used by
-``expert-router simulate`` and by the paper experiment, so both produce the same outputs.
+For each user count: simulate the repetitions, summarise them (with where the step times come
+from: ``timing``), write the records and ``summary.json`` under ``users-<N>/``; then the
+sweep's CSV, plots and HTML report. Used by ``expert-router simulate`` and by the paper
+experiment, so both produce the same outputs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def simulate_sweep(
     ``workload.users`` is replaced by each count in turn; ``on_step(n)`` is called after each.
     """
     summaries: list[dict[str, Any]] = []
+    timing = timing_source(preset)
     for n in users:
         step = dataclasses.replace(workload, users=n)
         t0 = time.perf_counter()
@@ -45,7 +47,8 @@ def simulate_sweep(
         summary["simulation"] = {
             "preset": preset.model_dump(mode="json"),
             "experts": experts,
-            "workload": {k: getattr(step, k) for k in step.__slots__},
+            "timing": timing,
+            "workload": dataclasses.asdict(step),
             "wall_s": time.perf_counter() - t0,
             "virtual_s": max((r.end for r in records), default=0.0),
         }
@@ -54,3 +57,19 @@ def simulate_sweep(
         on_step(n)
     write_sweep(out, summaries, name=name or preset.name)
     return summaries
+
+
+def timing_source(preset: Preset) -> dict[str, Any]:
+    """Where the run's step times come from, for its report: fixed, or a GPU spec's model."""
+    if preset.tpot_ms is not None:
+        return {"kind": "fixed", "tpot_ms": preset.tpot_ms, "ttft_ms": preset.ttft_ms}
+    spec = preset.gpu_spec
+    fit = spec.provenance.fit
+    return {
+        "kind": "step model",
+        "gpu": spec.name,
+        "source": spec.provenance.source,
+        "method": spec.provenance.method,
+        "median_abs_err_pct": fit.get("median_abs_err_pct"),
+        "worst_abs_err_pct": fit.get("worst_abs_err_pct"),
+    }

@@ -2,7 +2,8 @@
 
 Each user sends a base prompt and, when the answer ends, a continuation prompt (history + a
 follow-up padded to the continuation target), as the live user simulator does. Users go to
-the engine of their cluster. The result is the live bench's ``RequestRecord`` list.
+the engine of their cluster, optionally through a modelled gateway latency. The result is the
+live bench's ``RequestRecord`` list.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.bench.mix import cluster_weights, sample_clusters
 from expert_router.bench.records import RequestRecord
+from expert_router.emulator.delay import LogNormalDelay
 from expert_router.emulator.engine import Engine, EngineRequest
 from expert_router.emulator.presets import Preset
 from expert_router.errors import ConfigError
 
-_START, _BEGIN, _END, _SEND = 0, 1, 2, 3
+_START, _BEGIN, _END, _SEND, _SUBMIT = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,9 @@ class SimWorkload:
     turnaround_s: float = 0.001
     """Client turnaround: a follow-up is sent this long after the answer's last token (the
     live client's receive + send over loopback), so it misses the iteration already begun."""
+    gateway: LogNormalDelay | None = None
+    """A gateway latency drawn per request and added before it reaches its engine (the paper's
+    gateway: ``delay.PAPER_GATEWAY``); recorded as the request's ``gateway`` Server-Timing."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,8 +100,10 @@ class Simulation:
         self._rid = 0
         self.records: list[RequestRecord] = []
         self._later: dict[int, tuple[int, int, int]] = {}
+        self._routing: dict[int, EngineRequest] = {}
         w = workload
         rng = np.random.default_rng([w.seed, w.users, repetition])
+        self._gateway_rng = np.random.default_rng([w.seed, w.users, repetition, 1])
         self.clusters = sample_clusters(
             w.users, cluster_weights(w.distribution, w.clusters), rng
         ).tolist()
@@ -144,7 +151,13 @@ class Simulation:
             )
             self.records.append(record)
             return
-        engine.submit(req, self.now)
+        if w.gateway is None:
+            engine.submit(req, self.now)
+            return
+        delay = float(w.gateway.sample(self._gateway_rng, 1)[0])
+        record.server_timing = {"gateway": delay * 1e3}
+        self._routing[self._seq + 1] = req
+        self._push(self.now + delay, _SUBMIT, self._seq + 1)
 
     def finished(self, turn: _Turn, req: EngineRequest, now: float) -> None:
         record = turn.record
@@ -184,6 +197,11 @@ class Simulation:
                 continue
             if kind == _SEND:
                 self._send(*self._later.pop(idx))
+                continue
+            if kind == _SUBMIT:
+                req = self._routing.pop(idx)
+                assert isinstance(req.listener, _Turn)
+                engines[req.listener.engine].submit(req, t)
                 continue
             engine = engines[idx]
             if kind == _END:

@@ -19,13 +19,13 @@ from expert_router.console import make_console
 from expert_router.experiment.index import Part, write_index
 from expert_router.experiment.paper import (
     CONFIGS,
-    LABELS,
     N_EXPERTS,
     PAPER_USERS,
     Protocol,
     bench_sweep,
     simulate_config,
 )
+from expert_router.experiment.studies import V1
 
 DEFAULT_OUT = Path("demo-out")
 LIVE_USERS = (1, 8, 32, 64)
@@ -111,10 +111,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     dirs: dict[str, Path] = {}
     for cfg in settings.configs:
         t1 = time.perf_counter()
-        label = LABELS.get(cfg, cfg)
-        dirs[label] = out / "simulate" / cfg
-        series[label] = simulate_config(cfg, sim, settings.distribution, dirs[label])
-        console.print(f"  {label}: {time.perf_counter() - t1:.1f} s wall")
+        config = V1.config(cfg)
+        dirs[config.label] = out / "simulate" / cfg
+        series[config.label] = simulate_config(
+            config, sim, settings.distribution, dirs[config.label]
+        )
+        console.print(f"  {config.label}: {time.perf_counter() - t1:.1f} s wall")
     timings["simulate"] = time.perf_counter() - t0
 
     step(4, "writing the report")

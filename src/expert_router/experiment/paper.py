@@ -1,34 +1,34 @@
-"""The paper's protocol (Pichlmeier et al. 2024) and its runs, live or in virtual time.
+"""The paper's protocol and its runs, live or in virtual time, for either study (v1 or v2).
 
-Users 1, 100..1000; 10 repetitions; base (335 ± 30 tokens) + continuation (1535 ± 30) prompts;
-1200 output tokens each. Baseline A (one tensor-parallel engine) is sent directly; B-D (eight
-experts) through the gateway. Each configuration's sweep goes to ``OUT/<dist>/<cfg>/``, the
-overlay of all of them to ``OUT/<dist>/report.html`` (``bench.report.write_comparison``).
+Users (v1: 1, 100..1000; v2: 100, 500, 1000); 10 repetitions; base (335 ± 30 tokens) +
+continuation (1535 ± 30) prompts; 1200 output tokens each. Baselines (one tensor-parallel
+engine) are sent directly; experts through the gateway. Each configuration's sweep goes to
+``OUT/<dist>/<config>/``, the overlay of all to ``OUT/<dist>/report.html`` and what the report
+needs to describe the run to ``OUT/<dist>/experiment.json`` (``experiment.describe``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from expert_router.bench.defaults import BASE_TOKENS, CONTINUATION_TOKENS, JITTER, OUTPUT_TOKENS
 from expert_router.errors import ConfigError
+from expert_router.experiment.studies import N_EXPERTS, V1, V1_USERS, Config, Study
 
-CONFIGS = ("A", "B", "C", "D")
-PAPER_USERS = (1, *range(100, 1001, 100))
+CONFIGS = V1.ids
+PAPER_USERS = V1_USERS
 DISTRIBUTIONS = ("uniform", "normal")
-N_EXPERTS = 8
-LABELS = {
-    "A": "A: 70B FP16 TP8 (direct)",
-    "B": "B: 8x 70B INT8 (router)",
-    "C": "C: 8x 13B FP16 (router)",
-    "D": "D: 8x 13B FP8 (router)",
-}
+LABELS = {c.id: c.label for c in V1.configs}
+NORMAL_SD = 2.0
+"""Spread of the ``normal`` mix over the 8 clusters (K / 4): see ``Protocol.mix``."""
 
 Log = Callable[[str], None]
+
+__all__ = ["CONFIGS", "DISTRIBUTIONS", "LABELS", "N_EXPERTS", "PAPER_USERS", "Protocol"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,33 @@ class Protocol:
     jitter: int = JITTER
     window_s: float = 60.0
     seed: int = 0
+    normal_sd: float = NORMAL_SD
+    """Standard deviation, in clusters, of the ``normal`` mix."""
+    normal_mean: float | None = None
+    """Its centre (cluster index); the middle of the clusters, 3.5 of 0..7, by default."""
+    paper_gateway: bool = False
+    """Add the paper's measured gateway latency (442 ± 302 ms) to every routed request."""
 
     def __post_init__(self) -> None:
         if not self.users or min(self.users) < 1:
             raise ConfigError("user counts must be >= 1")
         if self.repeat < 1:
             raise ConfigError(f"repeat must be >= 1, got {self.repeat}")
+        if not self.normal_sd > 0:
+            raise ConfigError(f"the normal mix's sd must be > 0, got {self.normal_sd}")
+
+    def mix(self, distribution: str, clusters: int = N_EXPERTS) -> str:
+        """The ``bench.mix`` spec of a distribution name. ``normal``: a Gaussian over the
+        cluster index 0..K-1 (the classifier's numbering), centre ``normal_mean`` (default
+        (K-1)/2), spread ``normal_sd``, discretised and normalised over the K clusters.
+
+        >>> Protocol().mix("normal")
+        'normal:3.5,2'
+        """
+        if distribution != "normal":
+            return distribution
+        mean = (clusters - 1) / 2 if self.normal_mean is None else self.normal_mean
+        return f"normal:{mean:g},{self.normal_sd:g}"
 
 
 def parse_list(spec: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -66,43 +87,39 @@ def parse_list(spec: str, allowed: Sequence[str], what: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def is_direct(config: str) -> bool:
-    """The baseline is one tensor-parallel server addressed directly (no gateway)."""
-    return config == "A"
-
-
 def simulate_config(
-    config: str, protocol: Protocol, distribution: str, out: Path, *, name: str | None = None
+    config: Config, protocol: Protocol, distribution: str, out: Path, *, name: str | None = None
 ) -> list[dict[str, Any]]:
     """One configuration's sweep in virtual time (``simulate``'s outputs) under ``out``."""
+    from expert_router.emulator.delay import PAPER_GATEWAY
     from expert_router.emulator.presets import get_preset
     from expert_router.emulator.sweep import simulate_sweep
-    from expert_router.emulator.virtual import SimWorkload, default_experts
+    from expert_router.emulator.virtual import SimWorkload
 
-    preset = get_preset(config)
     workload = SimWorkload(
         users=protocol.users[0],
         output_tokens=protocol.output_tokens,
         base_tokens=protocol.base_tokens,
         continuation_tokens=protocol.continuation_tokens,
         jitter=protocol.jitter,
-        distribution=distribution,
+        distribution=protocol.mix(distribution),
+        gateway=PAPER_GATEWAY if protocol.paper_gateway and config.routed else None,
         seed=protocol.seed,
     )
     return simulate_sweep(
-        preset,
+        get_preset(config.preset),
         workload,
         protocol.users,
         out,
-        experts=default_experts(preset),
+        experts=config.experts,
         repetitions=protocol.repeat,
         window_s=protocol.window_s,
-        name=name or LABELS.get(config, config),
+        name=name or config.label,
     )
 
 
 def live_config(
-    config: str,
+    config: Config,
     protocol: Protocol,
     distribution: str,
     out: Path,
@@ -112,25 +129,23 @@ def live_config(
     log: Log = lambda _m: None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One configuration live: emulated fleet (+ gateway for B-D), driven by the user
+    """One configuration live: emulated fleet (+ gateway for routed ones), driven by the user
     simulator; every server stops when this returns or raises."""
     from expert_router.emulator.presets import get_preset
-    from expert_router.emulator.virtual import default_experts
     from expert_router.experiment.stack import ServerStack, per_cluster
 
-    preset = get_preset(config, **(preset_overrides or {}))
-    n = default_experts(preset) if is_direct(config) else N_EXPERTS
+    preset = get_preset(config.preset, **(preset_overrides or {}))
     with ServerStack() as stack:
-        urls = stack.fleet([preset] * n)
-        target = urls[0] if is_direct(config) else stack.gateway(per_cluster(urls))
-        how = "directly" if is_direct(config) else f"through the gateway ({n} experts)"
-        log(f"{config}: {preset.model_name} {how} at {target}")
-        what = preset.description or preset.model_name
+        urls = stack.fleet([preset] * config.experts)
+        target = stack.gateway(per_cluster(urls)) if config.routed else urls[0]
+        how = f"through the gateway ({config.experts} experts)" if config.routed else "directly"
+        log(f"{config.id}: {preset.model_name} {how} at {target}")
+        n, what = config.experts, preset.description or preset.model_name
         about = (f"{n} emulated engine{'s' if n > 1 else ''} ({what}) in real time, "
-                 + ("addressed directly" if is_direct(config) else
-                    "one per topic cluster, behind the gateway (bundled classifier)"))  # fmt: skip
+                 + ("one per topic cluster, behind the gateway (bundled classifier)"
+                    if config.routed else "addressed directly"))  # fmt: skip
         return bench_sweep(
-            target, protocol, distribution, out, name=name or LABELS.get(config, config),
+            target, protocol, distribution, out, name=name or config.label,
             log=log, progress=progress, meta={"description": about},
         )  # fmt: skip
 
@@ -163,7 +178,7 @@ def bench_sweep(
         continuation_tokens=protocol.continuation_tokens,
         output_tokens=protocol.output_tokens,
         jitter=protocol.jitter,
-        distribution=distribution,
+        distribution=protocol.mix(distribution),
         seed=protocol.seed,
     )
     workload = Workload(load_documents(None), ClassifierLabeller(None), cfg)
@@ -183,45 +198,47 @@ def run_paper(
     out: Path,
     *,
     mode: str,
-    configs: Sequence[str] = CONFIGS,
+    study: Study = V1,
+    configs: Sequence[str] | None = None,
     distributions: Sequence[str] = ("uniform",),
     protocol: Protocol | None = None,
     preset_overrides: dict[str, Any] | None = None,
     log: Log = lambda _m: None,
     progress: bool = False,
 ) -> dict[str, Path]:
-    """Every (distribution, configuration) sweep, then one comparison report per distribution;
-    returns {distribution: report directory}."""
+    """Every (distribution, configuration) sweep of ``study``, then one comparison report and
+    its ``experiment.json`` per distribution; returns {distribution: report directory}."""
     if mode not in ("live", "simulate"):
         raise ConfigError(f"mode must be 'live' or 'simulate', got {mode!r}")
     from expert_router.bench.report import write_comparison
+    from expert_router.experiment.describe import describe, write_description
 
-    protocol = protocol or Protocol()
+    protocol = protocol or Protocol(users=study.users, repeat=study.repeat)
+    if protocol.paper_gateway and mode != "simulate":
+        raise ConfigError("--paper-gateway applies to --simulate runs (virtual time) only")
+    chosen = [study.config(c) for c in (configs or study.ids)]
     reports: dict[str, Path] = {}
     for dist in distributions:
         series: dict[str, list[dict[str, Any]]] = {}
         dirs: dict[str, Path] = {}
-        for cfg in configs:
+        for cfg in chosen:
             t0 = time.perf_counter()
-            sweep_dir = Path(out) / dist / cfg
-            label = LABELS.get(cfg, cfg)
-            dirs[label] = sweep_dir
+            sweep_dir = Path(out) / dist / cfg.id
+            dirs[cfg.label] = sweep_dir
             if mode == "simulate":
-                series[label] = simulate_config(cfg, protocol, dist, sweep_dir)
+                series[cfg.label] = simulate_config(cfg, protocol, dist, sweep_dir)
             else:
-                series[label] = live_config(
+                series[cfg.label] = live_config(
                     cfg, protocol, dist, sweep_dir, preset_overrides=preset_overrides,
                     log=log, progress=progress,
                 )  # fmt: skip
-            log(f"{dist} {label}: {len(protocol.users)} user counts in "
+            log(f"{dist} {cfg.label}: {len(protocol.users)} user counts in "
                 f"{time.perf_counter() - t0:.1f} s -> {sweep_dir}")  # fmt: skip
         report_dir = Path(out) / dist
-        title = f"Expert Router vs baseline ({mode}, {dist} load)"
+        gw = ", paper gateway" if protocol.paper_gateway else ""
+        title = f"{study.title} ({mode}, {dist} load{gw})"
         write_comparison(report_dir, series, title=title, sources=dirs)
+        about = describe(study, chosen, protocol, dist, mode, preset_overrides)
+        write_description(report_dir, about)
         reports[dist] = report_dir
     return reports
-
-
-def with_users(protocol: Protocol, users: Sequence[int]) -> Protocol:
-    """``protocol`` with other user counts."""
-    return replace(protocol, users=tuple(users))

@@ -38,9 +38,9 @@ async def test_batch_one_fixed_timing_within_ten_percent() -> None:
     assert statistics.median(r.ttft for r in runs) == pytest.approx(0.100, rel=0.10)
 
 
-async def test_batch_one_roofline_timing_within_ten_percent() -> None:
+async def test_batch_one_model_timing_within_ten_percent() -> None:
     preset = get_preset("cpu-tiny")
-    model = preset.roofline()
+    model = preset.step_model()
     async with serve_emulator(preset) as srv, aiohttp.ClientSession() as s:
         runs = [
             await stream(s, srv.url, {"prompt": words(800), "max_tokens": 30, "ignore_eos": True})

@@ -57,5 +57,6 @@ def test_bad_override_names_the_member(tmp_path: Path) -> None:
 def test_list_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["emulate", "--list-presets"]) == 0
     out = capsys.readouterr().out
-    for name in ("A", "B", "C", "D", "llama3-8b-h100", "llama3-70b-h100", "cpu-tiny"):
+    names = ("A", "B", "C", "D", "v2-tp8-bf16", "v2-tp8-awq", "v2-70b-awq", "v2-8b", "cpu-tiny")
+    for name in names:
         assert f"\n{name} " in "\n" + out

@@ -31,10 +31,10 @@ def test_one_user_sees_the_model_timings() -> None:
     assert 45 <= base.prompt_tokens <= 55
 
 
-def test_roofline_batch_one_matches_decode_and_prefill_time() -> None:
+def test_step_model_batch_one_matches_decode_and_prefill_time() -> None:
     p = get_preset("C")
     base = simulate(p, SimWorkload(users=1, turns=1, **SMALL))[0]  # type: ignore[arg-type]
-    model = p.roofline()
+    model = p.step_model()
     assert base.first_token - base.start == pytest.approx(model.prefill_time(base.prompt_tokens))
     tpot = (base.token_times[-1] - base.token_times[0]) / 19
     assert tpot == pytest.approx(model.decode_time(1, base.prompt_tokens + 10), rel=0.01)
@@ -82,11 +82,27 @@ def test_simulate_command_writes_a_summary_per_user_count(tmp_path: Path) -> Non
     out = tmp_path / "sweep"
     rc = main(["simulate", "--preset", "cpu-tiny", "--users", "1,3", "--output-tokens", "10",
                "--base-tokens", "40", "--continuation-tokens", "80", "--jitter", "2",
-               "--repeat", "2", "--experts", "2", "--out", str(out)])  # fmt: skip
+               "--repeat", "2", "--experts", "2", "--paper-gateway", "--gpu", "h200",
+               "--out", str(out)])  # fmt: skip
     assert rc == 0
     for n in (1, 3):
         summary = json.loads((out / f"users-{n}" / "summary.json").read_text())
         assert summary["users"] == n and summary["repetitions"] == 2
         assert summary["requests"] == 2 * n and summary["simulation"]["experts"] == 2
-        assert summary["tpot"]["mean"] > 0
+        assert summary["tpot"]["mean"] > 0 and summary["gateway_overhead"]["n"] == 2 * n
+        sim = summary["simulation"]
+        assert sim["workload"]["gateway"] == {"mean_s": 0.442, "sd_s": 0.302}
+        assert sim["preset"]["gpu"] == "h200"
+        assert sim["timing"]["kind"] == "step model" and sim["timing"]["gpu"] == "h200"
+        assert sim["timing"]["source"] == "h200-step-times.jsonl"
     assert (out / "sweep.csv").is_file()
+
+
+def test_summaries_say_where_step_times_come_from() -> None:
+    from expert_router.emulator.sweep import timing_source
+
+    fixed = timing_source(get_preset("cpu-tiny", tpot_ms=5, ttft_ms=9))
+    assert fixed == {"kind": "fixed", "tpot_ms": 5, "ttft_ms": 9}
+    model = timing_source(get_preset("D"))
+    assert (model["gpu"], model["median_abs_err_pct"]) == ("h100", 2.15)
+    assert "derived from h200" in model["method"]
