@@ -255,9 +255,7 @@ class Cycle:
 
     def interrupt(self, exc: BackendError) -> None:
         """The sink cannot relay the answer (``exc`` says why): end it as an upstream failure."""
-        call, self.call = self.call, None
-        if call is not None:
-            call.cancel()
+        self._let_go()
         if not self.over:
             self.on_error(exc)
 
@@ -266,12 +264,7 @@ class Cycle:
         event when part of the answer was sent), without retrying."""
         if self.over:
             return
-        call, self.call = self.call, None
-        if call is not None:
-            call.cancel()
-        if self.waiter is not None:
-            self.gw.fleet.leave(self.waiter)  # type: ignore[union-attr]
-            self.waiter = None
+        self._let_go()
         if self.sent:
             self.sink.send_abort(self, exc)
             self._finish(status_for(exc))
@@ -282,13 +275,17 @@ class Cycle:
         """The client went away: cancel the upstream request or leave the queue; 499."""
         if self.over:
             return
+        self._let_go()
+        self._finish(499, notify=False)
+
+    def _let_go(self) -> None:
+        """Cancel the upstream request (no callback follows) or leave the queue."""
         call, self.call = self.call, None
         if call is not None:
             call.cancel()
         if self.waiter is not None:
             self.gw.fleet.leave(self.waiter)  # type: ignore[union-attr]
             self.waiter = None
-        self._finish(499, notify=False)
 
     # -- the one exit ------------------------------------------------------------------------------
     def _fail(self, exc: ExpertRouterError) -> None:

@@ -50,3 +50,13 @@ async def wait_until(cond: Callable[[], bool], within: float = 2.0, step: float 
             break
         await asyncio.sleep(step)
     return cond()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request read by a scripted test upstream: its head and its (Content-Length) body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)

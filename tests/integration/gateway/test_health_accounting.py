@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post, wait_until
+from gwhelpers import chat_body, make_config, post, read_request, wait_until
 
 from expert_router.emulator import serve_emulator
 
@@ -44,12 +44,7 @@ async def upstream(answers: list[bytes]) -> AsyncIterator[list[bytes]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
+                head, _ = await read_request(reader)
                 if head.startswith(b"GET "):
                     writer.write(answer(200, b"{}"))
                 else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config
+from gwhelpers import chat_body, make_config, read_request
 
 from expert_router.wire.sse import SSEDecoder
 
@@ -58,12 +58,7 @@ class Scripted:
         counted = False
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
+                head, _ = await read_request(reader)
                 if not counted and not head.startswith(b"GET "):
                     self.connections += 1  # connections that carried requests (not probes)
                     counted = True
