@@ -45,7 +45,7 @@ class Http1Connection(asyncio.Protocol):
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
         "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
         "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
-        "retry_after", "cut", "head_seen", "head_size",
+        "retry_after", "whole", "chunked", "head_seen", "head_size",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -66,16 +66,16 @@ class Http1Connection(asyncio.Protocol):
         ``call`` (a connection reused from the pool) the request is sent again on a new
         connection if this one turns out closed before any byte came back."""
         assert self.transport is not None and self.state == IDLE
-        self.parser = httptools.HttpResponseParser(self)
         self.listener = listener
         self.state = HEAD
         self.got_bytes = self.framed = self.head_ready = self.complete = self.keep = False
+        self.chunked = False
         self.junk = self.paused = False
         self.status = 0
         self.content_type = "application/json"
         self.retry_after: bytes | None = None
         self.parts: list[bytes] = []
-        self.cut = -1  # parts[cut:] belong to a chunk not yet whole (-1: none)
+        self.whole = 0  # a chunked answer's parts[:whole] are whole chunks (the rest waits)
         self.head_seen = self.head_size = 0
         self.chunk = 0
         self.error_body: bytearray | None = None
@@ -88,6 +88,7 @@ class Http1Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.parser = httptools.HttpResponseParser(self)  # one per connection: llhttp resets
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -152,7 +153,9 @@ class Http1Connection(asyncio.Protocol):
             name = name.lower()
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
-            elif name == b"content-length" or name == b"transfer-encoding":
+            elif name == b"transfer-encoding":
+                self.framed = self.chunked = True  # llhttp refuses any other coding
+            elif name == b"content-length":
                 self.framed = True
             elif name == b"retry-after":
                 self.retry_after = value
@@ -164,19 +167,16 @@ class Http1Connection(asyncio.Protocol):
         if self.status >= 400:
             self.error_body = bytearray()
 
-    def on_chunk_header(self) -> None:
-        self.chunk = 0
-        self.cut = len(self.parts)  # held until the chunk is whole: no part of one is relayed
-
     def on_chunk_complete(self) -> None:
-        self.cut = -1
+        self.whole = len(self.parts)  # what came so far is whole chunks: it may be relayed
+        self.chunk = 0
 
     def on_body(self, body: bytes) -> None:
         error_body = self.error_body
         if error_body is not None:
             error_body += body[: MAX_ERROR_BODY - len(error_body)]
             return
-        if self.cut >= 0:  # inside a chunk (held until whole): bounded
+        if self.chunked:  # a chunk is held until whole: bounded
             self.chunk += len(body)
             if self.chunk > self.backend.max_chunk:
                 limit = self.backend.max_chunk
@@ -210,12 +210,13 @@ class Http1Connection(asyncio.Protocol):
                 body=body,
                 retry_after=retry_after(self.retry_after),
             )
-        elif self.parts and self.cut != 0:
-            parts, cut = self.parts, self.cut
-            if cut > 0:  # a chunk is still arriving: what came before it goes
-                self.parts, self.cut, parts = parts[cut:], 0, parts[:cut]
-            else:
+        elif self.parts and (self.whole or not self.chunked):
+            parts = self.parts
+            if not self.chunked or self.whole == len(parts):
                 self.parts = []
+            else:  # a chunk is still arriving: the whole ones before it go
+                self.parts, parts = parts[self.whole :], parts[: self.whole]
+            self.whole = 0
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             if not listener.on_data(data) and self.listener is not None and not self.paused:
                 self.paused = True

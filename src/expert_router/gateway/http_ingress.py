@@ -1,11 +1,12 @@
 """The gateway's HTTP/1.1 ingress: an asyncio protocol whose requests httptools (llhttp) parses.
 
 Every request on every route is read here: the parser's callbacks check the head as it comes
-(size, header count, Host, Authorization, framing, Expect) and collect the body (bounded);
-whole requests are answered in order (pipelining included). A proxy request becomes a
-``Cycle`` and this connection is its ``Sink``: the response head leaves with the first
-chunk, and a client that stops reading pauses the upstream. Other routes are answered from
-``gateway/routes.py``. Timeouts (head, body, idle) share one lazily re-armed timer.
+(size, header count, Host, Authorization, framing, Expect; ``http_checks``) and collect the
+body (bounded); whole requests are answered in order (pipelining included). A proxy request
+becomes a ``Cycle`` and this connection is its ``Sink`` (the writing side: ``http_sink``);
+a client that stops reading pauses the upstream. Other routes are answered from ``routes``.
+Timeouts (head, body, idle) share one lazily re-armed timer; ``http_front`` holds what the
+connections of one socket share.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from expert_router.config import ServerConfig
 from expert_router.errors import ExpertRouterError, RequestError
 from expert_router.gateway.access import log_access
 from expert_router.gateway.cycle import NONE, Cycle
 from expert_router.gateway.http_checks import Refusal, check_head, refusal_for
+from expert_router.gateway.http_front import HttpFrontend
+from expert_router.gateway.http_sink import HttpResponder
 from expert_router.gateway.responses import (
-    REASONS,
     error_for,
     error_json,
     head,
-    stream_error_event,
 )
-from expert_router.gateway.routes import KNOWN, PROXY, ROUTES, Answer, HttpProxyRequest
+from expert_router.gateway.routes import KNOWN, PROXY, ROUTES, HttpProxyRequest
 from expert_router.wire.openai import Kind, parse_body
 
 if TYPE_CHECKING:
-    from expert_router.gateway.app import Gateway
+    pass
 
 log = logging.getLogger("expert_router.gateway")
 
@@ -51,54 +51,7 @@ the answer (nginx's lingering close)."""
 DRAIN_IDLE = 1.0
 """While draining, seconds an idle keep-alive connection is kept for a request a front end may
 already have sent on it (closing it at once would race with that request)."""
-_SSE = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
-_LAST = b"0\r\n\r\n"
 IDLE, HEAD, BODY = range(3)
-
-
-class HttpFrontend:
-    """What every connection of one listening socket shares: the gateway, the limits, the
-    open connections and whether the gateway is draining."""
-
-    def __init__(self, gw: Gateway, limits: ServerConfig) -> None:
-        self.gw = gw
-        self.limits = limits
-        self.conns: dict[HttpConnection, None] = {}  # oldest first
-        self.draining = False
-        self.quiet = asyncio.Event()  # set once draining and no connection is busy
-
-    def __call__(self) -> HttpConnection:
-        return HttpConnection(self)
-
-    # -- a graceful stop -------------------------------------------------------------------
-    def drain(self) -> asyncio.Event:
-        """Wind down: every answer closes its connection, ``/ready`` answers 503, and idle
-        connections close after ``DRAIN_IDLE`` seconds (a request already on its way on one
-        is still served). The event is set once every connection is closed."""
-        self.draining = True
-        for conn in list(self.conns):
-            conn.drain()
-        self.check_quiet()
-        return self.quiet
-
-    def check_quiet(self) -> None:
-        if self.draining and not self.conns:
-            self.quiet.set()
-
-    def stop(self, exc: ExpertRouterError) -> None:
-        """End every answer still in progress with ``exc`` (an error event mid-stream)."""
-        for conn in list(self.conns):
-            conn.stop(exc)
-
-    def evict(self) -> bool:
-        """Close the oldest connection that is idle or still sending its head; False when
-        every one is answering or reading a body."""
-        for conn in self.conns:
-            if not conn.busy and conn.state != BODY and not conn.closing:
-                conn.closing = True
-                conn.t.close()
-                return True
-        return False
 
 
 @dataclass(slots=True)
@@ -114,8 +67,8 @@ class _Request:
     reject: Refusal | None = None
 
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection."""
+class HttpConnection(HttpResponder, asyncio.Protocol):
+    """One client connection: parsing, the request queue, timeouts (answers: the base)."""
 
     def __init__(self, front: HttpFrontend) -> None:
         self.front = front
@@ -189,6 +142,10 @@ class HttpConnection(asyncio.Protocol):
         except Exception as exc:  # nothing escapes: no bytes of the request reach a log
             log.error("HTTP/1.1 connection dropped after %s", type(exc).__name__)
             self._close()
+
+    def evictable(self) -> bool:
+        """Idle, or still sending its head: may be closed to let another connection in."""
+        return not self.busy and self.state != BODY and not self.closing
 
     def drain(self) -> None:
         if not self.busy and self.state == IDLE:
@@ -359,30 +316,6 @@ class HttpConnection(asyncio.Protocol):
         self.cycle = cycle = Cycle(self.gw, proxy, self, t0)
         cycle.start()
 
-    def _answer(
-        self,
-        status: int,
-        body: bytes,
-        t0: float,
-        path: bytes,
-        method: bytes,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        result = Answer(status, body, "application/json", headers or {})
-        self._write_answer(result, t0, path, method)
-
-    def _write_answer(self, result: Answer, t0: float, path: bytes, method: bytes) -> None:
-        """Write a whole answer; ``path`` is a known route's (or ``-``): logs never carry
-        request bytes."""
-        headers = {"Content-Type": result.content_type, **result.headers}
-        body = b"" if method == b"HEAD" else result.body
-        out = head(result.status, headers, length=len(result.body), close=self.close_after)
-        self._write(out + body)
-        if self.gw.config.access_log and result.log:
-            log_access(path.decode(), result.status, t0, method=method.decode(),
-                       remote=self.remote())  # fmt: skip
-        self._done()
-
     def _reject(self, status: int, code: str, message: str) -> None:
         """A request cannot be read on (its head or body is refused): it is answered in its
         turn, then the connection closes; nothing after it is read."""
@@ -404,71 +337,6 @@ class HttpConnection(asyncio.Protocol):
             log_access("-", refusal.status, perf_counter(), method="-", remote=self.remote())
         self._linger()
 
-    # -- the cycle's sink --------------------------------------------------------------------
-    def send(self, cycle: Cycle, data: bytes) -> bool:
-        self.tail = data  # the last bytes sent (an error event must start on its own line)
-        chunked = self.version == b"1.1"
-        out = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
-        if not self.responding:
-            self.responding = True
-            out = self._stream_head(cycle) + out
-        self._write(out)
-        return not self.write_paused
-
-    def send_end(self, cycle: Cycle) -> None:
-        out = b"" if self.responding else self._stream_head(cycle)
-        self._write(out + _LAST if self.version == b"1.1" else out)
-        if self.version != b"1.1":
-            self.close_after = True
-
-    def send_whole(self, cycle: Cycle, body: bytes) -> None:
-        headers = self._route_headers(cycle, {"Content-Type": cycle.content_type})
-        self._write(head(cycle.status, headers, length=len(body), close=self.close_after) + body)
-
-    def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
-        _, body, extra = error_for(exc)
-        headers = self._route_headers(cycle, {"Content-Type": "application/json", **extra})
-        self._write(head(status, headers, length=len(body), close=self.close_after) + body)
-
-    def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
-        event = stream_error_event(exc)
-        if self.responding and not self.tail.endswith(b"\n\n"):
-            event = b"\n\n" + event  # the upstream cut an event short: end it first
-        if self.version == b"1.1":
-            self._write(b"%x\r\n%b\r\n" % (len(event), event) + _LAST)
-        else:
-            self._write(event)
-            self.close_after = True
-
-    def finished(self, cycle: Cycle) -> None:
-        self.cycle = None
-        self._done()
-
-    def remote(self) -> str | None:
-        peer = self.t.get_extra_info("peername") if self.t is not None else None
-        return str(peer[0]) if peer else None
-
-    def _route_headers(self, cycle: Cycle, headers: dict[str, str]) -> dict[str, str]:
-        headers["x-expert-router-cluster"] = cycle.cluster
-        if cycle.replica is not None:
-            headers["x-expert-router-replica"] = cycle.replica.name
-        if cycle.t2:
-            headers["Server-Timing"] = cycle.server_timing()
-        return headers
-
-    def _stream_head(self, cycle: Cycle) -> bytes:
-        ctype = cycle.content_type
-        sse = _SSE if ctype.startswith("text/event-stream") else ""
-        replica = f"x-expert-router-replica: {cycle.replica.name}\r\n" if cycle.replica else ""
-        framing = "Transfer-Encoding: chunked\r\n" if self.version == b"1.1" else ""
-        close = "Connection: close\r\n" if self.close_after or self.version != b"1.1" else ""
-        status = cycle.status
-        return (
-            f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n{sse}"
-            f"x-expert-router-cluster: {cycle.cluster}\r\n{replica}"
-            f"Server-Timing: {cycle.server_timing()}\r\n{framing}{close}\r\n"
-        ).encode("latin-1")
-
     # -- between requests ----------------------------------------------------------------------
     def _done(self) -> None:
         """The answer is out: the next request, or idle, or close."""
@@ -481,11 +349,6 @@ class HttpConnection(asyncio.Protocol):
             if not self.write_paused:
                 self._resume_reading()
             self._deadline(DRAIN_IDLE if self.front.draining else self.limits.idle_timeout)
-
-    def _write(self, data: bytes) -> None:
-        t = self.t
-        if t is not None and not t.is_closing():
-            t.write(data)
 
     def _close(self) -> None:
         self.closing = True

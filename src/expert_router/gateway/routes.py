@@ -21,7 +21,7 @@ from expert_router.wire.openai import ParsedRequest, TextMode, classify_text, pa
 
 if TYPE_CHECKING:
     from expert_router.gateway.app import Gateway
-    from expert_router.gateway.http_ingress import HttpFrontend
+    from expert_router.gateway.http_front import HttpFrontend
 
 JSON = "application/json"
 

@@ -21,7 +21,8 @@ from typing import Any
 from expert_router.config import GatewayConfig
 from expert_router.errors import ExpertRouterError, ShuttingDown
 from expert_router.gateway.app import ClassifierLike, Gateway
-from expert_router.gateway.http_ingress import PROBE_RESERVE, HttpFrontend
+from expert_router.gateway.http_front import HttpFrontend
+from expert_router.gateway.http_ingress import PROBE_RESERVE, HttpConnection
 
 log = logging.getLogger("expert_router.gateway")
 
@@ -80,7 +81,7 @@ async def serve_gateway(
     grpc_ingress: Any = None
     try:
         server = await asyncio.get_running_loop().create_server(
-            front, host, port, reuse_port=reuse_port or None, backlog=4096
+            lambda: HttpConnection(front), host, port, reuse_port=reuse_port or None, backlog=4096
         )
         bound = int(server.sockets[0].getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
