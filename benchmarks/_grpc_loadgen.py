@@ -220,9 +220,16 @@ def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
                     notes.append(f"nginx (gRPC) skipped: {str(exc)[:300]}")
             if "gateway" in wanted:
                 port, gport = free_port(), free_port()
+                # One client connection carries every user's calls: allow them all (the
+                # default, 100 concurrent calls per connection, would queue the rest).
+                config = stack.workdir / "gateway-grpc.yaml"
+                replicas = ", ".join(f"{{url: '{u}'}}" for u in grpc_experts)
+                config.write_text(
+                    f"experts: {{'*': {{replicas: [{replicas}]}}}}\n"
+                    f"server: {{http2_max_streams: {max(users_list) + 64}}}\n"
+                )
                 cmd = expert_router_cmd("serve", "--port", str(port), "--grpc-port", str(gport))
-                for url in grpc_experts:
-                    cmd += ["--expert", f"*={url}"]
+                cmd += ["--config", str(config)]
                 proc = stack.start("gateway-grpc", cmd, f"http://127.0.0.1:{port}/ready")
                 grpc_targets.append(
                     Target("gateway", [f"grpc://127.0.0.1:{gport}"], proc.pid, model)

@@ -23,9 +23,15 @@ from expert_router.emulator.openai_api import parse_request
 from expert_router.emulator.server import EmulatorServer, end_stream
 from expert_router.errors import RequestError
 from expert_router.grpc_host import GrpcServiceHost
+from expert_router.h2.limits import H2Limits
+
 from expert_router.tokenizer import TokenGenerator
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
+
+TRITON_LIMITS = H2Limits(max_concurrent_streams=10_000)
+"""Triton (grpc-core) advertises no stream limit: a client may multiplex every user's calls
+on one connection. The emulator stands in for it; the gateway's own ingress keeps 100."""
 
 _ids = itertools.count(10_000_000)
 NAMES = tw.TritonNames()
@@ -166,7 +172,7 @@ class TritonGrpcServer(GrpcServiceHost):
 
     def __init__(self, emulator: EmulatorServer, *, host: str = "127.0.0.1", port: int = 0):
         self.emulator = emulator
-        super().__init__(EmulatorServicer(emulator), host=host, port=port)
+        super().__init__(EmulatorServicer(emulator), host=host, port=port, limits=TRITON_LIMITS)
 
 
 # -- Triton's HTTP generate extension ---------------------------------------------------------
