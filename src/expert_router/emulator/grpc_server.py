@@ -24,7 +24,6 @@ from expert_router.emulator.server import EmulatorServer, end_stream
 from expert_router.errors import RequestError
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.h2.limits import H2Limits
-
 from expert_router.tokenizer import TokenGenerator
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
