@@ -131,8 +131,8 @@ class Cycle:
         self.t1 = perf_counter()
         self.pred = gw.classifier.predict(self.req.text)
         self.t2 = perf_counter()
-        gw.metrics.classify_seconds.observe(self.t2 - self.t1)
         self._route()
+        gw.metrics.classify_seconds.observe(self.t2 - self.t1)  # once the request has left
 
     def _route(self) -> None:
         fleet = self.gw.fleet
@@ -190,10 +190,12 @@ class Cycle:
 
     def on_data(self, data: bytes) -> bool:
         if self.req.stream:
-            if not self.sent:
-                self.sent = True
-                self._first_byte()
-            return self.sink.send(self, data)
+            if self.sent:
+                return self.sink.send(self, data)
+            self.sent = True
+            ok = self.sink.send(self, data)
+            self._first_byte()  # accounted once the first bytes have left
+            return ok
         self.size += len(data)
         if self.size > self.gw.config.limits.max_response_bytes:
             call, self.call = self.call, None

@@ -60,7 +60,7 @@ class _Request:
     in its turn and then the connection closed."""
 
     method: bytes
-    path: bytes
+    path: bytes  # without its query
     body: bytes
     keep_alive: bool
     version: bytes
@@ -94,7 +94,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.close_after = False
 
     def _begin(self) -> None:
-        self.url = b""
+        self.url = self.path = b""
         self.head_size = self.head_seen = self.nheaders = self.body_size = 0
         self.hosts: list[bytes] = []
         self.auth: bytes | None = None
@@ -238,7 +238,8 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         method = parser.get_method()
         if method == b"CONNECT":
             raise Refusal(405, "method_not_allowed", "CONNECT is not served here")
-        route = ROUTES.get(_path(self.url))
+        self.path = _path(self.url)
+        route = ROUTES.get(self.path)
         if route is not None and route.auth and not self.gw.key_ok(self.auth):
             raise Refusal(401, "invalid_api_key", "Incorrect or missing API key. "
                           "Send 'Authorization: Bearer <key>'.")  # fmt: skip
@@ -266,7 +267,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         body = self.body
         req = _Request(
             parser.get_method(),
-            self.url,
+            self.path,
             body[0] if len(body) == 1 else b"".join(body),
             parser.should_keep_alive(),
             parser.get_http_version().encode(),
@@ -288,7 +289,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.version = req.version
         self.close_after = not req.keep_alive or req.version != b"1.1" or self.front.draining
         t0 = perf_counter()
-        path = _path(req.path)
+        path = req.path
         route = ROUTES.get(path)
         method = req.method
         if route is None:
