@@ -1,0 +1,175 @@
+"""A fleet's predicted metrics, composed from its pools' simulated requests.
+
+Clusters share no replica (the plan's gateway never spills at the planned load), so the
+fleet's run is the union of its pools' runs: ``predict`` joins their per-request arrays and
+computes the summary's metrics on them (same keys and definitions as ``bench.summary``;
+``bench.metrics`` for the percentiles), plus the share of requests within per-request targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from expert_router.bench import metrics as m
+from expert_router.bench.summary import mean_tree
+from expert_router.planner.pricing import PoolResult
+
+PER_REQUEST = ("response", "ttft", "tpot")
+"""Per-request quantities a target may bound (``slo``): response time, TTFT, TPOT."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a fleet is predicted to deliver."""
+
+    metrics: dict[str, Any]
+    """Summary-shaped (``ttft.p99``, ``p99_response_time``, ``session_throughput``, ...)."""
+    attainment: float | None
+    """Share of requests within every per-request target (None without such targets)."""
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    """Per cluster: users, replicas, p99 response, TTFT p99, tokens/s per replica, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    user: np.ndarray
+    turn: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    ttft: np.ndarray
+    tpot: np.ndarray
+    tokens: np.ndarray
+    ok: np.ndarray
+
+    def take(self, mask: np.ndarray) -> _Joined:
+        return _Joined(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
+
+
+def _join(pools: Sequence[PoolResult]) -> tuple[_Joined, np.ndarray]:
+    """Every pool's requests in one set of arrays (users numbered across pools), and reps."""
+    offsets = np.cumsum([0] + [p.users for p in pools])[:-1]
+    cat = np.concatenate
+    joined = _Joined(
+        user=cat([p.user + off for p, off in zip(pools, offsets, strict=True)]),
+        turn=cat([p.turn for p in pools]),
+        start=cat([p.start for p in pools]),
+        end=cat([p.end for p in pools]),
+        ttft=cat([p.ttft for p in pools]),
+        tpot=cat([p.tpot for p in pools]),
+        tokens=cat([p.tokens for p in pools]),
+        ok=cat([p.ok for p in pools]),
+    )
+    return joined, cat([p.rep for p in pools])
+
+
+def _finite(a: np.ndarray) -> list[float]:
+    return [float(x) for x in a[np.isfinite(a)]]
+
+
+def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
+    """``bench.metrics.session_throughput`` on arrays: the n99 users' tokens over their span."""
+    if p99 is None:
+        return {"session_throughput": None, "session": {"n99": 0, "tokens": 0}}
+    n_users = int(j.user.max()) + 1
+    bad = ~j.ok | (j.end - j.start > p99)
+    user_bad = np.bincount(j.user, weights=bad, minlength=n_users) > 0
+    present = np.bincount(j.user, minlength=n_users) > 0
+    inside = ~user_bad[j.user]
+    n99 = int((present & ~user_bad).sum())
+    if not inside.any():
+        return {"session_throughput": None, "session": {"n99": 0, "tokens": 0}}
+    t_s, t_e = float(j.start[inside].min()), float(j.end[inside].max())
+    tokens = int(j.tokens[inside].sum())
+    th = tokens / (t_e - t_s) if t_e > t_s else None
+    return {"session_throughput": th, "session": {"n99": n99, "tokens": tokens}}
+
+
+def _user_throughputs(j: _Joined) -> list[float]:
+    """``bench.metrics.user_throughputs`` on arrays."""
+    n = int(j.user.max()) + 1
+    first = np.full(n, np.inf)
+    last = np.full(n, -np.inf)
+    np.minimum.at(first, j.user, j.start)
+    np.maximum.at(last, j.user, j.end)
+    tokens = np.bincount(j.user, weights=j.tokens, minlength=n)
+    span = last - first
+    keep = np.isfinite(span) & (span > 0)
+    return [float(x) for x in tokens[keep] / span[keep]]
+
+
+def run_metrics(j: _Joined) -> dict[str, Any]:
+    """The summary's headline metrics of one run."""
+    if j.start.size == 0:
+        return {"requests": 0, "errors": 0, "error_rate": 0.0}
+    ok = j.ok
+    resp = (j.end - j.start)[ok]
+    p99 = m.nearest_rank(resp.tolist(), 99)
+    span = float(j.end.max() - j.start.min())
+    return {
+        "requests": int(ok.size),
+        "errors": int((~ok).sum()),
+        "error_rate": float((~ok).mean()),
+        "ttft": {
+            **m.describe(_finite(j.ttft[ok])),
+            "base": m.describe(_finite(j.ttft[ok & (j.turn == 0)])),
+            "continuation": m.describe(_finite(j.ttft[ok & (j.turn != 0)])),
+        },
+        "tpot": m.describe(_finite(j.tpot[ok])),
+        "response_time": m.describe(resp.tolist()),
+        "user_throughput": m.describe(_user_throughputs(j)),
+        "p99_response_time": p99,
+        **_session(j, p99),
+        "throughput": float(j.tokens.sum()) / span if span > 0 else None,
+        "virtual_s": span,
+    }
+
+
+def within(j: _Joined, thresholds: Mapping[str, float]) -> np.ndarray:
+    """Which requests succeeded within every per-request threshold (``PER_REQUEST`` names;
+    a request with fewer than two tokens has no TPOT and is not held to one)."""
+    meets = j.ok.copy()
+    if "response" in thresholds:
+        meets &= j.end - j.start <= thresholds["response"]
+    if "ttft" in thresholds:
+        meets &= np.nan_to_num(j.ttft, nan=np.inf) <= thresholds["ttft"]
+    if "tpot" in thresholds:
+        meets &= np.nan_to_num(j.tpot, nan=-np.inf) <= thresholds["tpot"]
+    return meets
+
+
+def _cluster_rows(pools: Sequence[PoolResult]) -> list[dict[str, Any]]:
+    rows = []
+    for p in pools:
+        resp = (p.end - p.start)[p.ok]
+        span = float(p.end.max() - p.start.min()) if p.size else 0.0
+        reps = max(int(p.rep.max()) + 1, 1) if p.size else 1
+        rate = float(p.tokens.sum()) / reps / span / p.replicas if span > 0 else 0.0
+        rows.append({
+            "users": p.users,
+            "replicas": p.replicas,
+            "users_per_replica": p.users / p.replicas,
+            "p99_response_time": m.nearest_rank(resp.tolist(), 99),
+            "ttft_p99": m.percentile(_finite(p.ttft[p.ok]), 99),
+            "tokens_per_s_per_replica": rate,
+            "peak_outstanding": p.peak_outstanding,
+        })  # fmt: skip
+    return rows
+
+
+def predict(
+    pools: Sequence[PoolResult], *, thresholds: Mapping[str, float] | None = None
+) -> Prediction:
+    """The fleet of ``pools`` (one per cluster): metrics averaged over repetitions, the share
+    of requests within ``thresholds`` (``PER_REQUEST`` name -> seconds), per-cluster rows."""
+    joined, reps = _join(pools)
+    rep_ids = np.unique(reps)
+    runs = [joined] if rep_ids.size <= 1 else [joined.take(reps == r) for r in rep_ids]
+    metrics: dict[str, Any] = mean_tree([run_metrics(r) for r in runs]) or run_metrics(joined)
+    attainment = None
+    if thresholds and joined.start.size:
+        attainment = float(within(joined, thresholds).mean())
+    return Prediction(metrics, attainment, _cluster_rows(pools))
