@@ -68,6 +68,26 @@ class PoolRouter:
         self.pool.replicas[engine].outstanding -= 1
 
 
+class FleetRouter:
+    """Every cluster's pool in one simulation: cluster ``c`` owns the engines after those of
+    clusters ``< c``; inside its pool, a ``PoolRouter`` seeded as ``simulate_pool`` seeds it
+    (so a whole-fleet run can be set against the composed pools)."""
+
+    def __init__(self, replicas: Sequence[int], users: Sequence[int], seed: int, rep: int = 0):
+        self.first = [sum(replicas[:c]) for c in range(len(replicas))]
+        self.pools = [
+            PoolRouter(n, f"{seed}-{u}-{n}-{rep}") for n, u in zip(replicas, users, strict=True)
+        ]
+        self.owner = [c for c, n in enumerate(replicas) for _ in range(n)]
+
+    def route(self, cluster: int) -> int:
+        return self.first[cluster] + self.pools[cluster].route(cluster)
+
+    def release(self, engine: int) -> None:
+        c = self.owner[engine]
+        self.pools[c].release(engine - self.first[c])
+
+
 @dataclass(frozen=True, slots=True)
 class PoolResult:
     """Every request of a pool's run(s), one array entry each (times in virtual seconds)."""
