@@ -30,7 +30,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def nearest_rank(values: Sequence[float], q: float) -> float | None:
+def nearest_rank(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile by nearest rank: the ``ceil(q/100 * n)``-th smallest value.
 
     Always one of the values; at least ``q`` % of the values are <= it.
@@ -40,7 +40,7 @@ def nearest_rank(values: Sequence[float], q: float) -> float | None:
     """
     if len(values) == 0:
         return None
-    ordered = sorted(values)
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
     rank = max(1, math.ceil(q / 100 * len(ordered) - 1e-9))
     return float(ordered[rank - 1])
 

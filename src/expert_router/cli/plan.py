@@ -62,8 +62,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--baseline", type=_baseline, default="auto",
                    help="tensor-parallel baseline preset, 'auto' or 'none'")  # fmt: skip
-    p.add_argument("--repeat", type=types.positive_int, default=1,
-                   help="simulated runs per pool (averaged)")  # fmt: skip
+    p.add_argument("--draws", type=types.non_negative_int, default=3,
+                   help="random draws of the users' clusters from the mix, each one simulated "
+                   "run (averaged); 0: users split in exact proportion")  # fmt: skip
     p.add_argument("--jobs", type=types.positive_int, default=os.cpu_count() or 1,
                    help="processes simulating pools")  # fmt: skip
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
@@ -143,7 +144,7 @@ def _inputs(args: argparse.Namespace) -> PlanInputs:
         baseline = get_preset(args.baseline, **over)
     return PlanInputs(
         gpus=args.gpus, options=options, weights=tuple(weights), workload=workload,
-        targets=targets, baseline=baseline, repetitions=args.repeat, jobs=args.jobs, mix=mix,
+        targets=targets, baseline=baseline, draws=args.draws, jobs=args.jobs, mix=mix,
     )  # fmt: skip
 
 

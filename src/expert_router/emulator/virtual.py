@@ -111,6 +111,7 @@ class Simulation:
         if n_engines < 1:
             raise ConfigError(f"experts must be >= 1, got {n_engines}")
         self.preset, self.workload, self.repetition = preset, workload, repetition
+        self.context = preset.context  # derived from the GPU spec: once, not per request
         self.engines = [
             Engine(
                 preset.timing(),
@@ -176,10 +177,10 @@ class Simulation:
         listener = _Turn(self, user, turn, engine_index, record)
         req = EngineRequest(self._rid, prompt_tokens, w.output_tokens, w.output_tokens, listener)
         engine = self.engines[engine_index]
-        if prompt_tokens + w.output_tokens > self.preset.context:
+        if prompt_tokens + w.output_tokens > self.context:
             record.status, record.http_status = "error", 400
             record.error = (
-                f"This model's maximum context length is {self.preset.context} tokens. "
+                f"This model's maximum context length is {self.context} tokens. "
                 f"However, you requested {prompt_tokens + w.output_tokens} tokens."
             )
             self.records.append(record)

@@ -22,10 +22,11 @@ APPROXIMATIONS = (
     "computed on the union of the pools' requests: exact while no request leaves its nearest "
     "cluster, which the plan's gateway config ensures at the planned load (replicas saturate "
     "only past 1.25x their planned peak).",
-    "Users are split over clusters in exact proportion to the mix (largest remainders); a live "
-    "run draws each user's cluster at random, so its busiest cluster may get a few more.",
+    "Each user's cluster is drawn from the mix as a live run draws it, a few times (--draws), "
+    "and the metrics averaged over the draws; one live run is one draw and lands around that "
+    "average.",
     "Pools of the same preset and the same number of users are simulated once and shared "
-    "between clusters (the same users' prompt lengths).",
+    "between clusters and draws (the same users' prompt lengths).",
     "The gateway's own latency is left out (sub-millisecond per request, docs/benchmarks.md); "
     "so are network time and client turnaround beyond the simulator's 1 ms.",
     "Step times come from the preset's GPU step model (or its fixed TTFT/TPOT); its fitted "
@@ -93,7 +94,7 @@ def plan_document(plan: Plan, *, gateway_file: str = "gateway.yaml") -> dict[str
         "users": inputs.workload.users,
         "clusters": plan.space.clusters,
         "mix": {"source": inputs.mix, "weights": list(inputs.weights),
-                "users": list(plan.space.users)},  # fmt: skip
+                "users": list(plan.space.users), "draws": [list(d) for d in plan.space.draws]},
         "workload": dataclasses.asdict(inputs.workload),
         "slo": [t.text() for t in inputs.targets],
         "presets": {pid: {"description": p.description, "tp": p.tp, "model_name": p.model_name,

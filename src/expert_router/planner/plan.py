@@ -1,15 +1,14 @@
 """One planning run: inputs in, the frontier and its baselines out.
 
-``make_plan`` splits the users over clusters by the mix, prices the pools the search will
-likely need in one parallel batch, runs the search up to the GPUs available, and prices two
-baselines at every GPU count of the frontier: the uniform allocation (the same replicas per
-cluster, whatever the mix) and tensor parallelism (every user on ``gpus // T`` engines of a
-T-GPU preset, no routing).
+``make_plan`` draws the users' clusters from the mix (as a live run does; or splits them in
+exact proportion), prices the pools the search will likely need in one parallel batch, runs
+the search up to the GPUs available, and prices two baselines at every GPU count of the
+frontier: the uniform allocation (the same replicas per cluster, whatever the mix) and tensor
+parallelism (every user on ``gpus // T`` engines of a T-GPU preset, no routing).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from expert_router.bench.mix import sample_clusters
 from expert_router.emulator.catalog import PRESETS
 from expert_router.emulator.presets import Preset
 from expert_router.emulator.virtual import SimWorkload
@@ -42,7 +42,9 @@ class PlanInputs:
     """Users (``workload.users``), prompt and answer lengths, turns, ramp, seed."""
     targets: tuple[slo.Target, ...] = ()
     baseline: Preset | None = None
-    repetitions: int = 1
+    draws: int = 3
+    """Independent draws of each user's cluster from the mix (each one run; metrics are
+    averaged); 0: users split over clusters in exact proportion, one run."""
     jobs: int = 1
     mix: str = ""
     """The mix in words (where it came from)."""
@@ -86,6 +88,21 @@ def split_users(weights: Sequence[float], users: int) -> tuple[int, ...]:
     order = np.argsort(-(raw - out), kind="stable")
     out[order[: users - int(out.sum())]] += 1
     return tuple(int(x) for x in out)
+
+
+def draw_users(weights: Sequence[float], users: int, draws: int, seed: int) -> tuple[
+    tuple[int, ...], ...
+]:  # fmt: skip
+    """Users per cluster in each of ``draws`` draws: each user's cluster drawn from the mix as
+    ``simulate`` draws it for repetition ``k`` (``draws=0``: one exact split)."""
+    if draws == 0:
+        return (split_users(weights, users),)
+    w = np.asarray(weights, dtype=np.float64)
+    out = []
+    for k in range(draws):
+        clusters = sample_clusters(users, w, np.random.default_rng([seed, users, k]))
+        out.append(tuple(int(x) for x in np.bincount(clusters, minlength=len(w))))
+    return tuple(out)
 
 
 def tp_baseline(preset: Preset, gpus: int) -> Preset | None:
@@ -148,12 +165,14 @@ def uniform_alloc(space: Space, gpus: int) -> Alloc:
 def _prefetch(space: Space, gpus: int) -> list[PoolKey]:
     """The pools the search will likely price: for each cluster, its default preset from one
     replica to a little past its share of the GPUs (priced in one parallel batch)."""
-    total = sum(space.users) or 1
+    mean = space.users
+    total = sum(mean) or 1
     keys = []
     for c, opts in enumerate(space.options):
         p = opts[0]
-        share = space.users[c] / total * gpus / space.tp[p]
-        keys += [(p, space.users[c], n) for n in range(1, int(share * 1.25) + 3)]
+        share = mean[c] / total * gpus / space.tp[p]
+        for draw in space.draws:
+            keys += [(p, draw[c], n) for n in range(1, int(share * 1.25) + 3)]
     return keys
 
 
@@ -167,17 +186,16 @@ def make_plan(
     ``on_placed(g)`` as the frontier reaches ``g`` GPUs."""
     t0 = time.perf_counter()
     w = inputs.workload
-    users = split_users(inputs.weights, w.users)
+    draws = draw_users(inputs.weights, w.users, inputs.draws, w.seed)
     presets = _register(inputs.options, inputs.baseline)
     options = tuple(tuple(_id(presets, p) for p in opts) for opts in inputs.options)
-    space = Space(users, options, {k: p.tp for k, p in presets.items()})
+    space = Space(draws, options, {k: p.tp for k, p in presets.items()})
     if space.gpus(space.smallest()) > inputs.gpus:
         raise ConfigError(
             f"--gpus: {inputs.gpus} GPUs cannot hold one replica for each of the "
             f"{space.clusters} clusters (that needs {space.gpus(space.smallest())})"
         )
-    pricer = Pricer(presets, w, repetitions=inputs.repetitions, jobs=inputs.jobs,
-                    on_simulated=on_pools)  # fmt: skip
+    pricer = Pricer(presets, w, jobs=inputs.jobs, on_simulated=on_pools)
     try:
         pricer.price(_prefetch(space, inputs.gpus))
         search = Search(space, pricer, inputs.targets, on_placed=on_placed)
@@ -214,10 +232,6 @@ def _tensor_parallel(
     pricer.price(keys.values())
     out = {}
     for g, key in keys.items():
-        pred: Prediction = predict([pricer.cache[key]], thresholds=search.thresholds)
+        pred: Prediction = predict([[pricer.cache[key]]], thresholds=search.thresholds)
         out[g] = Point(g, ((pid, key[2]),), pred)
     return out
-
-
-def with_users(workload: SimWorkload, users: int) -> SimWorkload:
-    return dataclasses.replace(workload, users=users)

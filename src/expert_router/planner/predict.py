@@ -4,6 +4,7 @@ Clusters share no replica (the plan's gateway never spills at the planned load),
 fleet's run is the union of its pools' runs: ``predict`` joins their per-request arrays and
 computes the summary's metrics on them (same keys and definitions as ``bench.summary``;
 ``bench.metrics`` for the percentiles), plus the share of requests within per-request targets.
+With several draws of users over clusters, each draw is one run and metrics are averaged.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ class _Joined:
         return _Joined(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
 
 
-def _join(pools: Sequence[PoolResult]) -> tuple[_Joined, np.ndarray]:
-    """Every pool's requests in one set of arrays (users numbered across pools), and reps."""
+def join(pools: Sequence[PoolResult]) -> _Joined:
+    """Every pool's requests in one set of arrays (users numbered across pools)."""
     offsets = np.cumsum([0] + [p.users for p in pools])[:-1]
     cat = np.concatenate
-    joined = _Joined(
+    return _Joined(
         user=cat([p.user + off for p, off in zip(pools, offsets, strict=True)]),
         turn=cat([p.turn for p in pools]),
         start=cat([p.start for p in pools]),
@@ -63,7 +64,6 @@ def _join(pools: Sequence[PoolResult]) -> tuple[_Joined, np.ndarray]:
         tokens=cat([p.tokens for p in pools]),
         ok=cat([p.ok for p in pools]),
     )
-    return joined, cat([p.rep for p in pools])
 
 
 def _finite(a: np.ndarray) -> list[float]:
@@ -90,14 +90,14 @@ def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
 
 def _user_throughputs(j: _Joined) -> list[float]:
     """``bench.metrics.user_throughputs`` on arrays."""
-    n = int(j.user.max()) + 1
-    first = np.full(n, np.inf)
-    last = np.full(n, -np.inf)
-    np.minimum.at(first, j.user, j.start)
-    np.maximum.at(last, j.user, j.end)
-    tokens = np.bincount(j.user, weights=j.tokens, minlength=n)
+    order = np.argsort(j.user, kind="stable")
+    users = j.user[order]
+    firsts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    first = np.minimum.reduceat(j.start[order], firsts)
+    last = np.maximum.reduceat(j.end[order], firsts)
+    tokens = np.add.reduceat(j.tokens[order], firsts)
     span = last - first
-    keep = np.isfinite(span) & (span > 0)
+    keep = span > 0
     return [float(x) for x in tokens[keep] / span[keep]]
 
 
@@ -107,7 +107,7 @@ def run_metrics(j: _Joined) -> dict[str, Any]:
         return {"requests": 0, "errors": 0, "error_rate": 0.0}
     ok = j.ok
     resp = (j.end - j.start)[ok]
-    p99 = m.nearest_rank(resp.tolist(), 99)
+    p99 = m.nearest_rank(resp, 99)
     span = float(j.end.max() - j.start.min())
     return {
         "requests": int(ok.size),
@@ -141,35 +141,26 @@ def within(j: _Joined, thresholds: Mapping[str, float]) -> np.ndarray:
     return meets
 
 
-def _cluster_rows(pools: Sequence[PoolResult]) -> list[dict[str, Any]]:
+def _mean_rows(draws: Sequence[Sequence[PoolResult]]) -> list[dict[str, Any]]:
+    """Per cluster, its rows averaged over the draws (the peak: the largest)."""
     rows = []
-    for p in pools:
-        resp = (p.end - p.start)[p.ok]
-        span = float(p.end.max() - p.start.min()) if p.size else 0.0
-        reps = max(int(p.rep.max()) + 1, 1) if p.size else 1
-        rate = float(p.tokens.sum()) / reps / span / p.replicas if span > 0 else 0.0
-        rows.append({
-            "users": p.users,
-            "replicas": p.replicas,
-            "users_per_replica": p.users / p.replicas,
-            "p99_response_time": m.nearest_rank(resp.tolist(), 99),
-            "ttft_p99": m.percentile(_finite(p.ttft[p.ok]), 99),
-            "tokens_per_s_per_replica": rate,
-            "peak_outstanding": p.peak_outstanding,
-        })  # fmt: skip
+    for pools in zip(*draws, strict=True):
+        each = [p.row for p in pools]
+        row: dict[str, Any] = mean_tree(each)
+        row["peak_outstanding"] = max(r["peak_outstanding"] for r in each)
+        rows.append(row)
     return rows
 
 
 def predict(
-    pools: Sequence[PoolResult], *, thresholds: Mapping[str, float] | None = None
+    draws: Sequence[Sequence[PoolResult]], *, thresholds: Mapping[str, float] | None = None
 ) -> Prediction:
-    """The fleet of ``pools`` (one per cluster): metrics averaged over repetitions, the share
-    of requests within ``thresholds`` (``PER_REQUEST`` name -> seconds), per-cluster rows."""
-    joined, reps = _join(pools)
-    rep_ids = np.unique(reps)
-    runs = [joined] if rep_ids.size <= 1 else [joined.take(reps == r) for r in rep_ids]
-    metrics: dict[str, Any] = mean_tree([run_metrics(r) for r in runs]) or run_metrics(joined)
+    """The fleet whose pools (one per cluster) are ``draws[k]`` in each draw ``k`` of users
+    over clusters: metrics averaged over the draws, the share of requests within
+    ``thresholds`` (``PER_REQUEST`` name -> seconds), per-cluster rows."""
+    runs = [join(pools) for pools in draws]
+    metrics: dict[str, Any] = mean_tree([run_metrics(r) for r in runs])
     attainment = None
-    if thresholds and joined.start.size:
-        attainment = float(within(joined, thresholds).mean())
-    return Prediction(metrics, attainment, _cluster_rows(pools))
+    if thresholds and any(r.start.size for r in runs):
+        attainment = float(np.mean([within(r, thresholds).mean() for r in runs if r.start.size]))
+    return Prediction(metrics, attainment, _mean_rows(draws))

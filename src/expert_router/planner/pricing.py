@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +74,10 @@ class FleetRouter:
     clusters ``< c``; inside its pool, a ``PoolRouter`` seeded as ``simulate_pool`` seeds it
     (so a whole-fleet run can be set against the composed pools)."""
 
-    def __init__(self, replicas: Sequence[int], users: Sequence[int], seed: int, rep: int = 0):
+    def __init__(self, replicas: Sequence[int], users: Sequence[int], seed: int):
         self.first = [sum(replicas[:c]) for c in range(len(replicas))]
-        self.pools = [
-            PoolRouter(n, f"{seed}-{u}-{n}-{rep}") for n, u in zip(replicas, users, strict=True)
-        ]
+        pairs = zip(replicas, users, strict=True)
+        self.pools = [PoolRouter(n, pool_seed(seed, u, n)) for n, u in pairs]
         self.owner = [c for c, n in enumerate(replicas) for _ in range(n)]
 
     def route(self, cluster: int) -> int:
@@ -94,7 +94,6 @@ class PoolResult:
 
     users: int
     replicas: int
-    rep: np.ndarray
     user: np.ndarray
     turn: np.ndarray
     start: np.ndarray
@@ -108,10 +107,28 @@ class PoolResult:
     peak_outstanding: int
     """Most requests one replica held at once (the gateway's in-flight count)."""
     wall_s: float
+    row: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The pool's own figures (``pool_row``), computed once."""
 
     @property
     def size(self) -> int:
         return int(self.start.size)
+
+
+def pool_row(p: PoolResult) -> dict[str, Any]:
+    """A pool's figures for the per-cluster table: users, replicas, its own tails and rate."""
+    resp = (p.end - p.start)[p.ok]
+    ttft = p.ttft[p.ok]
+    span = float(p.end.max() - p.start.min()) if p.size else 0.0
+    return {
+        "users": p.users,
+        "replicas": p.replicas,
+        "users_per_replica": p.users / p.replicas,
+        "p99_response_time": m.nearest_rank(resp, 99),
+        "ttft_p99": m.percentile(ttft[np.isfinite(ttft)].tolist(), 99),
+        "tokens_per_s_per_replica": float(p.tokens.sum()) / span / p.replicas if span else 0.0,
+        "peak_outstanding": p.peak_outstanding,
+    }
 
 
 def compact(records: Sequence[RequestRecord], *, users: int, replicas: int, peak: int,
@@ -119,10 +136,9 @@ def compact(records: Sequence[RequestRecord], *, users: int, replicas: int, peak
     """The arrays of ``records``: TTFT and TPOT by ``bench.metrics``' definitions."""
     ttfts = [m.ttft(r) for r in records]
     tpots = [m.tpot(r) for r in records]
-    return PoolResult(
+    pool = PoolResult(
         users=users,
         replicas=replicas,
-        rep=np.array([r.repetition for r in records], dtype=np.int64),
         user=np.array([r.user for r in records], dtype=np.int64),
         turn=np.array([r.turn for r in records], dtype=np.int64),
         start=np.array([r.start for r in records], dtype=np.float64),
@@ -134,6 +150,8 @@ def compact(records: Sequence[RequestRecord], *, users: int, replicas: int, peak
         peak_outstanding=peak,
         wall_s=wall_s,
     )
+    pool.row.update(pool_row(pool))
+    return pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,29 +163,31 @@ class PoolJob:
     """The template: its ``users`` is replaced by this pool's share."""
     users: int
     replicas: int
-    repetitions: int = 1
 
 
 def simulate_pool(job: PoolJob) -> PoolResult:
     """``job.users`` users of one cluster against ``job.replicas`` engines, routed as the
-    gateway routes inside a pool; ``repetitions`` independent runs (``rep`` tells them)."""
+    gateway routes inside a pool. The same (users, replicas, seed) gives the same run."""
     t0 = time.perf_counter()
     w = dataclasses.replace(job.workload, users=job.users, clusters=1, distribution="uniform")
-    records: list[RequestRecord] = []
-    peak = 0
-    for rep in range(job.repetitions):
-        router = PoolRouter(job.replicas, f"{w.seed}-{job.users}-{job.replicas}-{rep}")
-        records += simulate(job.preset, w, n_engines=job.replicas, repetition=rep, router=router)
-        peak = max(peak, router.peak)
-    return compact(records, users=job.users, replicas=job.replicas, peak=peak,
+    router = PoolRouter(job.replicas, pool_seed(w.seed, job.users, job.replicas))
+    records = simulate(job.preset, w, n_engines=job.replicas, router=router)
+    return compact(records, users=job.users, replicas=job.replicas, peak=router.peak,
                    wall_s=time.perf_counter() - t0)  # fmt: skip
+
+
+def pool_seed(seed: int, users: int, replicas: int) -> str:
+    """The seed of a pool's routing choices."""
+    return f"{seed}-{users}-{replicas}"
 
 
 def empty_pool(replicas: int) -> PoolResult:
     """The result of a pool no user goes to."""
     e = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
-    return PoolResult(0, replicas, i, i, i, e, e, e, e, i, np.zeros(0, dtype=bool), 0, 0.0)
+    pool = PoolResult(0, replicas, i, i, e, e, e, e, i, np.zeros(0, dtype=bool), 0, 0.0)
+    pool.row.update(pool_row(pool))
+    return pool
 
 
 class Pricer:
@@ -182,12 +202,10 @@ class Pricer:
         presets: dict[str, Preset],
         workload: SimWorkload,
         *,
-        repetitions: int = 1,
         jobs: int = 1,
         on_simulated: Callable[[int], None] = lambda _n: None,
     ) -> None:
-        self.presets, self.workload = presets, workload
-        self.repetitions, self.jobs = repetitions, jobs
+        self.presets, self.workload, self.jobs = presets, workload, jobs
         self.on_simulated = on_simulated
         self.cache: dict[PoolKey, PoolResult] = {}
         self._executor: Executor | None = None
@@ -196,7 +214,7 @@ class Pricer:
 
     def _job(self, key: PoolKey) -> PoolJob:
         preset_id, users, replicas = key
-        return PoolJob(self.presets[preset_id], self.workload, users, replicas, self.repetitions)
+        return PoolJob(self.presets[preset_id], self.workload, users, replicas)
 
     def price(self, keys: Iterable[PoolKey]) -> None:
         """Simulate every pool of ``keys`` not yet known (in parallel when several)."""

@@ -32,16 +32,21 @@ REL_TOL = 2e-3
 
 @dataclass(frozen=True, slots=True)
 class Space:
-    """What may be planned: users per cluster, the presets each cluster may run (the first
-    is its default), GPUs per replica of each preset."""
+    """What may be planned: users per cluster in each draw of users over clusters, the
+    presets each cluster may run (the first is its default), GPUs per replica of each."""
 
-    users: tuple[int, ...]
+    draws: tuple[tuple[int, ...], ...]
     options: tuple[tuple[str, ...], ...]
     tp: dict[str, int]
 
     @property
     def clusters(self) -> int:
-        return len(self.users)
+        return len(self.options)
+
+    @property
+    def users(self) -> tuple[float, ...]:
+        """Mean users per cluster over the draws."""
+        return tuple(sum(col) / len(col) for col in zip(*self.draws, strict=True))
 
     def size(self, cfg: Config) -> int:
         """GPUs of one pool."""
@@ -54,8 +59,9 @@ class Space:
         """One replica per cluster, of its preset with the fewest GPUs per replica."""
         return tuple((min(opts, key=lambda p: self.tp[p]), 1) for opts in self.options)
 
-    def keys(self, alloc: Alloc) -> list[PoolKey]:
-        return [(p, u, n) for (p, n), u in zip(alloc, self.users, strict=True)]
+    def keys(self, alloc: Alloc) -> list[list[PoolKey]]:
+        """The pools of ``alloc`` in each draw."""
+        return [[(p, u, n) for (p, n), u in zip(alloc, d, strict=True)] for d in self.draws]
 
     def up(self, c: int, cfg: Config, steps: int = 1) -> list[Config]:
         """The next ``steps`` larger pools of cluster ``c`` per preset: more GPUs than ``cfg``."""
@@ -139,12 +145,13 @@ class Search:
     def evaluate_many(self, allocs: Sequence[Alloc]) -> list[Prediction]:
         """Predictions of ``allocs``; their missing pools are simulated in one batch."""
         self.pricer.price(k for a in allocs if a not in self._predictions
-                          for k in self.space.keys(a))  # fmt: skip
+                          for draw in self.space.keys(a) for k in draw)  # fmt: skip
         out = []
         for a in allocs:
             if a not in self._predictions:
-                pools = [self.pricer.cache[k] for k in self.space.keys(a)]
-                self._predictions[a] = predict(pools, thresholds=self.thresholds)
+                cache = self.pricer.cache
+                draws = [[cache[k] for k in draw] for draw in self.space.keys(a)]
+                self._predictions[a] = predict(draws, thresholds=self.thresholds)
             out.append(self._predictions[a])
         return out
 

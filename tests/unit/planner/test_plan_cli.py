@@ -45,6 +45,7 @@ def test_the_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert sum(doc["uniform"]["replicas"].values()) == 5
     assert doc["slo"] == ["p99_response <= 30 s"] and doc["predicted"]["meets_slo"] is True
     assert doc["frontier"][0]["gpus"] == 3 and doc["frontier"][-1]["gpus"] == 5
+    assert len(doc["mix"]["draws"]) == 3 and all(sum(d) == 16 for d in doc["mix"]["draws"])
     config = load_gateway_config(out / "gateway.yaml")  # what serve --config does
     urls = [r.url for c in sorted(config.experts) for r in config.experts[c].replicas]
     assert urls == [f"http://127.0.0.1:{9100 + n}" for n in range(5)]
@@ -76,11 +77,12 @@ def test_a_measured_mix(tmp_path: Path) -> None:
             gm.count_request(cluster, "r", 200)
     saved = tmp_path / "metrics.txt"
     saved.write_bytes(gm.render())
-    code, out = _plan(tmp_path, "--mix-from", str(saved))
+    code, out = _plan(tmp_path, "--mix-from", str(saved), "--draws", "0")
     assert code == 0
     doc = json.loads((out / "plan.json").read_text())
     assert doc["mix"]["weights"] == pytest.approx([0.75, 1 / 12, 1 / 6])
-    assert doc["mix"]["users"] == [12, 1, 3] and "measured: 12 requests" in doc["mix"]["source"]
+    assert doc["mix"]["draws"] == [[12, 1, 3]] and doc["mix"]["users"] == [12, 1, 3]
+    assert "measured: 12 requests" in doc["mix"]["source"]
 
 
 @pytest.mark.parametrize(

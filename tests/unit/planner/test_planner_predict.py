@@ -12,7 +12,7 @@ from expert_router.bench.records import RequestRecord
 from expert_router.bench.summary import get_path, summarize_run
 from expert_router.emulator.presets import get_preset
 from expert_router.emulator.virtual import Simulation, SimWorkload, simulate
-from expert_router.planner.predict import predict, within
+from expert_router.planner.predict import join, predict, within
 from expert_router.planner.pricing import (
     FleetRouter,
     PoolJob,
@@ -40,7 +40,7 @@ def test_array_metrics_are_the_summary_metrics() -> None:
     records = _records(users=11, replicas=2)
     records[3].status = "error"  # a failed request counts as bench.metrics counts it
     pool = compact(records, users=11, replicas=2, peak=0, wall_s=0.0)
-    ours = predict([pool]).metrics
+    ours = predict([[pool]]).metrics
     theirs = summarize_run(records)
     for key in KEYS:
         assert get_path(ours, key) == pytest.approx(get_path(theirs, key), rel=1e-12), key
@@ -68,45 +68,47 @@ def test_composed_pools_equal_one_simulation_of_the_whole_fleet() -> None:
     sim.router = FleetRouter(replicas, users, w.seed)
     whole = summarize_run(sim.run())
     pools = [simulate_pool(PoolJob(PRESET, w, u, n)) for u, n in zip(users, replicas, strict=True)]
-    composed = predict(pools).metrics
+    composed = predict([pools]).metrics
     for key in KEYS:
         assert get_path(composed, key) == pytest.approx(get_path(whole, key), rel=1e-9), key
 
 
-def test_repetitions_are_averaged_per_run() -> None:
-    one = simulate_pool(PoolJob(PRESET, SMALL, 9, 2, repetitions=1))
-    two = simulate_pool(PoolJob(PRESET, SMALL, 9, 2, repetitions=2))
-    assert two.size == 2 * one.size and set(two.rep.tolist()) == {0, 1}
-    m1, m2 = predict([one]).metrics, predict([two]).metrics
-    assert m2["requests"] == m1["requests"]  # per run, not summed
-    assert m2["session"]["n99"] <= 9
+def test_draws_are_runs_and_their_metrics_are_averaged() -> None:
+    a = simulate_pool(PoolJob(PRESET, SMALL, 9, 2))
+    b = simulate_pool(PoolJob(PRESET, SMALL, 5, 2))
+    both = predict([[a], [b]])
+    ma, mb = predict([[a]]).metrics, predict([[b]]).metrics
+    assert both.metrics["requests"] == (ma["requests"] + mb["requests"]) / 2
+    mean = (ma["p99_response_time"] + mb["p99_response_time"]) / 2
+    assert both.metrics["p99_response_time"] == pytest.approx(mean)
+    assert both.clusters[0]["users"] == 7 and both.clusters[0]["peak_outstanding"] == max(
+        a.peak_outstanding, b.peak_outstanding
+    )
 
 
 def test_attainment_counts_requests_within_every_threshold() -> None:
     pool = simulate_pool(PoolJob(PRESET, SMALL, 12, 1))
     resp = pool.end - pool.start
     cut = float(np.median(resp))
-    joined = predict([pool], thresholds={"response": cut})
+    joined = predict([[pool]], thresholds={"response": cut})
     assert joined.attainment == pytest.approx(float(np.mean(resp <= cut)))
-    assert predict([pool]).attainment is None
+    assert predict([[pool]]).attainment is None
     # TTFT and TPOT bounds combine with the response bound
-    both = predict([pool], thresholds={"response": cut, "ttft": float(np.min(pool.ttft))})
+    both = predict([[pool]], thresholds={"response": cut, "ttft": float(np.min(pool.ttft))})
     assert both.attainment is not None and both.attainment <= joined.attainment
 
 
 def test_within_treats_a_failed_request_as_missed() -> None:
     pool = simulate_pool(PoolJob(PRESET, SMALL, 4, 1))
     failed = dataclasses.replace(pool, ok=np.zeros(pool.size, dtype=bool))
-    assert predict([failed], thresholds={"response": 1e9}).attainment == 0.0
-    from expert_router.planner.predict import _join
-
-    assert within(_join([pool])[0], {"tpot": 1e9}).all()
+    assert predict([[failed]], thresholds={"response": 1e9}).attainment == 0.0
+    assert within(join([pool]), {"tpot": 1e9}).all()
 
 
 def test_a_pool_without_users_adds_nothing() -> None:
     from expert_router.planner.pricing import empty_pool
 
     pool = simulate_pool(PoolJob(PRESET, SMALL, 6, 1))
-    alone, with_empty = predict([pool]), predict([pool, empty_pool(2)])
+    alone, with_empty = predict([[pool]]), predict([[pool, empty_pool(2)]])
     assert with_empty.metrics["p99_response_time"] == alone.metrics["p99_response_time"]
     assert with_empty.clusters[1]["users"] == 0 and with_empty.clusters[1]["replicas"] == 2

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from expert_router.emulator.presets import get_preset
@@ -14,6 +15,7 @@ from expert_router.emulator.virtual import SimWorkload
 from expert_router.planner import slo
 from expert_router.planner.plan import (
     PlanInputs,
+    draw_users,
     make_plan,
     split_users,
     tp_baseline,
@@ -28,7 +30,7 @@ WIDE = TINY.with_overrides(name="tiny-tp2", tp=2, max_batch=5)
 
 
 def _space(users: tuple[int, ...], options: tuple[tuple[str, ...], ...]) -> Space:
-    return Space(users, options, {"tiny": 1, "tiny-tp2": 2})
+    return Space((users,), options, {"tiny": 1, "tiny-tp2": 2})
 
 
 def _all(space: Space, gpus: int) -> Iterator[Alloc]:
@@ -97,6 +99,20 @@ def test_neighbours_move_one_step_of_capacity_within_the_budget() -> None:
     assert (("tiny", 3), ("tiny", 1)) in moves
     assert (("tiny-tp2", 1), ("tiny", 2)) in moves  # a switch of preset on the same GPUs
     assert all(space.gpus(a) <= 4 for a in moves) and alloc not in moves
+
+
+def test_draws_are_simulates_draws() -> None:
+    from expert_router.emulator.virtual import Simulation
+
+    draws = draw_users([0.5, 0.3, 0.2], 40, 2, seed=7)
+    for k, counts in enumerate(draws):
+        sim = Simulation(
+            TINY,
+            dataclasses.replace(W, users=40, clusters=3, seed=7, distribution="weights:5,3,2"),
+            repetition=k,
+        )
+        assert counts == tuple(np.bincount(sim.clusters, minlength=3))
+    assert draw_users([0.5, 0.5], 3, 0, seed=7) == ((2, 1),)  # exact split
 
 
 def test_split_users_is_proportional_and_complete() -> None:
