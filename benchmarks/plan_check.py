@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from _stack import Stack, expert_router_cmd, free_port
 
+from _stack import Stack, expert_router_cmd, free_port
 from expert_router.bench.mix import cluster_weights
 from expert_router.bench.summary import get_path
 from expert_router.bench.workload import (

@@ -30,7 +30,7 @@ import numpy as np
 from expert_router.bench.summary import get_path, summarize_run
 from expert_router.cli.main import main as cli
 from expert_router.emulator.presets import get_preset
-from expert_router.emulator.virtual import SimWorkload, Simulation
+from expert_router.emulator.virtual import Simulation, SimWorkload
 from expert_router.planner.pricing import FleetRouter
 
 KEYS = (("p99_response_time", "p99 resp. s"), ("ttft.p99", "TTFT p99 s"),

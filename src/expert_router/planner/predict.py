@@ -66,8 +66,8 @@ def join(pools: Sequence[PoolResult]) -> _Joined:
     )
 
 
-def _finite(a: np.ndarray) -> list[float]:
-    return [float(x) for x in a[np.isfinite(a)]]
+def _finite(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a[np.isfinite(a)], dtype=np.float64)
 
 
 def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
     return {"session_throughput": th, "session": {"n99": n99, "tokens": tokens}}
 
 
-def _user_throughputs(j: _Joined) -> list[float]:
+def _user_throughputs(j: _Joined) -> np.ndarray:
     """``bench.metrics.user_throughputs`` on arrays."""
     order = np.argsort(j.user, kind="stable")
     users = j.user[order]
@@ -98,7 +98,7 @@ def _user_throughputs(j: _Joined) -> list[float]:
     tokens = np.add.reduceat(j.tokens[order], firsts)
     span = last - first
     keep = span > 0
-    return [float(x) for x in tokens[keep] / span[keep]]
+    return np.asarray(tokens[keep] / span[keep], dtype=np.float64)
 
 
 def run_metrics(j: _Joined) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def run_metrics(j: _Joined) -> dict[str, Any]:
             "continuation": m.describe(_finite(j.ttft[ok & (j.turn != 0)])),
         },
         "tpot": m.describe(_finite(j.tpot[ok])),
-        "response_time": m.describe(resp.tolist()),
+        "response_time": m.describe(resp),
         "user_throughput": m.describe(_user_throughputs(j)),
         "p99_response_time": p99,
         **_session(j, p99),

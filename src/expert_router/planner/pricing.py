@@ -125,7 +125,7 @@ def pool_row(p: PoolResult) -> dict[str, Any]:
         "replicas": p.replicas,
         "users_per_replica": p.users / p.replicas,
         "p99_response_time": m.nearest_rank(resp, 99),
-        "ttft_p99": m.percentile(ttft[np.isfinite(ttft)].tolist(), 99),
+        "ttft_p99": m.percentile(ttft[np.isfinite(ttft)], 99),
         "tokens_per_s_per_replica": float(p.tokens.sum()) / span / p.replicas if span else 0.0,
         "peak_outstanding": p.peak_outstanding,
     }
