@@ -76,7 +76,7 @@ def predict_for(plan: Plan, point: Point, users: np.ndarray) -> dict[str, Any]:
     """The plan's model for these users per cluster (the same pools, other shares)."""
     pricer = Pricer(plan.presets, plan.inputs.workload)
     pools = [pricer.get((pid, int(u), n)) for (pid, n), u in zip(point.alloc, users, strict=True)]
-    return predict(pools).metrics
+    return predict([pools]).metrics
 
 
 def run_live(

@@ -17,7 +17,7 @@ import numpy as np
 
 from expert_router.bench import metrics as m
 from expert_router.bench.summary import mean_tree
-from expert_router.planner.pricing import PoolResult
+from expert_router.planner.pricing import PoolResult, Requests
 
 PER_REQUEST = ("response", "ttft", "tpot")
 """Per-request quantities a target may bound (``slo``): response time, TTFT, TPOT."""
@@ -35,34 +35,20 @@ class Prediction:
     """Per cluster: users, replicas, p99 response, TTFT p99, tokens/s per replica, ..."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Joined:
-    user: np.ndarray
-    turn: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    ttft: np.ndarray
-    tpot: np.ndarray
-    tokens: np.ndarray
-    ok: np.ndarray
-
-    def take(self, mask: np.ndarray) -> _Joined:
-        return _Joined(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
-
-
-def join(pools: Sequence[PoolResult]) -> _Joined:
+def join(pools: Sequence[PoolResult]) -> Requests:
     """Every pool's requests in one set of arrays (users numbered across pools)."""
     offsets = np.cumsum([0] + [p.users for p in pools])[:-1]
+    parts = [p.requests for p in pools]
     cat = np.concatenate
-    return _Joined(
-        user=cat([p.user + off for p, off in zip(pools, offsets, strict=True)]),
-        turn=cat([p.turn for p in pools]),
-        start=cat([p.start for p in pools]),
-        end=cat([p.end for p in pools]),
-        ttft=cat([p.ttft for p in pools]),
-        tpot=cat([p.tpot for p in pools]),
-        tokens=cat([p.tokens for p in pools]),
-        ok=cat([p.ok for p in pools]),
+    return Requests(
+        user=cat([q.user + off for q, off in zip(parts, offsets, strict=True)]),
+        turn=cat([q.turn for q in parts]),
+        start=cat([q.start for q in parts]),
+        end=cat([q.end for q in parts]),
+        ttft=cat([q.ttft for q in parts]),
+        tpot=cat([q.tpot for q in parts]),
+        tokens=cat([q.tokens for q in parts]),
+        ok=cat([q.ok for q in parts]),
     )
 
 
@@ -70,7 +56,7 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return np.asarray(a[np.isfinite(a)], dtype=np.float64)
 
 
-def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
+def _session(j: Requests, p99: float | None) -> dict[str, Any]:
     """``bench.metrics.session_throughput`` on arrays: the n99 users' tokens over their span."""
     if p99 is None:
         return {"session_throughput": None, "session": {"n99": 0, "tokens": 0}}
@@ -88,7 +74,7 @@ def _session(j: _Joined, p99: float | None) -> dict[str, Any]:
     return {"session_throughput": th, "session": {"n99": n99, "tokens": tokens}}
 
 
-def _user_throughputs(j: _Joined) -> np.ndarray:
+def _user_throughputs(j: Requests) -> np.ndarray:
     """``bench.metrics.user_throughputs`` on arrays."""
     order = np.argsort(j.user, kind="stable")
     users = j.user[order]
@@ -101,7 +87,7 @@ def _user_throughputs(j: _Joined) -> np.ndarray:
     return np.asarray(tokens[keep] / span[keep], dtype=np.float64)
 
 
-def run_metrics(j: _Joined) -> dict[str, Any]:
+def run_metrics(j: Requests) -> dict[str, Any]:
     """The summary's headline metrics of one run."""
     if j.start.size == 0:
         return {"requests": 0, "errors": 0, "error_rate": 0.0}
@@ -128,7 +114,7 @@ def run_metrics(j: _Joined) -> dict[str, Any]:
     }
 
 
-def within(j: _Joined, thresholds: Mapping[str, float]) -> np.ndarray:
+def within(j: Requests, thresholds: Mapping[str, float]) -> np.ndarray:
     """Which requests succeeded within every per-request threshold (``PER_REQUEST`` names;
     a request with fewer than two tokens has no TPOT and is not held to one)."""
     meets = j.ok.copy()

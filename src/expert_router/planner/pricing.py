@@ -89,11 +89,9 @@ class FleetRouter:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolResult:
-    """Every request of a pool's run(s), one array entry each (times in virtual seconds)."""
+class Requests:
+    """Requests as arrays, one entry each (times in virtual seconds since the run began)."""
 
-    users: int
-    replicas: int
     user: np.ndarray
     turn: np.ndarray
     start: np.ndarray
@@ -104,52 +102,64 @@ class PoolResult:
     """NaN with fewer than two tokens."""
     tokens: np.ndarray
     ok: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.start.size)
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord]) -> Requests:
+        """The arrays of ``records``: TTFT and TPOT by ``bench.metrics``' definitions."""
+        ttfts = [m.ttft(r) for r in records]
+        tpots = [m.tpot(r) for r in records]
+        return cls(
+            user=np.array([r.user for r in records], dtype=np.int64),
+            turn=np.array([r.turn for r in records], dtype=np.int64),
+            start=np.array([r.start for r in records], dtype=np.float64),
+            end=np.array([r.end for r in records], dtype=np.float64),
+            ttft=np.array([np.nan if v is None else v for v in ttfts], dtype=np.float64),
+            tpot=np.array([np.nan if v is None else v for v in tpots], dtype=np.float64),
+            tokens=np.array([r.output_tokens for r in records], dtype=np.int64),
+            ok=np.array([r.status == "ok" for r in records], dtype=bool),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolResult:
+    """One pool's run: its requests, and figures for the per-cluster table."""
+
+    users: int
+    replicas: int
+    requests: Requests
     peak_outstanding: int
     """Most requests one replica held at once (the gateway's in-flight count)."""
     wall_s: float
     row: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The pool's own figures (``pool_row``), computed once."""
 
-    @property
-    def size(self) -> int:
-        return int(self.start.size)
-
 
 def pool_row(p: PoolResult) -> dict[str, Any]:
     """A pool's figures for the per-cluster table: users, replicas, its own tails and rate."""
-    resp = (p.end - p.start)[p.ok]
-    ttft = p.ttft[p.ok]
-    span = float(p.end.max() - p.start.min()) if p.size else 0.0
+    q = p.requests
+    resp = (q.end - q.start)[q.ok]
+    ttft = q.ttft[q.ok]
+    span = float(q.end.max() - q.start.min()) if q.size else 0.0
     return {
         "users": p.users,
         "replicas": p.replicas,
         "users_per_replica": p.users / p.replicas,
         "p99_response_time": m.nearest_rank(resp, 99),
         "ttft_p99": m.percentile(ttft[np.isfinite(ttft)], 99),
-        "tokens_per_s_per_replica": float(p.tokens.sum()) / span / p.replicas if span else 0.0,
+        "tokens_per_s_per_replica": float(q.tokens.sum()) / span / p.replicas if span else 0.0,
         "peak_outstanding": p.peak_outstanding,
     }
 
 
-def compact(records: Sequence[RequestRecord], *, users: int, replicas: int, peak: int,
-            wall_s: float) -> PoolResult:  # fmt: skip
-    """The arrays of ``records``: TTFT and TPOT by ``bench.metrics``' definitions."""
-    ttfts = [m.ttft(r) for r in records]
-    tpots = [m.tpot(r) for r in records]
-    pool = PoolResult(
-        users=users,
-        replicas=replicas,
-        user=np.array([r.user for r in records], dtype=np.int64),
-        turn=np.array([r.turn for r in records], dtype=np.int64),
-        start=np.array([r.start for r in records], dtype=np.float64),
-        end=np.array([r.end for r in records], dtype=np.float64),
-        ttft=np.array([np.nan if v is None else v for v in ttfts], dtype=np.float64),
-        tpot=np.array([np.nan if v is None else v for v in tpots], dtype=np.float64),
-        tokens=np.array([r.output_tokens for r in records], dtype=np.int64),
-        ok=np.array([r.status == "ok" for r in records], dtype=bool),
-        peak_outstanding=peak,
-        wall_s=wall_s,
-    )
+def pool_result(
+    requests: Requests, *, users: int, replicas: int, peak: int = 0, wall_s: float = 0.0
+) -> PoolResult:
+    """A pool's result with its row filled in."""
+    pool = PoolResult(users, replicas, requests, peak, wall_s)
     pool.row.update(pool_row(pool))
     return pool
 
@@ -172,8 +182,8 @@ def simulate_pool(job: PoolJob) -> PoolResult:
     w = dataclasses.replace(job.workload, users=job.users, clusters=1, distribution="uniform")
     router = PoolRouter(job.replicas, pool_seed(w.seed, job.users, job.replicas))
     records = simulate(job.preset, w, n_engines=job.replicas, router=router)
-    return compact(records, users=job.users, replicas=job.replicas, peak=router.peak,
-                   wall_s=time.perf_counter() - t0)  # fmt: skip
+    return pool_result(Requests.of(records), users=job.users, replicas=job.replicas,
+                       peak=router.peak, wall_s=time.perf_counter() - t0)  # fmt: skip
 
 
 def pool_seed(seed: int, users: int, replicas: int) -> str:
@@ -183,11 +193,7 @@ def pool_seed(seed: int, users: int, replicas: int) -> str:
 
 def empty_pool(replicas: int) -> PoolResult:
     """The result of a pool no user goes to."""
-    e = np.zeros(0)
-    i = np.zeros(0, dtype=np.int64)
-    pool = PoolResult(0, replicas, i, i, e, e, e, e, i, np.zeros(0, dtype=bool), 0, 0.0)
-    pool.row.update(pool_row(pool))
-    return pool
+    return pool_result(Requests.of([]), users=0, replicas=replicas)
 
 
 class Pricer:

@@ -17,7 +17,8 @@ from expert_router.planner.pricing import (
     FleetRouter,
     PoolJob,
     PoolRouter,
-    compact,
+    Requests,
+    pool_result,
     simulate_pool,
 )
 
@@ -39,7 +40,7 @@ def _records(users: int, replicas: int) -> list[RequestRecord]:
 def test_array_metrics_are_the_summary_metrics() -> None:
     records = _records(users=11, replicas=2)
     records[3].status = "error"  # a failed request counts as bench.metrics counts it
-    pool = compact(records, users=11, replicas=2, peak=0, wall_s=0.0)
+    pool = pool_result(Requests.of(records), users=11, replicas=2)
     ours = predict([[pool]]).metrics
     theirs = summarize_run(records)
     for key in KEYS:
@@ -88,19 +89,21 @@ def test_draws_are_runs_and_their_metrics_are_averaged() -> None:
 
 def test_attainment_counts_requests_within_every_threshold() -> None:
     pool = simulate_pool(PoolJob(PRESET, SMALL, 12, 1))
-    resp = pool.end - pool.start
+    q = pool.requests
+    resp = q.end - q.start
     cut = float(np.median(resp))
     joined = predict([[pool]], thresholds={"response": cut})
     assert joined.attainment == pytest.approx(float(np.mean(resp <= cut)))
     assert predict([[pool]]).attainment is None
     # TTFT and TPOT bounds combine with the response bound
-    both = predict([[pool]], thresholds={"response": cut, "ttft": float(np.min(pool.ttft))})
+    both = predict([[pool]], thresholds={"response": cut, "ttft": float(np.min(q.ttft))})
     assert both.attainment is not None and both.attainment <= joined.attainment
 
 
 def test_within_treats_a_failed_request_as_missed() -> None:
     pool = simulate_pool(PoolJob(PRESET, SMALL, 4, 1))
-    failed = dataclasses.replace(pool, ok=np.zeros(pool.size, dtype=bool))
+    q = dataclasses.replace(pool.requests, ok=np.zeros(pool.requests.size, dtype=bool))
+    failed = pool_result(q, users=pool.users, replicas=pool.replicas)
     assert predict([[failed]], thresholds={"response": 1e9}).attainment == 0.0
     assert within(join([pool]), {"tpot": 1e9}).all()
 
