@@ -62,9 +62,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--baseline", type=_baseline, default="auto",
                    help="tensor-parallel baseline preset, 'auto' or 'none'")  # fmt: skip
-    p.add_argument("--draws", type=types.non_negative_int, default=3,
-                   help="random draws of the users' clusters from the mix, each one simulated "
-                   "run (averaged); 0: users split in exact proportion")  # fmt: skip
+    p.add_argument("--draws", type=types.non_negative_int, default=2,
+                   help="draws of the users' clusters from the mix, in mirrored pairs, each "
+                   "one simulated run (averaged); 0: users split in exact proportion")  # fmt: skip
     p.add_argument("--jobs", type=types.positive_int, default=os.cpu_count() or 1,
                    help="processes simulating pools")  # fmt: skip
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")

@@ -42,9 +42,9 @@ class PlanInputs:
     """Users (``workload.users``), prompt and answer lengths, turns, ramp, seed."""
     targets: tuple[slo.Target, ...] = ()
     baseline: Preset | None = None
-    draws: int = 3
-    """Independent draws of each user's cluster from the mix (each one run; metrics are
-    averaged); 0: users split over clusters in exact proportion, one run."""
+    draws: int = 2
+    """Draws of each user's cluster from the mix, in mirrored pairs (``draw_users``; each one
+    run, metrics averaged); 0: users split over clusters in exact proportion, one run."""
     jobs: int = 1
     mix: str = ""
     """The mix in words (where it came from)."""
@@ -93,16 +93,45 @@ def split_users(weights: Sequence[float], users: int) -> tuple[int, ...]:
 def draw_users(weights: Sequence[float], users: int, draws: int, seed: int) -> tuple[
     tuple[int, ...], ...
 ]:  # fmt: skip
-    """Users per cluster in each of ``draws`` draws: each user's cluster drawn from the mix as
-    ``simulate`` draws it for repetition ``k`` (``draws=0``: one exact split)."""
+    """Users per cluster in each of ``draws`` draws, in mirrored pairs: the first of pair
+    ``j`` draws each user's cluster from the mix as ``simulate`` draws it for repetition
+    ``j``; the second gives every cluster the opposite deviation from its exact share
+    (``split_users``), so a pair averages to the mix while keeping the spread a live run's
+    draw has. ``draws=0``: the exact split alone.
+
+    >>> draw_users([0.5, 0.5], 10, 0, seed=0)
+    ((5, 5),)
+    """
+    exact = np.asarray(split_users(weights, users), dtype=np.int64)
     if draws == 0:
-        return (split_users(weights, users),)
+        return (tuple(int(x) for x in exact),)
     w = np.asarray(weights, dtype=np.float64)
-    out = []
+    out: list[tuple[int, ...]] = []
     for k in range(draws):
-        clusters = sample_clusters(users, w, np.random.default_rng([seed, users, k]))
-        out.append(tuple(int(x) for x in np.bincount(clusters, minlength=len(w))))
+        if k % 2:
+            counts = mirror(np.asarray(out[-1], dtype=np.int64), exact)
+        else:
+            rng = np.random.default_rng([seed, users, k // 2])
+            counts = np.bincount(sample_clusters(users, w, rng), minlength=len(w))
+        out.append(tuple(int(x) for x in counts))
     return tuple(out)
+
+
+def mirror(counts: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """``2 * exact - counts``, no cluster below zero, the same total (what a cluster cannot
+    give back comes from the largest).
+
+    >>> mirror(np.array([9, 1, 0]), np.array([6, 2, 2])).tolist()
+    [3, 3, 4]
+    >>> mirror(np.array([2, 8]), np.array([6, 4])).tolist()
+    [10, 0]
+    """
+    out = 2 * exact - counts
+    while (out < 0).any():
+        i = int(np.argmin(out))
+        out[int(np.argmax(out))] += out[i]
+        out[i] = 0
+    return out
 
 
 def tp_baseline(preset: Preset, gpus: int) -> Preset | None:

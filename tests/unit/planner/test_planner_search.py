@@ -101,18 +101,19 @@ def test_neighbours_move_one_step_of_capacity_within_the_budget() -> None:
     assert all(space.gpus(a) <= 4 for a in moves) and alloc not in moves
 
 
-def test_draws_are_simulates_draws() -> None:
+def test_draws_come_in_mirrored_pairs_around_the_exact_split() -> None:
     from expert_router.emulator.virtual import Simulation
 
-    draws = draw_users([0.5, 0.3, 0.2], 40, 2, seed=7)
-    for k, counts in enumerate(draws):
-        sim = Simulation(
-            TINY,
-            dataclasses.replace(W, users=40, clusters=3, seed=7, distribution="weights:5,3,2"),
-            repetition=k,
-        )
-        assert counts == tuple(np.bincount(sim.clusters, minlength=3))
-    assert draw_users([0.5, 0.5], 3, 0, seed=7) == ((2, 1),)  # exact split
+    weights = [0.5, 0.3, 0.2]
+    draws = draw_users(weights, 40, 4, seed=7)
+    exact = np.array(split_users(weights, 40))
+    for j in (0, 1):  # the first of each pair is simulate's draw for repetition j
+        w = dataclasses.replace(W, users=40, clusters=3, seed=7, distribution="weights:5,3,2")
+        sim = Simulation(TINY, w, repetition=j)
+        assert draws[2 * j] == tuple(np.bincount(sim.clusters, minlength=3))
+        pair = np.array(draws[2 * j]) + np.array(draws[2 * j + 1])
+        assert (pair == 2 * exact).all() and sum(draws[2 * j + 1]) == 40
+    assert draw_users(weights, 40, 0, seed=7) == (tuple(exact),)
 
 
 def test_split_users_is_proportional_and_complete() -> None:
