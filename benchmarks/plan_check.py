@@ -6,19 +6,22 @@ plan``'s search), then runs each allocation live: an emulated fleet with the rep
 real load generator (``expert-router bench``: the bundled prompts, labelled by the bundled
 router, drawn by the mix). Prints predicted and measured p99 response time, TTFT and session
 throughput with their difference (target: within 10 %), and planned against uniform.
-Prints, never asserts. About three minutes on two cores.
+One live run per load-generator seed. Prints, never asserts. About two minutes on two cores.
 
     python benchmarks/plan_check.py [--users 96] [--gpus 12] [--output-tokens 128]
-        [--mix weights:8,4,2,2,1,1,1,1] [--max-batch 8] [--keep DIR]
+        [--mix weights:8,4,2,2,1,1,1,1] [--max-batch 8] [--seeds 0,1,2] [--draws 8] [--keep DIR]
 
-Two predictions are shown: the plan's own (users split over clusters in exact proportion to
-the mix) and the same model for the users the load generator actually drew (its clusters
-are random); the second isolates the model's error from the draw's.
+Two predictions are shown: the plan's own (averaged over its draws of users over clusters)
+and the same model for the users the load generator actually drew (each user's cluster is
+random, so one run's busiest cluster gets more or fewer users than the mix says); the second
+isolates the model's error from the draw's. The mean over the live runs is set against the
+plan's own prediction at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -60,13 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mix", default="weights:8,4,2,2,1,1,1,1")
     p.add_argument("--output-tokens", type=int, default=128)
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="load generator seeds: one live run each")
+    p.add_argument("--draws", type=int, default=8, help="the plan's draws of users (--draws)")
     p.add_argument("--keep", type=Path, help="keep configs, logs and bench outputs here")
     return p.parse_args(argv)
 
 
 def drawn_clusters(args: argparse.Namespace, cfg: WorkloadConfig) -> np.ndarray:
-    """The clusters the load generator's users get: ``bench``'s own draw for this seed."""
+    """The clusters the load generator's users get: ``bench``'s own draw for ``cfg.seed``."""
     workload = Workload(load_documents(None), ClassifierLabeller(None), cfg)
     plans = workload.plan(args.users, seed=args.users * 1000)  # run_sweep's seed, repetition 0
     return np.bincount([int(p.cluster or 0) for p in plans], minlength=CLUSTERS)
@@ -80,7 +84,7 @@ def predict_for(plan: Plan, point: Point, users: np.ndarray) -> dict[str, Any]:
 
 
 def run_live(
-    work: Path, preset_file: Path, plan: Plan, point: Point, args: argparse.Namespace
+    work: Path, preset_file: Path, plan: Plan, point: Point, args: argparse.Namespace, seed: int
 ) -> dict[str, Any]:
     """One allocation live: emulated pools, the gateway on the plan's YAML, the bench."""
     stack = Stack(work)
@@ -101,7 +105,7 @@ def run_live(
             "bench", "--target", url, "--users", str(args.users), "--distribution", args.mix,
             "--output-tokens", str(w.output_tokens), "--base-tokens", str(w.base_tokens),
             "--continuation-tokens", str(w.continuation_tokens), "--jitter", str(w.jitter),
-            "--seed", str(args.seed), "--workers", "1", "--quiet", "--out", str(out),
+            "--seed", str(seed), "--workers", "1", "--quiet", "--out", str(out),
         )  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run(bench, check=True, timeout=1800, capture_output=True)
@@ -144,41 +148,52 @@ def report(name: str, plan_pred: dict[str, Any], drawn_pred: dict[str, Any],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    seeds = [int(x) for x in args.seeds.split(",")]
     preset: Preset = get_preset("cpu-tiny").with_overrides(
         max_batch=args.max_batch, name="plan-check", model_name="plan-check"
     )
-    cfg = WorkloadConfig(output_tokens=args.output_tokens, distribution=args.mix, seed=args.seed)
+    cfg = WorkloadConfig(output_tokens=args.output_tokens, distribution=args.mix)
     workload = SimWorkload(users=args.users, output_tokens=cfg.output_tokens,
                            base_tokens=cfg.base_tokens, continuation_tokens=cfg.continuation_tokens,
-                           jitter=cfg.jitter, clusters=CLUSTERS, seed=args.seed)  # fmt: skip
+                           jitter=cfg.jitter, clusters=CLUSTERS)  # fmt: skip
     weights = cluster_weights(args.mix, CLUSTERS)
     t0 = time.perf_counter()
     plan = make_plan(PlanInputs(gpus=args.gpus, options=((preset,),) * CLUSTERS,
                                 weights=tuple(weights.tolist()), workload=workload, jobs=2,
-                                mix=args.mix))  # fmt: skip
+                                draws=args.draws, mix=args.mix))  # fmt: skip
     print(
         f"plan in {time.perf_counter() - t0:.1f} s: {preset.description}, max_batch "
         f"{preset.max_batch}; {args.users} users, {args.output_tokens} tokens per answer, "
         f"mix {args.mix}, {args.gpus} GPUs"
     )
-    drawn = drawn_clusters(args, cfg)
     points = {"planned": plan.best, "uniform": plan.uniform[plan.best.gpus]}
     for name, point in points.items():
         print(f"  {name:8} replicas {[n for _, n in point.alloc]}")
-    print(f"  users per cluster: plan {list(plan.space.users)}, drawn {drawn.tolist()}")
+    print(f"  the plan's draws of users per cluster: {[list(d) for d in plan.space.draws]}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="plan-check-"))
     work.mkdir(parents=True, exist_ok=True)
     preset_file = work / "expert.yaml"
     preset_file.write_text(yaml.safe_dump(preset.model_dump(mode="json")), encoding="utf-8")
-    measured: dict[str, dict[str, Any]] = {}
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in points}
+    for seed in seeds:
+        drawn = drawn_clusters(args, dataclasses.replace(cfg, seed=seed))
+        print(f"\n== load generator seed {seed}: users per cluster {drawn.tolist()}")
+        for name, point in points.items():
+            live = run_live(work / f"{name}-{seed}", preset_file, plan, point, args, seed)
+            measured[name].append(live)
+            report(name, point.prediction.metrics, predict_for(plan, point, drawn), live)
+    print(f"\nover the {len(seeds)} live runs (mean), against the plan's own prediction:")
     for name, point in points.items():
-        live = run_live(work / name, preset_file, plan, point, args)
-        measured[name] = live
-        report(name, point.prediction.metrics, predict_for(plan, point, drawn), live)
-    p, u = measured["planned"], measured["uniform"]
-    print("\nplanned against uniform, measured:")
+        print(f"  {name}")
+        for key, label in KEYS:
+            values = [v for v in (_value(r, key) for r in measured[name]) if v is not None]
+            m = float(np.mean(values)) if values else None
+            a = _value(point.prediction.metrics, key)
+            d = f"{100 * (m / a - 1):+.1f} %" if m and a else "-"
+            print(f"    {label:18} plan {_cell(a):>10}  measured {_cell(m):>10}  {d:>8}")
+    print("\nplanned against uniform, measured (mean over the live runs):")
     for key, label in KEYS:
-        a, b = _value(p, key), _value(u, key)
+        a, b = (float(np.mean([_value(r, key) or 0.0 for r in measured[n]])) for n in points)
         print(f"  {label:18} planned {_cell(a):>10}  uniform {_cell(b):>10}")
     print(f"\noutputs in {work}")
     return 0

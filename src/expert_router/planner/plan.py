@@ -131,7 +131,7 @@ def mirror(counts: np.ndarray, exact: np.ndarray) -> np.ndarray:
         i = int(np.argmin(out))
         out[int(np.argmax(out))] += out[i]
         out[i] = 0
-    return out
+    return np.asarray(out, dtype=np.int64)
 
 
 def tp_baseline(preset: Preset, gpus: int) -> Preset | None:
