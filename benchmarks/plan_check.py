@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from expert_router.bench.workload import (
 from expert_router.emulator.presets import Preset, get_preset
 from expert_router.emulator.virtual import SimWorkload
 from expert_router.planner.deploy import config_yaml, gateway_config
+from expert_router.planner.measured import read_mix
 from expert_router.planner.plan import Plan, PlanInputs, make_plan
 from expert_router.planner.predict import predict
 from expert_router.planner.pricing import Pricer
@@ -113,6 +115,8 @@ def run_live(
             (out / f"users-{args.users}" / "summary.json").read_text()
         )
         summary["wall_s"] = time.perf_counter() - t0
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:  # the measured mix
+            (work / "metrics.txt").write_bytes(resp.read())
         return summary
     finally:
         stack.close()
@@ -195,8 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in KEYS:
         a, b = (float(np.mean([_value(r, key) or 0.0 for r in measured[n]])) for n in points)
         print(f"  {label:18} planned {_cell(a):>10}  uniform {_cell(b):>10}")
+    measured_mix(args, work, plan, seeds)
     print(f"\noutputs in {work}")
     return 0
+
+
+def measured_mix(args: argparse.Namespace, work: Path, plan: Plan, seeds: list[int]) -> None:
+    """The mix the gateway counted on its /metrics over the planned runs, and its plan."""
+    files = [str(work / f"planned-{s}" / "metrics.txt") for s in seeds]
+    mix = read_mix(files)
+    weights = mix.weights(CLUSTERS)
+    again = make_plan(dataclasses.replace(plan.inputs, weights=tuple(weights), mix=mix.describe()))
+    print(
+        f"\nthe gateways' /metrics ({mix.describe()}): shares "
+        f"{[round(100 * w, 1) for w in weights]} %; planned from it: "
+        f"{[n for _, n in again.best.alloc]} (from the mix {args.mix}: "
+        f"{[n for _, n in plan.best.alloc]})"
+    )
 
 
 if __name__ == "__main__":
