@@ -22,13 +22,14 @@ APPROXIMATIONS = (
     "computed on the union of the pools' requests: exact while no request leaves its nearest "
     "cluster, which the plan's gateway config ensures at the planned load (replicas saturate "
     "only past 1.25x their planned peak).",
-    "Each user's cluster is drawn from the mix as a live run draws it, a few times (--draws), "
-    "and the metrics averaged over the draws; one live run is one draw and lands around that "
-    "average.",
+    "Each user's cluster is drawn from the mix as a live run draws it (--draws, in mirrored "
+    "pairs that average to the mix) and the metrics are averaged over the draws; one live run "
+    "is one draw, and its busiest cluster may get more or fewer users than any of them.",
     "Pools of the same preset and the same number of users are simulated once and shared "
     "between clusters and draws (the same users' prompt lengths).",
-    "The gateway's own latency is left out (sub-millisecond per request, docs/benchmarks.md); "
-    "so are network time and client turnaround beyond the simulator's 1 ms.",
+    "The gateway's own latency is left out (about 0.25 ms on the median first token, "
+    "docs/benchmarks.md); so are network time and client turnaround beyond the simulator's "
+    "1 ms.",
     "Step times come from the preset's GPU step model (or its fixed TTFT/TPOT); its fitted "
     "error is stated under timing.",
 )

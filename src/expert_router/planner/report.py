@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -69,6 +70,7 @@ def plot_frontier(path: Path, plan: Plan) -> None:
         ax.set_xlabel("GPUs")
         ax.set_ylabel(f"{label} ({u.name})" if u.name not in label.split() else label)
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     f.tight_layout()
@@ -204,9 +206,8 @@ def write_report(out_dir: Path, plan: Plan, extra_files: Sequence[tuple[str, str
              "time on the same GPUs: the plan; the uniform allocation (the same replicas per "
              "cluster, whatever the mix); tensor parallelism (every user on engines spanning "
              "several GPUs, no routing).</p>", _compare_table(plan)]  # fmt: skip
-    body += ["<h2>Per cluster</h2>", '<div class="pair">'
-             f'<img class="one" src="{LOAD_FILE}" alt="per-cluster load">'
-             f"{_cluster_table(plan)}</div>"]  # fmt: skip
+    body += ["<h2>Per cluster</h2>", f'<img class="wide" src="{LOAD_FILE}" alt="per-cluster '
+             f'load">', _cluster_table(plan)]  # fmt: skip
     body += [
         "<h2>Frontier</h2>",
         '<p class="about">The best allocation the search found at '

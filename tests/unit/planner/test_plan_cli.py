@@ -70,6 +70,21 @@ def test_a_users_own_gpu_file(tmp_path: Path) -> None:
     assert doc["tensor_parallel"] is None
 
 
+def test_arrival_rate_and_preset_choices(tmp_path: Path) -> None:
+    tiny2 = tmp_path / "tiny2.yaml"
+    tiny2.write_text("name: tiny2\nmodel: tiny\ngpu: toy\ntp: 2\nmax_batch: 8\n"
+                     "kv_tokens: 32768\nmax_model_len: 4096\n")  # fmt: skip
+    code, out = _plan(tmp_path, "--rate", "8", "--preset", f"0=cpu-tiny|{tiny2}", "--gpus", "6")
+    assert code == 0
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["workload"]["ramp_s"] == 2.0  # 16 users starting 8 per second
+    assert {"cpu-tiny", "tiny2", "cpu-tiny-tp4"} == set(doc["presets"])  # and the baseline
+    assert doc["allocation"]["presets"]["1"] == doc["allocation"]["presets"]["2"] == "cpu-tiny"
+    gpus = sum(n * doc["presets"][doc["allocation"]["presets"][c]]["tp"]
+               for c, n in doc["replicas"].items())  # fmt: skip
+    assert gpus == doc["gpus_used"] <= 6
+
+
 def test_a_measured_mix(tmp_path: Path) -> None:
     gm = GatewayMetrics()
     for cluster, n in (("0", 9), ("1", 1), ("2", 2)):

@@ -115,3 +115,19 @@ def test_a_pool_without_users_adds_nothing() -> None:
     alone, with_empty = predict([[pool]]), predict([[pool, empty_pool(2)]])
     assert with_empty.metrics["p99_response_time"] == alone.metrics["p99_response_time"]
     assert with_empty.clusters[1]["users"] == 0 and with_empty.clusters[1]["replicas"] == 2
+
+
+def test_pools_priced_in_worker_processes_equal_pools_priced_here() -> None:
+    from expert_router.planner.pricing import Pricer
+
+    keys = [("tiny", 7, 1), ("tiny", 7, 2), ("tiny", 3, 1), ("tiny", 0, 2)]
+    here, there = Pricer({"tiny": PRESET}, SMALL), Pricer({"tiny": PRESET}, SMALL, jobs=2)
+    try:
+        here.price(keys)
+        there.price(keys)  # spawned processes
+    finally:
+        there.close()
+    assert here.simulated == there.simulated == 3  # the pool without users is not simulated
+    for key in keys:
+        a, b = here.cache[key].requests, there.cache[key].requests
+        assert (a.end == b.end).all() and (a.user == b.user).all(), key
