@@ -18,6 +18,7 @@ from expert_router.errors import UsageError
 
 if TYPE_CHECKING:
     from expert_router.emulator.presets import Preset
+    from expert_router.emulator.virtual import SimWorkload
     from expert_router.planner.plan import Plan, PlanInputs
 
 DEFAULT_CLUSTERS = 8
@@ -63,8 +64,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--baseline", type=_baseline, default="auto",
                    help="tensor-parallel baseline preset, 'auto' or 'none'")  # fmt: skip
     p.add_argument("--draws", type=types.non_negative_int, default=2,
-                   help="draws of the users' clusters from the mix, in mirrored pairs, each "
-                   "one simulated run (averaged); 0: users split in exact proportion")  # fmt: skip
+                   help="spreads of users over clusters priced per allocation, in pairs "
+                   "around the mix (averaged); 0: users split in exact proportion")  # fmt: skip
     p.add_argument("--jobs", type=types.positive_int, default=os.cpu_count() or 1,
                    help="processes simulating pools")  # fmt: skip
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="workload seed")
@@ -136,6 +137,7 @@ def _inputs(args: argparse.Namespace) -> PlanInputs:
         clusters=len(weights), ramp_s=args.users / args.rate if args.rate else 0.0,
         seed=args.seed,
     )  # fmt: skip
+    _check_context(workload, [p for opts in options for p in opts])
     if args.baseline == "none":
         baseline = None
     elif args.baseline == "auto":
@@ -146,6 +148,23 @@ def _inputs(args: argparse.Namespace) -> PlanInputs:
         gpus=args.gpus, options=options, weights=tuple(weights), workload=workload,
         targets=targets, baseline=baseline, draws=args.draws, jobs=args.jobs, mix=mix,
     )  # fmt: skip
+
+
+def _check_context(w: SimWorkload, presets: list[Preset]) -> None:
+    """A usage error when the longest request (the last turn: the history before it, padded,
+    plus its answer) would not fit a preset's context: every request would fail."""
+    prompt = w.base_tokens + w.jitter
+    for _ in range(w.turns - 1):
+        prompt = max(
+            w.continuation_tokens + w.jitter, prompt + w.output_tokens + w.followup_min_tokens
+        )
+    longest = prompt + w.output_tokens
+    for preset in presets:
+        if longest > preset.context:
+            raise UsageError(
+                f"--output-tokens: prompts and answers of up to {longest} tokens "
+                f"exceed preset {preset.name}'s context of {preset.context}"
+            )
 
 
 def _options(

@@ -22,9 +22,10 @@ APPROXIMATIONS = (
     "computed on the union of the pools' requests: exact while no request leaves its nearest "
     "cluster, which the plan's gateway config ensures at the planned load (replicas saturate "
     "only past 1.25x their planned peak).",
-    "Each user's cluster is drawn from the mix as a live run draws it (--draws, in mirrored "
-    "pairs that average to the mix) and the metrics are averaged over the draws; one live run "
-    "is one draw, and its busiest cluster may get more or fewer users than any of them.",
+    "Users are spread over clusters one standard deviation of a random draw above and below "
+    "each cluster's share, in pairs that average to the mix (--draws), and the metrics are "
+    "averaged; a live run is one random draw, and its busiest cluster may get more or fewer "
+    "users than either.",
     "Pools of the same preset and the same number of users are simulated once and shared "
     "between clusters and draws (the same users' prompt lengths).",
     "The gateway's own latency is left out (about 0.25 ms on the median first token, "

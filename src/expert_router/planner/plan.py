@@ -1,6 +1,6 @@
 """One planning run: inputs in, the frontier and its baselines out.
 
-``make_plan`` draws the users' clusters from the mix (as a live run does; or splits them in
+``make_plan`` spreads the users over clusters as a live run's draw does (or splits them in
 exact proportion), prices the pools the search will likely need in one parallel batch, runs
 the search up to the GPUs available, and prices two baselines at every GPU count of the
 frontier: the uniform allocation (the same replicas per cluster, whatever the mix) and tensor
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from expert_router.bench.mix import sample_clusters
 from expert_router.emulator.catalog import PRESETS
 from expert_router.emulator.presets import Preset
 from expert_router.emulator.virtual import SimWorkload
@@ -43,8 +42,8 @@ class PlanInputs:
     targets: tuple[slo.Target, ...] = ()
     baseline: Preset | None = None
     draws: int = 2
-    """Draws of each user's cluster from the mix, in mirrored pairs (``draw_users``; each one
-    run, metrics averaged); 0: users split over clusters in exact proportion, one run."""
+    """Users per cluster as a live run's draw spreads them, in pairs around the mix
+    (``draw_users``; each one run, metrics averaged); 0: exact shares, one run."""
     jobs: int = 1
     mix: str = ""
     """The mix in words (where it came from)."""
@@ -93,45 +92,41 @@ def split_users(weights: Sequence[float], users: int) -> tuple[int, ...]:
 def draw_users(weights: Sequence[float], users: int, draws: int, seed: int) -> tuple[
     tuple[int, ...], ...
 ]:  # fmt: skip
-    """Users per cluster in each of ``draws`` draws, in mirrored pairs: the first of pair
-    ``j`` draws each user's cluster from the mix as ``simulate`` draws it for repetition
-    ``j``; the second gives every cluster the opposite deviation from its exact share
-    (``split_users``), so a pair averages to the mix while keeping the spread a live run's
-    draw has. ``draws=0``: the exact split alone.
+    """Users per cluster in each of ``draws`` draws, in pairs around the mix: in a pair,
+    every cluster is one standard deviation of a live run's random draw (binomial,
+    ``sqrt(U p (1 - p))``) above its share in one draw and below it in the other, half the
+    clusters up in each (pair 0 alternates by index, later pairs pick their halves at
+    random; the larger half's deviations shrink so that the users add up). A pair averages
+    to the mix, clusters of equal share are treated alike, and the tails see the spread a
+    live run's draw has. ``draws=0``: the exact split alone.
 
-    >>> draw_users([0.5, 0.5], 10, 0, seed=0)
-    ((5, 5),)
+    >>> draw_users([0.25] * 4, 400, 2, seed=0)
+    ((109, 91, 109, 91), (91, 109, 91, 109))
     """
-    exact = np.asarray(split_users(weights, users), dtype=np.int64)
     if draws == 0:
-        return (tuple(int(x) for x in exact),)
+        return (split_users(weights, users),)
     w = np.asarray(weights, dtype=np.float64)
+    deviation = np.sqrt(users * w * (1 - w))
+    halves = np.arange(len(w)) % 2 == 0
+    rng = np.random.default_rng([seed, users])
     out: list[tuple[int, ...]] = []
-    for k in range(draws):
-        if k % 2:
-            counts = mirror(np.asarray(out[-1], dtype=np.int64), exact)
-        else:
-            rng = np.random.default_rng([seed, users, k // 2])
-            counts = np.bincount(sample_clusters(users, w, rng), minlength=len(w))
-        out.append(tuple(int(x) for x in counts))
-    return tuple(out)
+    for j in range((draws + 1) // 2):
+        up = halves if j == 0 else rng.permutation(halves)
+        rise, fall = float(deviation[up].sum()), float(deviation[~up].sum())
+        both = min(rise, fall)
+        dev = np.where(
+            up, deviation * both / max(rise, 1e-12), -deviation * both / max(fall, 1e-12)
+        )
+        for sign in (1.0, -1.0):
+            counts = np.rint(w * users + sign * dev)
+            out.append(_total(np.maximum(counts, 0).astype(np.int64), users))
+    return tuple(out[:draws])
 
 
-def mirror(counts: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """``2 * exact - counts``, no cluster below zero, the same total (what a cluster cannot
-    give back comes from the largest).
-
-    >>> mirror(np.array([9, 1, 0]), np.array([6, 2, 2])).tolist()
-    [3, 3, 4]
-    >>> mirror(np.array([2, 8]), np.array([6, 4])).tolist()
-    [10, 0]
-    """
-    out = 2 * exact - counts
-    while (out < 0).any():
-        i = int(np.argmin(out))
-        out[int(np.argmax(out))] += out[i]
-        out[i] = 0
-    return np.asarray(out, dtype=np.int64)
+def _total(counts: np.ndarray, users: int) -> tuple[int, ...]:
+    """``counts`` with the largest cluster taking up the rounding, so they sum to ``users``."""
+    counts[int(np.argmax(counts))] += users - int(counts.sum())
+    return tuple(int(x) for x in counts)
 
 
 def tp_baseline(preset: Preset, gpus: int) -> Preset | None:

@@ -109,6 +109,7 @@ def test_a_measured_mix(tmp_path: Path) -> None:
         (["--preset", "7=C"], 2, "cluster 7 is beyond the 3 clusters"),
         (["--preset", "nope"], 2, "unknown preset 'nope'"),
         (["--mix-from", "/nonexistent/access.log"], 1, "cannot read"),
+        (["--output-tokens", "5000"], 2, "exceed preset cpu-tiny's context of 4096"),
     ],
 )
 def test_errors_are_one_line(

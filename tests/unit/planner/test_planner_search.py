@@ -101,19 +101,20 @@ def test_neighbours_move_one_step_of_capacity_within_the_budget() -> None:
     assert all(space.gpus(a) <= 4 for a in moves) and alloc not in moves
 
 
-def test_draws_come_in_mirrored_pairs_around_the_exact_split() -> None:
-    from expert_router.emulator.virtual import Simulation
-
-    weights = [0.5, 0.3, 0.2]
-    draws = draw_users(weights, 40, 4, seed=7)
-    exact = np.array(split_users(weights, 40))
-    for j in (0, 1):  # the first of each pair is simulate's draw for repetition j
-        w = dataclasses.replace(W, users=40, clusters=3, seed=7, distribution="weights:5,3,2")
-        sim = Simulation(TINY, w, repetition=j)
-        assert draws[2 * j] == tuple(np.bincount(sim.clusters, minlength=3))
-        pair = np.array(draws[2 * j]) + np.array(draws[2 * j + 1])
-        assert (pair == 2 * exact).all() and sum(draws[2 * j + 1]) == 40
-    assert draw_users(weights, 40, 0, seed=7) == (tuple(exact),)
+def test_draws_spread_users_in_pairs_around_the_mix() -> None:
+    weights = [0.4, 0.3, 0.2, 0.1]
+    draws = draw_users(weights, 1000, 4, seed=7)
+    sd = np.sqrt(1000 * np.array(weights) * (1 - np.array(weights)))
+    for a, b in (draws[0:2], draws[2:4]):
+        assert sum(a) == sum(b) == 1000
+        assert np.abs((np.array(a) + np.array(b)) / 2 - 1000 * np.array(weights)).max() <= 1
+        dev = np.abs(np.array(a) - 1000 * np.array(weights))
+        assert (dev <= sd + 1).all() and (dev >= 0.5 * sd - 1).all()  # about one sd each
+    assert draws[0][0] > 400 > draws[1][0]  # pair 0: even clusters up first
+    # clusters of equal share are treated alike: a pair holds the same counts for each
+    even = draw_users([0.25] * 4, 400, 2, seed=0)
+    assert sorted(even[0]) == sorted(even[1]) and {even[0][0], even[1][0]} == {109, 91}
+    assert draw_users(weights, 1000, 0, seed=7) == (split_users(weights, 1000),)
 
 
 def test_split_users_is_proportional_and_complete() -> None:
