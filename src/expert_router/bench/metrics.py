@@ -19,7 +19,7 @@ from expert_router.bench.records import RequestRecord
 Stats = dict[str, float | int | None]
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile (0-100, linear interpolation); ``None`` for no values.
 
     >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
@@ -30,7 +30,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def nearest_rank(values: Sequence[float], q: float) -> float | None:
+def nearest_rank(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile by nearest rank: the ``ceil(q/100 * n)``-th smallest value.
 
     Always one of the values; at least ``q`` % of the values are <= it.
@@ -40,12 +40,12 @@ def nearest_rank(values: Sequence[float], q: float) -> float | None:
     """
     if len(values) == 0:
         return None
-    ordered = sorted(values)
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
     rank = max(1, math.ceil(q / 100 * len(ordered) - 1e-9))
     return float(ordered[rank - 1])
 
 
-def describe(values: Sequence[float]) -> Stats:
+def describe(values: Sequence[float] | np.ndarray) -> Stats:
     """Count, mean, population sd, min, p50, p90, p99 and max of ``values`` (``None`` if empty)."""
     if len(values) == 0:
         return {"n": 0, "mean": None, "sd": None, "min": None, "p50": None, "p90": None,

@@ -209,6 +209,16 @@ def check_distribution(spec: str, clusters: int = 8) -> None:
 def add_workload_flags(parser: argparse.ArgumentParser) -> None:
     """The paper's workload flags (``bench``, ``simulate``): answer and prompt lengths, the
     jitter on prompt lengths, the cluster mix."""
+    add_token_flags(parser)
+    parser.add_argument(
+        "--distribution",
+        default="uniform",
+        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...",
+    )
+
+
+def add_token_flags(parser: argparse.ArgumentParser) -> None:
+    """Answer and prompt lengths of the paper's workload, and the jitter on prompt lengths."""
     from expert_router.bench.defaults import (
         BASE_TOKENS,
         CONTINUATION_TOKENS,
@@ -222,5 +232,19 @@ def add_workload_flags(parser: argparse.ArgumentParser) -> None:
     add("--continuation-tokens", type=non_negative_int, default=CONTINUATION_TOKENS,
         help="continuation prompt, tokens")  # fmt: skip
     add("--jitter", type=non_negative_int, default=JITTER, help="± tokens on prompt lengths")
-    add("--distribution", default="uniform",
-        help="cluster mix: uniform | normal[:MEAN,SD] | weights:w0,w1,...")  # fmt: skip
+
+
+def preset_spec(text: str) -> str:
+    """An argparse type: ``NAME`` (every cluster) or ``CLUSTERS=NAME[|NAME...]`` (those
+    clusters, comma-separated ids, may run any of the presets), each a built-in preset or a
+    preset YAML file."""
+    clusters, sep, names = text.rpartition("=")
+    if sep:
+        ids = [c.strip() for c in clusters.split(",")]
+        if not all(c.isdigit() for c in ids):
+            raise argparse.ArgumentTypeError(
+                f"expected NAME or CLUSTERS=NAME[|NAME...] (clusters: ids like 0,3), got {text!r}"
+            )
+    for name in names.split("|"):
+        preset(name.strip())
+    return text

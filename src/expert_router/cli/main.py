@@ -30,6 +30,7 @@ COMMANDS = (
     "nginx_config",
     "emulate",
     "simulate",
+    "plan",
     "profile_gpu",
     "fit_gpu",
     "bench",

@@ -2,8 +2,8 @@
 
 Each user sends a base prompt and, when the answer ends, a continuation prompt (history + a
 follow-up padded to the continuation target), as the live user simulator does. Users go to
-the engine of their cluster, optionally through a modelled gateway latency. The result is the
-live bench's ``RequestRecord`` list.
+the engine of their cluster (or where a ``Router`` sends them), optionally through a modelled
+gateway latency. The result is the live bench's ``RequestRecord`` list.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -55,6 +56,31 @@ class SimWorkload:
             raise ConfigError(f"jitter must be in [0, base_tokens), got {self.jitter}")
 
 
+class Router(Protocol):
+    """Chooses the engine of each request and hears when it ends (a gateway's replica pools)."""
+
+    def route(self, cluster: int) -> int:
+        """The engine index for a request of ``cluster``, counted as outstanding there."""
+        ...
+
+    def release(self, engine: int) -> None:
+        """A request on ``engine`` ended."""
+        ...
+
+
+class ByCluster:
+    """The default: the engine of a request's cluster, ``cluster mod engines``."""
+
+    def __init__(self, engines: int) -> None:
+        self.engines = engines
+
+    def route(self, cluster: int) -> int:
+        return cluster % self.engines
+
+    def release(self, engine: int) -> None:
+        pass
+
+
 class _Turn:
     """Listener of one simulated request (no per-token events: times come from iterations)."""
 
@@ -74,11 +100,18 @@ class Simulation:
     """One run: ``workload.users`` users against ``n_engines`` engines of ``preset``."""
 
     def __init__(
-        self, preset: Preset, workload: SimWorkload, *, n_engines: int = 1, repetition: int = 0
+        self,
+        preset: Preset,
+        workload: SimWorkload,
+        *,
+        n_engines: int = 1,
+        repetition: int = 0,
+        router: Router | None = None,
     ) -> None:
         if n_engines < 1:
             raise ConfigError(f"experts must be >= 1, got {n_engines}")
         self.preset, self.workload, self.repetition = preset, workload, repetition
+        self.context = preset.context  # derived from the GPU spec: once, not per request
         self.engines = [
             Engine(
                 preset.timing(),
@@ -94,6 +127,7 @@ class Simulation:
         ]
         for i, engine in enumerate(self.engines):
             engine.on_wake = self._waker(i)
+        self.router = router or ByCluster(n_engines)
         self.now = 0.0
         self._heap: list[tuple[float, int, int, int]] = []
         self._seq = 0
@@ -125,7 +159,7 @@ class Simulation:
     def _send(self, user: int, turn: int, prompt_tokens: int) -> None:
         w = self.workload
         cluster = self.clusters[user]
-        engine_index = cluster % len(self.engines)
+        engine_index = self.router.route(cluster)
         record = RequestRecord(
             users=w.users,
             repetition=self.repetition,
@@ -143,13 +177,14 @@ class Simulation:
         listener = _Turn(self, user, turn, engine_index, record)
         req = EngineRequest(self._rid, prompt_tokens, w.output_tokens, w.output_tokens, listener)
         engine = self.engines[engine_index]
-        if prompt_tokens + w.output_tokens > self.preset.context:
+        if prompt_tokens + w.output_tokens > self.context:
             record.status, record.http_status = "error", 400
             record.error = (
-                f"This model's maximum context length is {self.preset.context} tokens. "
+                f"This model's maximum context length is {self.context} tokens. "
                 f"However, you requested {prompt_tokens + w.output_tokens} tokens."
             )
             self.records.append(record)
+            self.router.release(engine_index)
             return
         if w.gateway is None:
             engine.submit(req, self.now)
@@ -172,6 +207,7 @@ class Simulation:
             record.token_times = [t for i, n in runs for t in iter_ends[i : i + n]]
         record.output_tokens = req.generated
         self.records.append(record)
+        self.router.release(turn.engine)
         if turn.turn + 1 < self.workload.turns:
             w = self.workload
             history = record.prompt_tokens + req.generated + w.followup_min_tokens
@@ -215,10 +251,16 @@ class Simulation:
 
 
 def simulate(
-    preset: Preset, workload: SimWorkload, *, n_engines: int = 1, repetition: int = 0
+    preset: Preset,
+    workload: SimWorkload,
+    *,
+    n_engines: int = 1,
+    repetition: int = 0,
+    router: Router | None = None,
 ) -> list[RequestRecord]:
     """Records of one simulated run (see ``Simulation``)."""
-    return Simulation(preset, workload, n_engines=n_engines, repetition=repetition).run()
+    sim = Simulation(preset, workload, n_engines=n_engines, repetition=repetition, router=router)
+    return sim.run()
 
 
 def simulate_repetitions(
@@ -236,4 +278,6 @@ def default_experts(preset: Preset) -> int:
     return 1 if preset.tp > 1 else 8
 
 
-__all__: Sequence[str] = ["SimWorkload", "Simulation", "simulate", "simulate_repetitions"]
+__all__: Sequence[str] = [
+    "ByCluster", "Router", "SimWorkload", "Simulation", "simulate", "simulate_repetitions",
+]  # fmt: skip

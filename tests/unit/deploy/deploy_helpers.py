@@ -1,7 +1,8 @@
 """Offline helpers for the deployment tests: load the manifests under deploy/, render a
-kustomization (resources, strategic-merge patches by name, image tags) without kubectl,
-validate objects against the Kubernetes JSON schemas bundled by `kubernetes-validate`, read
-Dockerfiles, and pull metric and label names out of the Grafana dashboard's PromQL.
+kustomization (resources, strategic-merge patches by name, image tags, replica counts) without
+kubectl, validate objects against the Kubernetes JSON schemas bundled by
+`kubernetes-validate`, read Dockerfiles, and pull metric and label names out of the Grafana
+dashboard's PromQL.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def kustomize_inputs(kdir: Path) -> tuple[list[Path], list[Path]]:
 def render(kdir: Path) -> list[Obj]:
     """What ``kubectl kustomize kdir`` produces for the features our kustomizations use."""
     spec = load_docs(kdir / KUSTOMIZATION)[0]
-    unknown = set(spec) - {"apiVersion", "kind", "resources", "patches", "images"}
+    unknown = set(spec) - {"apiVersion", "kind", "resources", "patches", "images", "replicas"}
     if unknown:
         raise ValueError(f"{kdir}: render() does not support {sorted(unknown)}")
     objs: list[Obj] = []
@@ -128,6 +129,13 @@ def render(kdir: Path) -> list[Obj]:
             if len(hits) != 1:
                 raise ValueError(f"{kdir}: patch {p['path']} matches {len(hits)} objects")
             objs[hits[0]] = _merge(objs[hits[0]], patch)
+    for rule in spec.get("replicas", []):  # kustomize sets spec.replicas of objects by name
+        hits = [o for o in objs if o["metadata"]["name"] == rule["name"] and "replicas" in
+                o.get("spec", {})]  # fmt: skip
+        if not hits:
+            raise ValueError(f"{kdir}: replicas for {rule['name']} match no object")
+        for o in hits:
+            o["spec"]["replicas"] = rule["count"]
     for obj in objs:
         _images(obj, spec.get("images", []))
     return objs
