@@ -1,6 +1,7 @@
 """The access line: one JSON line per answered request on the ``expert_router.access``
-logger. It names the route, status, cluster, replica, routing reason, duration and client
-address; never a header, key, prompt or any other byte the client sent.
+logger. It names the route, status, the cluster that served it and the classifier's nearest
+one, the replica, routing reason, duration and client address; never a header, key, prompt
+or any other byte the client sent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def log_access(
     *,
     method: str = "POST",
     cluster: str | None = None,
+    nearest: str | None = None,
     replica: str | None = None,
     reason: str | None = None,
     remote: str | None = None,
@@ -29,6 +31,7 @@ def log_access(
         "path": path,
         "status": status,
         "cluster": cluster,
+        "nearest": nearest,
         "replica": replica,
         "reason": reason,
         "duration_ms": round((perf_counter() - t0) * 1000, 3),

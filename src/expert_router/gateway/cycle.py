@@ -316,9 +316,10 @@ class Cycle:
         if self.reason:
             gw.metrics.count_decision(self.reason)
         if gw.config.access_log:
+            nearest = self.decision.nearest if self.decision is not None else None
             log_access(
-                self.req.route, status, self.t0, cluster=cluster, replica=name,
-                reason=self.reason or None, remote=self.sink.remote(),
+                self.req.route, status, self.t0, cluster=cluster, nearest=nearest,
+                replica=name, reason=self.reason or None, remote=self.sink.remote(),
             )  # fmt: skip
         if notify:
             self.sink.finished(self)

@@ -4,8 +4,8 @@ Two sources (``--mix-from``): its Prometheus text (``GET /metrics``, or a saved 
 ``expert_router_requests_total`` counts requests by the cluster that served them and the
 spill-over and fail-over counters say which of them left their nearest cluster (they are
 moved back, so the counts are the classifier's); or its JSON access log (``access_log:
-true``), one line per request with its cluster, where a spilled request stays counted under
-the cluster that served it (the line does not name the nearest one).
+true``), one line per request with its cluster, counted under its ``nearest`` cluster (the
+classifier's; lines of older gateways without it count under the cluster that served them).
 """
 
 from __future__ import annotations
@@ -100,17 +100,17 @@ def parse_access_log(lines: Iterable[str]) -> tuple[Counter[int], list[str]]:
         if not isinstance(entry, dict) or "cluster" not in entry:
             skipped += bool(line.strip())
             continue
-        c = _cluster(entry.get("cluster"))
+        c = _cluster(entry.get("nearest") or entry.get("cluster"))
         if c is None:
             continue  # probes, and requests refused before they were classified
         counts[c] += 1
-        spilled += entry.get("reason") == "spillover"
+        spilled += entry.get("reason") == "spillover" and "nearest" not in entry
     if not counts:
         raise ConfigError("no access line with a cluster (is access_log on?)")
     notes = []
     if spilled:
         notes.append(f"{spilled:,} spilled-over requests are counted under the cluster that "
-                     "served them (the access line does not name the nearest)")  # fmt: skip
+                     "served them (these access lines do not name the nearest)")  # fmt: skip
     if skipped:
         notes.append(f"{skipped:,} lines that are not access lines were skipped")
     return counts, notes

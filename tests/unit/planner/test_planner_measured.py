@@ -48,19 +48,28 @@ def test_access_lines_count_per_cluster(tmp_path: Path) -> None:
     access_log.setLevel(logging.INFO)
     try:
         for c in ("3", "3", "1"):
-            log_access("/v1/chat/completions", 200, 0.0, cluster=c, replica="r", reason="nearest")
-        log_access("/v1/chat/completions", 200, 0.0, cluster="1", replica="r", reason="spillover")
+            log_access(
+                "/v1/chat/completions", 200, 0.0, cluster=c, nearest=c, replica="r",
+                reason="nearest",
+            )  # fmt: skip
+        # nearest 3, spilled over to 1: counted under 3, where the classifier put it
+        log_access(
+            "/v1/chat/completions", 200, 0.0, cluster="1", nearest="3", replica="r",
+            reason="spillover",
+        )  # fmt: skip
         log_access("/health", 200, 0.0, method="GET")  # a probe: no cluster
     finally:
         access_log.removeHandler(handler)
         handler.close()
-    text = path.read_text() + "expert-router gateway listening on http://x (workers=1)\n"
+    old = '{"method": "POST", "path": "/v1/chat/completions", "status": 200, "cluster": "1", '
+    old += '"replica": "r", "reason": "spillover"}\n'  # an older gateway's line: no nearest
+    text = path.read_text() + old + "expert-router gateway listening on http://x (workers=1)\n"
     counts, notes = parse_access_log(text.splitlines())
-    assert dict(counts) == {3: 2, 1: 2}
+    assert dict(counts) == {3: 3, 1: 2}
     assert any("1 spilled-over" in n for n in notes) and any("1 lines" in n for n in notes)
     mix = read_mix([str(path)])
-    assert mix.weights(4) == [0.0, 0.5, 0.0, 0.5]
-    assert mix.weights() == [0.0, 0.5, 0.0, 0.5]
+    assert mix.weights(4) == [0.0, 0.25, 0.0, 0.75]
+    assert mix.weights() == [0.0, 0.25, 0.0, 0.75]
 
 
 @pytest.fixture
