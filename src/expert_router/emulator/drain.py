@@ -1,6 +1,6 @@
 """Graceful shutdown of one emulated expert: refuse new work, let requests in flight finish
 up to a deadline, then end the rest with an error (an SSE error event, a 503, or gRPC
-UNAVAILABLE: each face turns ``ShuttingDown`` into its own form).
+UNAVAILABLE: each face turns ``Drained`` into its own form).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ REFUSED = "the server is shutting down and takes no new requests"
 CUT = "the server shut down before the answer was complete (drain timeout)"
 
 
-class ShuttingDown(Exception):
-    """Raised in a request's loop once the drain deadline has passed (not a ``RequestError``:
-    the request was valid, the server is going away)."""
+class Drained(Exception):
+    """A request refused by a draining server, or cut once the drain deadline has passed (not
+    a ``RequestError``: the request was valid, the server is going away; the gateway's own
+    ``errors.ShuttingDown`` is a different thing, its answer to its clients)."""
 
 
 def error_body(message: str) -> dict[str, Any]:
@@ -64,13 +65,13 @@ class Drain:
                 self._idle.set()
 
     def check(self) -> None:
-        """Raise ``ShuttingDown`` once the deadline has passed."""
+        """Raise ``Drained`` once the deadline has passed."""
         if self.expired:
-            raise ShuttingDown(CUT)
+            raise Drained(CUT)
 
     async def next(self, sink: StreamSink) -> None:
         """``sink.wait()`` (a token to send, or the answer is over) that raises
-        ``ShuttingDown`` instead once the deadline has passed."""
+        ``Drained`` instead once the deadline has passed."""
         self.check()
         await sink.wait()
         self.check()

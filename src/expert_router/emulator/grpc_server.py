@@ -16,7 +16,7 @@ from aiohttp import web
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
-from expert_router.emulator.drain import REFUSED, ShuttingDown
+from expert_router.emulator.drain import REFUSED, Drained
 from expert_router.emulator.engine import CANCELLED, DONE, EngineRequest
 from expert_router.emulator.live import StreamSink
 from expert_router.emulator.openai_api import parse_request
@@ -53,9 +53,9 @@ async def generate(
 ) -> AsyncIterator[tuple[str, bool]]:
     """Run ``req`` on the server's engine; yields (text, last) pieces, one per wake-up when
     streaming, the whole text otherwise. Leaving early cancels the request in the engine;
-    raises ``ShuttingDown`` when the server refuses it or the drain timeout cuts it."""
+    raises ``Drained`` when the server refuses it or the drain timeout cuts it."""
     if server.shutdown.draining:
-        raise ShuttingDown(REFUSED)
+        raise Drained(REFUSED)
     body = tw.triton_to_openai(req)
     plan, _ = parse_request(
         body, chat=False, context=server.context, eos_mean_tokens=server.preset.eos_mean_tokens
@@ -132,7 +132,7 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         req.stream = False
         try:
             text = "".join([piece async for piece, _ in generate(self.server, req)])
-        except ShuttingDown as exc:
+        except Drained as exc:
             return await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return kserve.text_response(pb2, MODEL, request.id, text, NAMES, final=None)
 
@@ -143,7 +143,7 @@ class EmulatorServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             await context.abort(grpc.StatusCode.UNAVAILABLE, REFUSED)
         try:
             await kserve.serve_stream(request_iterator, context, self._stream_one)
-        except ShuttingDown as exc:  # the drain timeout: end the whole call
+        except Drained as exc:  # the drain timeout: end the whole call
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def _stream_one(self, request: Any) -> AsyncIterator[Any]:
@@ -194,7 +194,7 @@ def add_http_routes(app: web.Application, server: EmulatorServer) -> None:
             req.stream = False
             try:
                 text = "".join([p async for p, _ in generate(server, req)])
-            except ShuttingDown as exc:
+            except Drained as exc:
                 return web.json_response({"error": str(exc)}, status=503)
             return web.json_response(_http_out(text))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -203,7 +203,7 @@ def add_http_routes(app: web.Application, server: EmulatorServer) -> None:
             async for piece, _ in generate(server, req):
                 await resp.write(b"data: " + json.dumps(_http_out(piece)).encode() + b"\n\n")
             await resp.write_eof()
-        except ShuttingDown as exc:
+        except Drained as exc:
             await end_stream(resp, b"data: " + json.dumps({"error": str(exc)}).encode() + b"\n\n")
         except ConnectionError:
             pass

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from expert_router.emulator.drain import REFUSED, Drain, ShuttingDown, error_event
+from expert_router.emulator.drain import REFUSED, Drain, Drained, error_event
 from expert_router.emulator.drain import error_body as shutdown_body
 from expert_router.emulator.engine import CANCELLED, DONE, Engine, EngineRequest
 from expert_router.emulator.live import LiveDriver, StreamSink
@@ -208,7 +208,7 @@ class EmulatorServer:
                     await self.shutdown.next(sink)
             text = "".join(plan.texts) if plan.texts else _text(plan.seed, plan.target)
             return web.json_response(full_response(plan, self.model_name, name, text, plan.target))
-        except ShuttingDown as exc:
+        except Drained as exc:
             return web.json_response(shutdown_body(str(exc)), status=503)
         finally:
             self._active.pop(rid, None)
@@ -244,7 +244,7 @@ class EmulatorServer:
             tail = enc.usage(sent) if plan.include_usage else b""
             await resp.write(tail + b"data: [DONE]\n\n")
             await resp.write_eof()
-        except ShuttingDown as exc:
+        except Drained as exc:
             await end_stream(resp, error_event(str(exc)))
         except ConnectionError:
             pass  # the client went away; the caller's ``finally`` frees the slot
