@@ -77,8 +77,9 @@ class Listener(Protocol):
         False asks the adapter to stop reading until ``UpstreamCall.resume()``."""
         ...
 
-    def on_end(self) -> None:
-        """The answer is complete."""
+    def on_end(self, last: bytes = b"") -> None:
+        """The answer is complete; ``last`` is its final bytes when the read that ended it
+        carried some (folded in, so that an ingress writes them and its own end at once)."""
 
     def on_error(self, exc: BackendError) -> None:
         """The request failed, before ``on_head`` or after it; nothing follows."""

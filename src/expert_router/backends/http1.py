@@ -182,7 +182,7 @@ class _Probe:
     def on_data(self, data: bytes) -> bool:
         return True
 
-    def on_end(self) -> None:
+    def on_end(self, last: bytes = b"") -> None:
         pass
 
     def on_error(self, exc: BackendError) -> None:

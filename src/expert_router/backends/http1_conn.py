@@ -2,10 +2,11 @@
 
 ``Http1Connection`` feeds what the upstream sends to an ``httptools.HttpResponseParser`` and
 reports to the request's ``Listener`` once per read: the head, the body bytes that read
-carried (de-chunked, joined), the end. An error status is read (64 KiB at most) and reported
-as ``BackendStatusError``. Everything the parser refuses, a chunk larger than the limit, a
-silent upstream (one lazily re-armed watchdog per request) and bytes from an idle connection
-end the request or the connection; nothing escapes ``data_received``.
+carried (de-chunked, joined), the end (with the last bytes when the same read carried both).
+An error status is read (64 KiB at most) and reported as ``BackendStatusError``. Everything
+the parser refuses, a chunk larger than the limit, a silent upstream (one lazily re-armed
+watchdog per request) and bytes from an idle connection end the request or the connection;
+nothing escapes ``data_received``.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class Http1Connection(asyncio.Protocol):
         listener = self.listener
         if listener is None:
             return
+        last = b""
         if self.head_ready:
             self.head_ready = False
             if self.error_body is None:
@@ -218,12 +220,15 @@ class Http1Connection(asyncio.Protocol):
                 self.parts, parts = parts[self.whole :], parts[: self.whole]
             self.whole = 0
             data = parts[0] if len(parts) == 1 else b"".join(parts)
-            if not listener.on_data(data) and self.listener is not None and not self.paused:
-                self.paused = True
-                if self.transport is not None:
-                    self.transport.pause_reading()
-            if self.listener is None:
-                return
+            if self.complete and error is None:
+                last = data  # the end came with it: on_end carries it (one client write)
+            else:
+                if not listener.on_data(data) and self.listener is not None and not self.paused:
+                    self.paused = True
+                    if self.transport is not None:
+                        self.transport.pause_reading()
+                if self.listener is None:
+                    return
         if error is not None:
             self.listener = None
             self._end()
@@ -239,7 +244,7 @@ class Http1Connection(asyncio.Protocol):
                 self.backend.release(self)
             else:
                 self._close()
-            listener.on_end()
+            listener.on_end(last)
 
     # -- the watchdog: one timer per request, re-armed lazily (no timer work per chunk) ---------
     def _check(self) -> None:

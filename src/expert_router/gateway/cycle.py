@@ -60,8 +60,10 @@ class Sink(Protocol):
         cycle to pause the upstream until ``Cycle.resume``."""
         ...
 
-    def send_end(self, cycle: Cycle) -> None:
-        """The streamed answer is complete."""
+    def send_end(self, cycle: Cycle, last: bytes = b"") -> bool:
+        """The streamed answer is complete; ``last``, its final bytes, if any, to send first
+        (one write for both). False: relaying ``last`` interrupted the cycle (nothing more
+        to do here)."""
 
     def send_whole(self, cycle: Cycle, body: bytes) -> None:
         """The whole answer of a request that was not streamed."""
@@ -207,15 +209,19 @@ class Cycle:
         self.parts.append(data)
         return True
 
-    def on_end(self) -> None:
+    def on_end(self, last: bytes = b"") -> None:
         self.call = None
         if self.over:
             return
         if self.req.stream:
-            if not self.sent:
+            first, self.sent = not self.sent, True
+            if not self.sink.send_end(self, last):
+                return  # relaying the last bytes interrupted the cycle
+            if first:
                 self._first_byte()
-            self.sink.send_end(self)
         else:
+            if last and not self.on_data(last):
+                return  # over the size limit: answered as an error
             self._first_byte()
             self.sink.send_whole(self, b"".join(self.parts))
         self._finish(self.status, ok=True)

@@ -93,6 +93,7 @@ class GrpcSink:
 
     __slots__ = (
         "context", "model", "rid", "names", "route", "done", "decoder", "final", "drainer",
+        "cut",
     )  # fmt: skip
 
     def __init__(self, context: Any, request: Any, names: tw.TritonNames, route: bool) -> None:
@@ -103,6 +104,7 @@ class GrpcSink:
         self.decoder = SSEDecoder()
         self.final = False  # a final Triton response was sent
         self.drainer: asyncio.Task[None] | None = None
+        self.cut = False  # the answer carried an error event: the cycle was interrupted
 
     def _route(self, cycle: Cycle) -> None:
         if self.route:
@@ -136,6 +138,7 @@ class GrpcSink:
         try:
             pieces = self._pieces(cycle, data)
         except RequestError as exc:  # the replica ended its stream with an error event
+            self.cut = True
             cycle.interrupt(BackendStatusError(f"in-stream error: {exc}", status=502))
             return False
         ok = True
@@ -161,12 +164,17 @@ class GrpcSink:
             self.drainer = None
         cycle.resume()
 
-    def send_end(self, cycle: Cycle) -> None:
+    def send_end(self, cycle: Cycle, last: bytes = b"") -> bool:
+        if last:
+            self.send(cycle, last)
+            if self.cut:
+                return False
         self._route(cycle)
         if not self.final and cycle.content_type != GRPC:
             msg = kserve.text_response(pb2, self.model, self.rid, "", self.names, final=True)
             self.context.send_framed(_framed(msg))
         self._resolve(None)
+        return True
 
     def send_whole(self, cycle: Cycle, body: bytes) -> None:
         self._route(cycle)

@@ -73,11 +73,14 @@ class HttpResponder:
             t.write(out)
         return not self.write_paused
 
-    def send_end(self, cycle: Cycle) -> None:
+    def send_end(self, cycle: Cycle, last: bytes = b"") -> bool:
         out = b"" if self.responding else self._stream_head(cycle)
-        self._write(out + _LAST if self.version == b"1.1" else out)
-        if self.version != b"1.1":
+        if self.version == b"1.1":
+            self._write(out + b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last) if last else out + _LAST)
+        else:
+            self._write(out + last)
             self.close_after = True
+        return True
 
     def send_whole(self, cycle: Cycle, body: bytes) -> None:
         headers = self._route_headers(cycle, {"Content-Type": cycle.content_type})

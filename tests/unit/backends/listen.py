@@ -19,6 +19,7 @@ class Recorder:
         self.chunks: list[bytes] = []
         self.error: BackendError | None = None
         self.ended = False
+        self.last = b""  # what on_end carried
         self.refuse = refuse
         self.calls = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -39,8 +40,12 @@ class Recorder:
         self.got_data.set()
         return not self.refuse
 
-    def on_end(self) -> None:
+    def on_end(self, last: bytes = b"") -> None:
         assert not self.done.done(), "two ends"
+        self.last = last
+        if last:
+            self.chunks.append(last)
+            self.got_data.set()
         self.ended = True
         self.done.set_result(None)
 

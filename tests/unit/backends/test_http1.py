@@ -92,6 +92,31 @@ async def test_chunked_split_anywhere_and_keepalive_reuse(step: int) -> None:
         assert connections == 1
 
 
+async def test_the_last_bytes_read_with_the_end_come_with_on_end() -> None:
+    """The final event and the terminating chunk in one read: one ``on_end(last)`` (the
+    ingress writes both at once), not ``on_data`` then ``on_end``."""
+    first = HEAD + b"%x\r\n%b\r\n" % (len(PIECES[0]), PIECES[0])
+    rest = CHUNKED[len(first) :]
+    rec_ready = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(first)  # the head and the first event's chunk
+        await writer.drain()
+        await rec_ready.wait()
+        writer.write(rest)  # the second event's chunk and the end, at once
+        await writer.drain()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        rec = Recorder()
+        b.open(REQ, rec)
+        await rec.got_data.wait()
+        assert rec.chunks == [PIECES[0]] and not rec.ended
+        rec_ready.set()
+        await rec.done
+        assert (rec.ended, rec.last, rec.data) == (True, PIECES[1], SSE)
+
+
 async def test_content_length_and_close_delimited_bodies() -> None:
     bodies = [
         b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: application/json\r\n\r\nhello",
