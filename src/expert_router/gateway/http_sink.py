@@ -76,7 +76,8 @@ class HttpResponder:
     def send_end(self, cycle: Cycle, last: bytes = b"") -> bool:
         out = b"" if self.responding else self._stream_head(cycle)
         if self.version == b"1.1":
-            self._write(out + b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last) if last else out + _LAST)
+            chunk = b"%x\r\n%b\r\n" % (len(last), last) if last else b""
+            self._write(out + chunk + _LAST)
         else:
             self._write(out + last)
             self.close_after = True
