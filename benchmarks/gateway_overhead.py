@@ -176,6 +176,12 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
         }
     if inside and "gateway" in out:
         out["gateway"]["inside"] = inside
+    for name in ("gateway", "litellm"):
+        if name in runs and "nginx" in runs:  # round by round: nginx's rate moves between rounds
+            pairs = zip(runs[name], runs["nginx"], strict=True)
+            out[name]["epc_ratios"] = [
+                g["events_per_cpu_s"] / n["events_per_cpu_s"] for g, n in pairs
+            ]
     return out
 
 
@@ -246,6 +252,13 @@ def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
                     f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f}"
                     f" (target >= 0.7, aim 0.8: {_verdict(epc >= 0.7)})"
                 )
+                paired = g.get("epc_ratios", [])
+                if len(paired) > 1:
+                    each = ", ".join(f"{r:.2f}" for r in paired)
+                    lines.append(
+                        f"      the same ratio round by round: {each}"
+                        f" (median {statistics.median(paired):.2f})"
+                    )
     return lines
 
 
