@@ -13,8 +13,8 @@ what is written.
   parse, check, classify (the bundled router), route, open a backend that answers at once
   with 16 events -> relay -> end, metrics, release: one request's lifecycle, whole.
 
-Best of ``--rounds`` (hot caches: a lower bound of what the server pays). Prints, never
-asserts.
+Each part's warm-up pass checks that every event reached the client. Best of ``--rounds``
+(hot caches: a lower bound of what the server pays). Prints, never asserts.
 
     python benchmarks/gateway_python_cost.py [--rounds 5] [--profile]
 """
@@ -114,6 +114,13 @@ def _best(rounds: int, n: int, run: Any) -> float:
     return best
 
 
+def _check(out: NullTransport, events: int) -> None:
+    """The warm-up pass relayed every event (or there is nothing to time); stop counting."""
+    if out.events != events:
+        raise RuntimeError(f"{out.events} events reached the client, not {events}")
+    out.counting = False
+
+
 def _request(i: int) -> bytes:
     body = json.dumps(
         {
@@ -141,7 +148,8 @@ async def measure(rounds: int, profile: bool) -> dict[str, float]:
 
         # relay: a Cycle past its first byte, fed by a pooled upstream connection
         sink = HttpConnection(HttpFrontend(gw, config.server))
-        sink.connection_made(NullTransport())  # type: ignore[arg-type]
+        out = NullTransport(counting=True)
+        sink.connection_made(out)  # type: ignore[arg-type]
         sink.responding = True
 
         class Streamed:
@@ -164,6 +172,7 @@ async def measure(rounds: int, profile: bool) -> dict[str, float]:
                 upstream.data_received(chunk)
 
         relay()
+        _check(out, n)
         per_event = _best(rounds, n, relay)
 
         # request: the whole lifecycle on one keep-alive client connection
@@ -177,9 +186,7 @@ async def measure(rounds: int, profile: bool) -> dict[str, float]:
                 conn.data_received(r)
 
         serve()
-        if client.events != EVENTS * len(requests):  # every answer whole, or nothing to time
-            raise RuntimeError(f"{client.events} events relayed, not {EVENTS * len(requests)}")
-        client.counting = False
+        _check(client, EVENTS * len(requests))
         per_request = _best(rounds, len(requests), serve)
         if profile:
             prof = cProfile.Profile()

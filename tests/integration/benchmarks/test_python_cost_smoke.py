@@ -1,5 +1,5 @@
-"""``benchmarks/gateway_python_cost.py`` runs the real lifecycle whole (it checks that every
-request's 16 events reach the client) and reports both figures (keeps it from rotting)."""
+"""``benchmarks/gateway_python_cost.py`` runs the real relay and lifecycle whole (it checks
+that every event reaches the client) and reports both figures (keeps it from rotting)."""
 
 from __future__ import annotations
 
