@@ -34,6 +34,7 @@ from procs import (  # noqa: E402
 from expert_router.gateway.nginx_conf import NginxOptions, render_nginx_conf  # noqa: E402
 
 LOADGEN = Path(__file__).resolve().parent / "_loadgen.py"
+BYTE_RELAY = Path(__file__).resolve().parent / "_byte_relay.py"
 DEFAULT_LITELLM_VENV = Path.home() / ".cache" / "expert-router" / "litellm-venv"
 
 
@@ -129,6 +130,16 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         proc = self.start("gateway", cmd, f"{url}/ready")  # >= 1 replica is healthy
         return Target("gateway", [url], proc.pid, model)
+
+    def relay(self, upstreams: list[str], model: str) -> Target:
+        """The bare uvloop byte relay (``_byte_relay.py``): the floor under any Python proxy."""
+        port = free_port()
+        cmd = [sys.executable, str(BYTE_RELAY), "--port", str(port)]
+        for url in upstreams:
+            cmd += ["--upstream", url.split("://", 1)[1]]
+        url = f"http://127.0.0.1:{port}"
+        proc = self.start("relay", cmd, f"{url}/health")
+        return Target("relay", [url], proc.pid, model)
 
     def litellm(self, venv: Path, experts: list[str], model: str) -> Target | str:
         """LiteLLM's proxy in front of the fleet, or the reason it cannot run."""

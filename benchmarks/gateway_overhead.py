@@ -176,7 +176,7 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
         }
     if inside and "gateway" in out:
         out["gateway"]["inside"] = inside
-    for name in ("gateway", "litellm"):
+    for name in ("gateway", "litellm", "relay"):
         if name in runs and "nginx" in runs:  # round by round: nginx's rate moves between rounds
             pairs = zip(runs[name], runs["nginx"], strict=True)
             out[name]["epc_ratios"] = [
@@ -259,6 +259,30 @@ def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
                         f"      the same ratio round by round: {each}"
                         f" (median {statistics.median(paired):.2f})"
                     )
+        lines += _floor(users, res)
+    return lines
+
+
+def _floor(users: int, res: dict[str, Any]) -> list[str]:
+    """The bare byte relay beside nginx and the gateway: how much of the gateway's CPU per
+    event is the Python runtime under it (event loop, interpreter, kernel) and how much is ours."""
+    r, n, g = res.get("relay"), res.get("nginx"), res.get("gateway")
+    if not r or users == 1:
+        return []
+    lines = [f"{users:>5} users, relay (a uvloop byte relay, no parsing: a Python proxy's floor)"]
+    if n:
+        paired = ", ".join(f"{x:.2f}" for x in r.get("epc_ratios", []))
+        epc = r["events_per_cpu_s"] / n["events_per_cpu_s"]
+        lines.append(
+            f"      events per CPU-second {r['events_per_cpu_s']:.0f} vs nginx "
+            f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f} (round by round: {paired})"
+        )
+    if g:
+        us_r, us_g = 1e6 / r["events_per_cpu_s"], 1e6 / g["events_per_cpu_s"]
+        lines.append(
+            f"      gateway vs relay: ratio {g['events_per_cpu_s'] / r['events_per_cpu_s']:.2f};"
+            f" CPU per event {us_g:.1f} us vs {us_r:.1f} us: our code {us_g - us_r:+.1f} us"
+        )
     return lines
 
 
@@ -341,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(stack.nginx(experts, model, workers=args.workers))
             if "gateway" in wanted:
                 targets.append(stack.gateway(experts, model, workers=args.workers))
+            if "relay" in wanted:
+                targets.append(stack.relay(experts, model))
             if "litellm" in wanted:
                 lite = stack.litellm(args.litellm_venv, experts, model)
                 if isinstance(lite, str):

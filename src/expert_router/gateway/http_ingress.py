@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
@@ -33,9 +33,6 @@ from expert_router.gateway.responses import (
 )
 from expert_router.gateway.routes import KNOWN, PROXY, ROUTES, HttpProxyRequest
 from expert_router.wire.openai import Kind, parse_body
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("expert_router.gateway")
 

@@ -53,3 +53,29 @@ def test_loadgen_against_the_emulator(tmp_path: Path) -> None:
     assert result["watched_cpu_s"] > 0
     assert result["rss_start_bytes"] > 10 * 2**20
     assert len(result["samples"]) == 2
+
+
+def test_byte_relay_carries_streams_whole(tmp_path: Path) -> None:
+    """The byte relay (gateway_overhead.py's floor of a Python proxy) loses nothing: every
+    stream through it ends, and its own process is the one watched."""
+    port, relay_port = free_port(), free_port()
+    url, relay_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{relay_port}"
+    cmd = expert_router_cmd("emulate", "--preset", "cpu-tiny", "--port", str(port))
+    cmd += ["--tpot-ms", "10", "--ttft-ms", "5"]
+    relay = [sys.executable, str(ROOT / "benchmarks" / "_byte_relay.py"), "--port", str(relay_port)]
+    relay += ["--upstream", f"127.0.0.1:{port}"]
+    with (
+        running(cmd, tmp_path / "emulator.log", health_url=f"{url}/health"),
+        running(relay, tmp_path / "relay.log", health_url=f"{relay_url}/health") as proxy,
+    ):
+        argv = [sys.executable, str(ROOT / "benchmarks" / "_loadgen.py"), "--url", relay_url]
+        argv += ["--model", "cpu-tiny", "--users", "8", "--max-tokens", "5", "--warmup-s", "0.3"]
+        argv += ["--duration-s", "1", "--sample-s", "0.5", "--watch", str(proxy.pid)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["requests_failed"] == 0, result["first_errors"]
+    assert result["requests_unfinished"] == 0
+    assert result["requests_ok"] == result["requests_started"] > 8
+    assert result["events_in_window"] >= 5 * (result["ok_in_window"] - 8)
+    assert result["watched_cpu_s"] > 0

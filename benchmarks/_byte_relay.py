@@ -1,0 +1,104 @@
+"""The floor under any Python proxy: a uvloop TCP relay that forwards bytes and parses nothing.
+
+``gateway_overhead.py --targets ...,relay`` runs it beside nginx and the gateway, pinned to the
+same core. Each client connection gets its own upstream connection (round robin over
+``--upstream``), and every read is written to the other side as it came: no HTTP parsing, no
+routing, no metrics. What this process spends per relayed event is what an asyncio event loop
+and the kernel cost a Python process, so the gateway's events per CPU-second divided by this
+relay's says how much of the gap to nginx is our code and how much is the runtime under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+
+
+class Side(asyncio.Protocol):
+    """One side of a relayed connection: what it reads goes to ``peer``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: Side | None = None
+        self.early: list[bytes] = []  # read before the other side was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.early.append(data)
+        else:
+            peer.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:  # the other side reads no more until this one drains
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+
+class Client(Side):
+    """The accepted side: opens its upstream connection, then relays both ways."""
+
+    def __init__(self, upstreams: itertools.cycle[tuple[str, int]]) -> None:
+        super().__init__()
+        self.upstreams = upstreams
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        asyncio.get_running_loop().create_task(self._connect(*next(self.upstreams)))
+
+    async def _connect(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, up = await loop.create_connection(Side, host, port)
+        except OSError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.transport is None:  # the client left while we connected
+            up.transport.close()  # type: ignore[union-attr]
+            return
+        up.peer, self.peer = self, up
+        for data in self.early:
+            up.transport.write(data)  # type: ignore[union-attr]
+        self.early.clear()
+
+
+async def serve(port: int, upstreams: list[tuple[str, int]]) -> None:
+    loop = asyncio.get_running_loop()
+    cycle = itertools.cycle(upstreams)
+    server = await loop.create_server(lambda: Client(cycle), "127.0.0.1", port, backlog=4096)
+    gc.collect()
+    gc.freeze()  # as the gateway does: start-up objects out of the collector's scans
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", action="append", required=True, help="host:port, repeatable")
+    args = p.parse_args()
+    upstreams = [(u.rsplit(":", 1)[0], int(u.rsplit(":", 1)[1])) for u in args.upstream]
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(args.port, upstreams))
+    else:
+        uvloop.run(serve(args.port, upstreams))
+
+
+if __name__ == "__main__":
+    main()
