@@ -34,18 +34,21 @@ class Side(asyncio.Protocol):
         else:
             peer.transport.write(data)
 
+    def _other(self) -> asyncio.Transport | None:
+        return self.peer.transport if self.peer is not None else None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if (other := self._other()) is not None:
+            other.close()
 
     def pause_writing(self) -> None:  # the other side reads no more until this one drains
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+        if (other := self._other()) is not None:
+            other.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
+        if (other := self._other()) is not None:
+            other.resume_reading()
 
 
 class Client(Side):
@@ -54,10 +57,13 @@ class Client(Side):
     def __init__(self, upstreams: itertools.cycle[tuple[str, int]]) -> None:
         super().__init__()
         self.upstreams = upstreams
+        self.connecting: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        asyncio.get_running_loop().create_task(self._connect(*next(self.upstreams)))
+        self.connecting = asyncio.get_running_loop().create_task(
+            self._connect(*next(self.upstreams))
+        )
 
     async def _connect(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

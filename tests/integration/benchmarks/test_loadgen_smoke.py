@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,18 +31,27 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) != percentile([], 50)  # nan
 
 
+def _emulator(port: int) -> list[str]:
+    cmd = expert_router_cmd("emulate", "--preset", "cpu-tiny", "--port", str(port))
+    return cmd + ["--tpot-ms", "10", "--ttft-ms", "5"]
+
+
+def _loadgen(url: str, users: int, watch: int) -> dict[str, Any]:
+    """One second of ``_loadgen.py`` against ``url``, watching process ``watch``: its result."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "_loadgen.py"), "--url", url]
+    argv += ["--model", "cpu-tiny", "--users", str(users), "--max-tokens", "5"]
+    argv += ["--warmup-s", "0.3", "--duration-s", "1", "--sample-s", "0.5", "--watch", str(watch)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
 def test_loadgen_against_the_emulator(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = expert_router_cmd("emulate", "--preset", "cpu-tiny", "--port", str(port))
-    cmd += ["--tpot-ms", "10", "--ttft-ms", "5"]
-    with running(cmd, tmp_path / "emulator.log", health_url=f"{url}/health") as emulator:
-        argv = [sys.executable, str(ROOT / "benchmarks" / "_loadgen.py"), "--url", url]
-        argv += ["--model", "cpu-tiny", "--users", "4", "--max-tokens", "5", "--warmup-s", "0.3"]
-        argv += ["--duration-s", "1", "--sample-s", "0.5", "--watch", str(emulator.pid)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    with running(_emulator(port), tmp_path / "emulator.log", health_url=f"{url}/health") as emu:
+        result = _loadgen(url, 4, emu.pid)
     assert result["requests_failed"] == 0, result["first_errors"]
     assert result["requests_unfinished"] == 0
     assert result["requests_ok"] == result["requests_started"] > 4
@@ -60,20 +70,13 @@ def test_byte_relay_carries_streams_whole(tmp_path: Path) -> None:
     stream through it ends, and its own process is the one watched."""
     port, relay_port = free_port(), free_port()
     url, relay_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{relay_port}"
-    cmd = expert_router_cmd("emulate", "--preset", "cpu-tiny", "--port", str(port))
-    cmd += ["--tpot-ms", "10", "--ttft-ms", "5"]
     relay = [sys.executable, str(ROOT / "benchmarks" / "_byte_relay.py"), "--port", str(relay_port)]
     relay += ["--upstream", f"127.0.0.1:{port}"]
     with (
-        running(cmd, tmp_path / "emulator.log", health_url=f"{url}/health"),
+        running(_emulator(port), tmp_path / "emulator.log", health_url=f"{url}/health"),
         running(relay, tmp_path / "relay.log", health_url=f"{relay_url}/health") as proxy,
     ):
-        argv = [sys.executable, str(ROOT / "benchmarks" / "_loadgen.py"), "--url", relay_url]
-        argv += ["--model", "cpu-tiny", "--users", "8", "--max-tokens", "5", "--warmup-s", "0.3"]
-        argv += ["--duration-s", "1", "--sample-s", "0.5", "--watch", str(proxy.pid)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+        result = _loadgen(relay_url, 8, proxy.pid)
     assert result["requests_failed"] == 0, result["first_errors"]
     assert result["requests_unfinished"] == 0
     assert result["requests_ok"] == result["requests_started"] > 8
