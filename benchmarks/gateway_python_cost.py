@@ -14,9 +14,16 @@ what is written.
   with 16 events -> relay -> end, metrics, release: one request's lifecycle, whole.
 
 Each part's warm-up pass checks that every event reached the client. Best of ``--rounds``
-(hot caches: a lower bound of what the server pays). Prints, never asserts.
+(hot caches: a lower bound of what the server pays). Then the same two paths **cold**: each
+event, each request after ``--sleep-ms`` of sleep (medians, the cases taken in turn). A core
+that idles loses its caches to whatever else the machine runs, so a server woken by one event
+pays this, not the hot figure: on a shared virtual machine it is ten times higher or more,
+and it is what the load benchmark's CPU per event follows. Two floors are taken cold beside
+the relay: a bare relay (``data_received`` writes what it read: the byte relay of
+``gateway_overhead.py --targets relay``) and a strict one (httptools de-chunks, the chunk is
+framed again and written, no more). Prints, never asserts.
 
-    python benchmarks/gateway_python_cost.py [--rounds 5] [--profile]
+    python benchmarks/gateway_python_cost.py [--rounds 5] [--profile] [--sleep-ms 6]
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ import asyncio
 import cProfile
 import json
 import pstats
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
+
+import httptools
 
 from expert_router.backends import BackendRequest
 from expert_router.backends.base import Listener
@@ -114,6 +125,51 @@ def _best(rounds: int, n: int, run: Any) -> float:
     return best
 
 
+def _cold(
+    items: int, sleep_s: float, cases: dict[str, Callable[[int], object]]
+) -> dict[str, float]:
+    """Median seconds of each case's ``run(i)`` for ``i`` in ``range(items)``, each call after
+    ``sleep_s`` idle; the cases take turns, so that they meet the same machine."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(items):
+        for name, run in cases.items():
+            time.sleep(sleep_s)
+            t = time.perf_counter()
+            run(i)
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class BareRelay:
+    """The floor of any relay: what it read, written (``_byte_relay.py``'s path)."""
+
+    def __init__(self, out: NullTransport) -> None:
+        self.out = out
+
+    def data_received(self, data: bytes) -> None:
+        self.out.write(data)
+
+
+class StrictFloor:
+    """The least a relay that reads the upstream's framing does per read: httptools
+    de-chunks, the body is framed again and written."""
+
+    def __init__(self, out: NullTransport, head: bytes) -> None:
+        self.out = out
+        self.parts: list[bytes] = []
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser.feed_data(head)
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+        parts, self.parts = self.parts, []
+        body = b"".join(parts)
+        self.out.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+
 def _check(out: NullTransport, events: int) -> None:
     """The warm-up pass relayed every event (or there is nothing to time); stop counting."""
     if out.events != events:
@@ -136,7 +192,9 @@ def _request(i: int) -> bytes:
     )
 
 
-async def measure(rounds: int, profile: bool) -> dict[str, float]:
+async def measure(
+    rounds: int, profile: bool, sleep_s: float = 0.006, cold_items: int = 300
+) -> dict[str, float]:
     config = gateway_config_from_experts({"*": ["http://127.0.0.1:9"]})
     gw = Gateway(config, probes=False)
     await gw.start()
@@ -160,10 +218,11 @@ async def measure(rounds: int, profile: bool) -> dict[str, float]:
         upstream = Http1Connection(http1)  # type: ignore[arg-type]
         upstream.connection_made(NullTransport())  # type: ignore[arg-type]
         upstream.start(b"", cycle)
-        upstream.data_received(
+        head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
+        upstream.data_received(head)
         chunk = b"%x\r\n%b\r\n" % (len(EVENT), EVENT)
         n = 100_000
 
@@ -188,11 +247,24 @@ async def measure(rounds: int, profile: bool) -> dict[str, float]:
         serve()
         _check(client, EVENTS * len(requests))
         per_request = _best(rounds, len(requests), serve)
+        bare, strict = BareRelay(NullTransport()), StrictFloor(NullTransport(), head)
+        cold = _cold(
+            cold_items,
+            sleep_s,
+            {
+                "cold_relay_us": lambda i: upstream.data_received(chunk),
+                "cold_strict_floor_us": lambda i: strict.data_received(chunk),
+                "cold_bare_floor_us": lambda i: bare.data_received(chunk),
+                "cold_request_us": lambda i: conn.data_received(requests[i]),
+            },
+        )
         if profile:
             prof = cProfile.Profile()
             prof.runcall(serve)
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
-        return {"relay_us": per_event * 1e6, "request_us": per_request * 1e6}
+        return {"relay_us": per_event * 1e6, "request_us": per_request * 1e6} | {
+            name: seconds * 1e6 for name, seconds in cold.items()
+        }
     finally:
         await gw.close()
 
@@ -201,13 +273,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="cProfile one pass of the requests")
+    p.add_argument("--sleep-ms", type=float, default=6.0, help="idle before each cold item")
     args = p.parse_args()
-    r = asyncio.run(measure(args.rounds, args.profile))
+    r = asyncio.run(measure(args.rounds, args.profile, args.sleep_ms / 1e3))
     print(f"relay:   {r['relay_us']:.2f} us of Python per relayed event (best of {args.rounds})")
     print(
         f"request: {r['request_us']:.1f} us per request of {EVENTS} events, whole lifecycle"
         f" ({r['request_us'] / EVENTS:.2f} us per event)"
     )
+    print(f"cold, after {args.sleep_ms:g} ms idle each (medians of 300, the cases in turn):")
+    print(
+        f"  relayed event: {r['cold_relay_us']:.1f} us (strict floor: httptools + framing "
+        f"{r['cold_strict_floor_us']:.1f} us; bare relay {r['cold_bare_floor_us']:.1f} us)"
+    )
+    print(f"  request:       {r['cold_request_us']:.1f} us, whole lifecycle")
 
 
 if __name__ == "__main__":

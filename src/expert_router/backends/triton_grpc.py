@@ -33,7 +33,7 @@ from expert_router.errors import (
     RequestError,
 )
 from expert_router.h2.client import ClientCall, GrpcChannel
-from expert_router.h2.grpc import GrpcError, message
+from expert_router.h2.grpc import GrpcError
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.grpc_status import http_for_grpc
@@ -186,52 +186,82 @@ class _GrpcPieces:
 
 class _NativeRelay:
     """A client's own request forwarded unchanged; the replica's messages go to the listener
-    framed, as they arrive (the call's ``listen`` callbacks), after the first one."""
+    framed, as they arrive (the call's ``listen`` callbacks). The first one is checked (an
+    ``error_message`` fails the request) and must come within the first-byte timeout.
 
-    __slots__ = ("listener", "where", "task", "call")
+    On a connection already open the call starts at once and runs on callbacks alone; only
+    a call that must wait for a connection takes a task."""
+
+    __slots__ = ("listener", "where", "task", "call", "timer")
 
     def __init__(self, backend: TritonGrpcBackend, request: Any, listener: Listener) -> None:
         self.listener: Listener | None = listener
         self.where = f"grpc://{backend.target}"
-        self.call: ClientCall | None = None
-        self.task = asyncio.get_running_loop().create_task(self._start(backend, request))
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        raw = request.SerializeToString()
+        self.call = backend.channel().start_now(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
+        if self.call is None:
+            self.task = asyncio.get_running_loop().create_task(self._connect(backend, raw))
+        else:
+            self._listen(backend)
 
-    async def _start(self, backend: TritonGrpcBackend, request: Any) -> None:
+    async def _connect(self, backend: TritonGrpcBackend, raw: bytes) -> None:
         try:
-            call, first = await backend._open(request, self.where)
-            if first is None:
-                raise BackendProtocolError(f"{self.where}: the stream ended without a response")
-        except BackendError as exc:
-            self._fail(exc)
+            call = await backend.channel().start(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
+        except GrpcError as exc:
+            self._fail(rpc_error(self.where, exc))
             return
-        self.task = None  # type: ignore[assignment]
+        self.task = None
         self.call = call
-        error = pb2.ModelStreamInferResponse.FromString(first).error_message
-        listener = self.listener
-        if listener is None:
+        if self.listener is None:
             call.cancel()
             return
-        if error:
-            call.cancel()
-            self._fail(
-                BackendStatusError(f"{self.where}: {error}", status=400, body=error_bytes(error))
-            )
-            return
-        listener.on_head(200, "application/grpc")
-        listener.on_data(message(first))
-        if self.listener is not None:
-            call.listen(self)
+        self._listen(backend)
+
+    def _listen(self, backend: TritonGrpcBackend) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(backend.first_byte_timeout, self._no_first)
+        self.call.listen(self)  # type: ignore[union-attr]
+
+    def _no_first(self) -> None:
+        self.timer = None
+        self._fail(BackendTimeout(f"{self.where}: no first response in time"))
+        if self.call is not None:
+            self.call.cancel()
 
     # -- the call's listener -----------------------------------------------------------------
     def message(self, framed: bytes) -> None:
-        if self.listener is not None:
-            self.listener.on_data(framed)
+        listener = self.listener
+        if listener is None:
+            return
+        if self.timer is not None:  # the first message
+            self.timer.cancel()
+            self.timer = None
+            error = pb2.ModelStreamInferResponse.FromString(framed[5:]).error_message
+            if error:
+                body = error_bytes(error)
+                self._fail(BackendStatusError(f"{self.where}: {error}", status=400, body=body))
+                if self.call is not None:
+                    self.call.cancel()
+                return
+            listener.on_head(200, "application/grpc")
+        listener.on_data(framed)
 
     def end(self, error: GrpcError | None) -> None:
         listener, self.listener = self.listener, None
         if listener is None:
             return
-        if error is None:
+        if self.timer is not None:  # over before its first message
+            self.timer.cancel()
+            self.timer = None
+            where = self.where
+            listener.on_error(
+                rpc_error(where, error)
+                if error is not None
+                else BackendProtocolError(f"{where}: the stream ended without a response")
+            )
+        elif error is None:
             listener.on_end()
         else:
             listener.on_error(rpc_error(self.where, error))
@@ -247,6 +277,9 @@ class _NativeRelay:
 
     def cancel(self) -> None:
         self.listener = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.task is not None:
             self.task.cancel()
         if self.call is not None:
@@ -260,6 +293,7 @@ class TritonGrpcBackend:
         self._s = settings
         self.target, t = parse_target(settings.url)
         self.names, self.template = t.names, t.template
+        self.first_byte_timeout = settings.first_byte_timeout
         self._channel: GrpcChannel | None = None
 
     def channel(self) -> GrpcChannel:

@@ -212,6 +212,51 @@ def _framed(response: Any) -> bytes:
     return message(pb2.ModelStreamInferResponse(infer_response=response).SerializeToString())
 
 
+class _StreamRequests:
+    """The requests of one ``ModelStreamInfer`` call in flight. A request that fails gets its
+    error as a stream message (``error_message``), as Triton's decoupled streams do; ``wait``
+    returns once every request added has ended."""
+
+    __slots__ = ("context", "cycles", "idle")
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.cycles: dict[asyncio.Future[str | None], Cycle] = {}
+        self.idle: asyncio.Future[None] | None = None
+
+    def add(self, cycle: Cycle, sink: GrpcSink, request: Any) -> None:
+        done = sink.done
+        if done.done():  # ended at once (no replica, say)
+            self._ended(request, done)
+            return
+        self.cycles[done] = cycle
+        done.add_done_callback(lambda fut: self._ended(request, fut))
+
+    def fail(self, request: Any, exc: IngressError) -> None:
+        error = pb2.ModelStreamInferResponse(
+            error_message=str(exc), infer_response=pb2.ModelInferResponse(id=request.id)
+        )
+        self.context.send_framed(message(error.SerializeToString()))
+
+    def _ended(self, request: Any, done: asyncio.Future[str | None]) -> None:
+        self.cycles.pop(done, None)
+        if not done.cancelled() and isinstance(exc := done.exception(), IngressError):
+            self.fail(request, exc)
+        if not self.cycles and self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
+
+    async def wait(self) -> None:
+        if self.cycles:
+            self.idle = asyncio.get_running_loop().create_future()
+            await self.idle
+
+    def abort(self) -> None:
+        """The call was cancelled (the client left): every request still in flight too."""
+        cycles, self.cycles = self.cycles, {}
+        for cycle in cycles.values():
+            cycle.abort()
+
+
 class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """GRPCInferenceService in front of one gateway's fleet."""
 
@@ -221,13 +266,15 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self.names = tw.TritonNames(model)
         self.models = {model, gw.config.model_name}
 
-    async def _check_key(self, context: Any) -> None:
-        """Abort with UNAUTHENTICATED unless ``authorization: Bearer KEY`` names a known key."""
+    def _key_ok(self, context: Any) -> bool:
+        """Whether ``authorization: Bearer KEY`` names a known key (or none is needed)."""
         headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
         value = headers[0].encode("latin-1", errors="replace") if len(headers) == 1 else None
-        if not self.gw.key_ok(value):
-            msg = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
+        return self.gw.key_ok(value)
+
+    async def _refuse_key(self, context: Any) -> None:
+        msg = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
 
     # -- health and metadata ---------------------------------------------------------------
     def _any_healthy(self) -> bool:
@@ -258,7 +305,8 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     # -- inference ------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        await self._check_key(context)
+        if not self._key_ok(context):
+            await self._refuse_key(context)
         try:
             text = await self._serve(request, context, "ModelInfer", unary=True, route=True)
         except IngressError as exc:
@@ -270,29 +318,43 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelStreamInfer(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> None:
-        await self._check_key(context)
-        first = True  # the stream's initial metadata names the first request's route
-
-        def handle(request: Any) -> AsyncIterator[Any]:
-            nonlocal first
-            route, first = first, False
-            return self._stream_one(request, context, route)
-
-        await kserve.serve_stream(request_iterator, context, handle)
-
-    async def _stream_one(self, request: Any, context: Any, route: bool) -> AsyncIterator[Any]:
+        """Every request of the call served concurrently, as Triton does, without a task each:
+        a request's ``Cycle`` runs on callbacks (``_StreamRequests``); this coroutine reads the
+        requests, then waits until every one has ended."""
+        if not self._key_ok(context):
+            await self._refuse_key(context)
+        served = _StreamRequests(context)
+        route = True  # the stream's initial metadata names the first request's route
         try:
-            await self._serve(request, context, "ModelStreamInfer", unary=False, route=route)
-        except IngressError as exc:
-            yield pb2.ModelStreamInferResponse(
-                error_message=str(exc), infer_response=pb2.ModelInferResponse(id=request.id)
-            )
+            async for request in request_iterator:
+                try:
+                    cycle, sink = self._begin(request, context, "ModelStreamInfer", False, route)
+                except IngressError as exc:
+                    served.fail(request, exc)
+                else:
+                    served.add(cycle, sink, request)
+                route = False
+            await served.wait()
+        except asyncio.CancelledError:
+            served.abort()
+            raise
 
     async def _serve(
         self, request: Any, context: Any, name: str, *, unary: bool, route: bool
     ) -> str | None:
         """Serve one request through a ``Cycle``; its answer goes to ``context`` as it comes
         (streams) or is returned whole (unary). ``IngressError`` when it fails."""
+        cycle, sink = self._begin(request, context, name, unary, route)
+        try:
+            return await sink.done
+        except asyncio.CancelledError:
+            cycle.abort()
+            raise
+
+    def _begin(
+        self, request: Any, context: Any, name: str, unary: bool, route: bool
+    ) -> tuple[Cycle, GrpcSink]:
+        """Admit ``request`` and start its ``Cycle``; ``sink.done`` tells how it ends."""
         t0 = perf_counter()
         gw = self.gw
         try:
@@ -305,11 +367,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         sink = GrpcSink(context, request, self.names, route)
         cycle = Cycle(gw, proxy, sink, t0)
         cycle.start()
-        try:
-            return await sink.done
-        except asyncio.CancelledError:
-            cycle.abort()
-            raise
+        return cycle, sink
 
     def _admit(self, request: Any) -> tw.TritonRequest:
         if request.model_name not in self.models:

@@ -26,6 +26,10 @@ _HOST = re.compile(
     rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV\-._~!$&'()*+,;=]+\])(?::\d*)?"
 )
 _TOKEN = re.compile(rb"[A-Z]{1,24}")
+MAX_KNOWN_HOSTS = 256
+"""Host values remembered as valid (clients repeat theirs, and a known one skips the regex);
+past this many the memory starts over, so a client inventing hosts costs only the regex."""
+_known_hosts: set[bytes] = set()
 
 
 def refusal_for(exc: httptools.HttpParserError, data: bytes) -> Refusal:
@@ -54,8 +58,12 @@ def check_head(version: str, hosts: list[bytes], te: bytes | None) -> None:
         raise Refusal(505, "http_version_not_supported", "only HTTP/1.x is served here")
     if len(hosts) > 1 or (version != "1.0" and not hosts):
         raise Refusal(400, "invalid_host", "a request needs exactly one Host header")
-    if hosts and not _HOST.fullmatch(hosts[0]):
-        raise Refusal(400, "invalid_host", "the Host header is not a host[:port]")
+    if hosts and hosts[0] not in _known_hosts:
+        if not _HOST.fullmatch(hosts[0]):
+            raise Refusal(400, "invalid_host", "the Host header is not a host[:port]")
+        if len(_known_hosts) >= MAX_KNOWN_HOSTS:
+            _known_hosts.clear()
+        _known_hosts.add(hosts[0])
     if te is not None:
         if version == "1.0":
             raise Refusal(400, "invalid_framing", "Transfer-Encoding in an HTTP/1.0 request")

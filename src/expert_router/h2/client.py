@@ -326,6 +326,28 @@ class GrpcChannel:
         """Open a call on ``path``, send the serialized ``requests`` (then half-close);
         ``deadline`` (seconds) goes to the server as ``grpc-timeout``."""
         conn = await self._connection()
+        return self._start_on(conn, path, requests, response, metadata, deadline, half_close)
+
+    def start_now(
+        self, path: bytes, requests: Sequence[bytes], response: type[Any]
+    ) -> ClientCall | None:
+        """``start`` (half-closed, no deadline) without waiting: on a connection already open
+        that takes one more call; None when there is none (``start`` connects)."""
+        for conn in self._conns:
+            if conn.usable():
+                return self._start_on(conn, path, requests, response, (), None, True)
+        return None
+
+    def _start_on(
+        self,
+        conn: ClientConnection,
+        path: bytes,
+        requests: Sequence[bytes],
+        response: type[Any],
+        metadata: Sequence[tuple[str, str]],
+        deadline: float | None,
+        half_close: bool,
+    ) -> ClientCall:
         sid = conn.next_sid
         conn.next_sid += 2
         call = ClientCall(conn, sid, response)

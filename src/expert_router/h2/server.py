@@ -36,6 +36,7 @@ _RESERVED = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"grpc-a
 _OK_HEAD = [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
 _EOF: Any = object()
 _UNAVAILABLE = "drain timeout"  # the cancel message of calls a drain ends
+_NO_DEADLINE = contextlib.nullcontext()  # a call without grpc-timeout: no timer to arm
 
 
 @dataclass(frozen=True)
@@ -360,9 +361,9 @@ class GrpcServer:
         """Run one RPC's servicer method and end the call with its status."""
         handler: Callable[..., Any] = getattr(self.servicer, call.method.name)
         method = call.method
-        timer = asyncio.timeout(deadline)
+        timer = asyncio.timeout(deadline) if deadline is not None else None
         try:
-            async with timer:
+            async with timer or _NO_DEADLINE:
                 if method.streaming_in:
                     result = handler(call.requests(), call)
                 else:
@@ -386,7 +387,7 @@ class GrpcServer:
         except _Abort as exc:
             call.finish(exc.status, exc.details)
         except TimeoutError as exc:
-            if timer.expired():
+            if timer is not None and timer.expired():
                 call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             else:  # the servicer's own timeout
                 _failed(call, exc)

@@ -87,3 +87,13 @@ def test_sse_round_trip_in_arbitrary_pieces() -> None:
         assert out == ['{"a":1}', "[DONE]"]
     multi = SSEDecoder()
     assert list(multi.feed(b"data: a\ndata: b\n\n")) == ["a\nb"]
+
+
+def test_json_is_utf8_with_an_optional_byte_order_mark() -> None:
+    body = json.dumps({"prompt": "café", "stream": True}, ensure_ascii=False).encode()
+    assert parse_body(b"\xef\xbb\xbf" + body, "completion").payload["prompt"] == "café"
+    for bad in (body.decode().encode("utf-16"), b'{"prompt": "\xed\xa0\x80"}'):  # lone surrogate
+        with pytest.raises(RequestError, match="not UTF-8"):
+            parse_body(bad, "completion")
+    with pytest.raises(RequestError, match="NaN is not JSON"):
+        parse_body(b'{"prompt": "a", "temperature": NaN}', "completion")
