@@ -42,6 +42,7 @@ import httptools
 
 from expert_router.backends import BackendRequest
 from expert_router.backends.base import Listener
+from expert_router.backends.http1 import Http1Call
 from expert_router.backends.http1_conn import Http1Connection
 from expert_router.config import gateway_config_from_experts
 from expert_router.gateway.app import Gateway
@@ -217,7 +218,7 @@ async def measure(
         cycle.sent = True
         upstream = Http1Connection(http1)  # type: ignore[arg-type]
         upstream.connection_made(NullTransport())  # type: ignore[arg-type]
-        upstream.start(b"", cycle)
+        upstream.start(b"", cycle, Http1Call())
         head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"

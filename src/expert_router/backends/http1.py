@@ -43,7 +43,7 @@ class Http1Call:
             self.connecting.cancel()
             self.connecting = None
         if self.conn is not None:
-            self.conn.abandon()
+            self.conn.abandon(self)
 
 
 class Http1Backend:
@@ -94,7 +94,7 @@ class Http1Backend:
         self, call: Http1Call, conn: Http1Connection, message: bytes, listener: Listener
     ) -> None:
         call.conn = conn
-        conn.start(message, listener, call if conn.reused else None)
+        conn.start(message, listener, call)
 
     async def _open(self, call: Http1Call, message: bytes, listener: Listener) -> None:
         try:
@@ -156,7 +156,7 @@ class Http1Backend:
             async with asyncio.timeout(timeout_s):
                 conn = await self._connect()
                 call.conn = conn
-                conn.start(message, probe)
+                conn.start(message, probe, call, pooled=False)  # it asked for a close
                 return await probe.status
         except TimeoutError as exc:
             raise BackendTimeout(f"{self.base}{path}: probe timed out") from exc

@@ -46,7 +46,7 @@ class Http1Connection(asyncio.Protocol):
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
         "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
         "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
-        "retry_after", "whole", "chunked", "head_seen", "head_size",
+        "retry_after", "whole", "chunked", "head_seen", "head_size", "owner", "pooled",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -60,14 +60,22 @@ class Http1Connection(asyncio.Protocol):
         self.watchdog: asyncio.TimerHandle | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.retry: tuple[Http1Call, bytes] | None = None
+        self.owner: object = None  # the call of the request in flight (see abandon)
+        self.pooled = True  # False: never back to the pool (a probe's "Connection: close")
 
     # -- a request ------------------------------------------------------------------------
-    def start(self, message: bytes, listener: Listener, call: Http1Call | None = None) -> None:
-        """Write ``message`` (a whole request) and report its answer to ``listener``; with
-        ``call`` (a connection reused from the pool) the request is sent again on a new
-        connection if this one turns out closed before any byte came back."""
+    def start(
+        self, message: bytes, listener: Listener, call: Http1Call, *, pooled: bool = True
+    ) -> None:
+        """Write ``message`` (a whole request) and report its answer to ``listener``. On a
+        connection reused from the pool the request is sent again on a new connection if this
+        one turns out closed before any byte came back. ``call`` owns the connection until
+        the answer ends (only its ``abandon`` counts); ``pooled=False`` keeps it out of the
+        pool afterwards."""
         assert self.transport is not None and self.state == IDLE
         self.listener = listener
+        self.owner = call
+        self.pooled = pooled
         self.state = HEAD
         self.got_bytes = self.framed = self.head_ready = self.complete = self.keep = False
         self.chunked = False
@@ -81,7 +89,7 @@ class Http1Connection(asyncio.Protocol):
         self.chunk = 0
         self.error_body: bytearray | None = None
         self.error: BackendError | None = None
-        self.retry = (call, message) if call is not None else None
+        self.retry = (call, message) if self.reused else None
         self.transport.write(message)
         self.last = self.loop.time()
         self.watchdog = self.loop.call_at(self.last + self.backend.first_byte, self._check)
@@ -263,10 +271,11 @@ class Http1Connection(asyncio.Protocol):
             self.watchdog = self.loop.call_at(due, self._check)
 
     def _reusable(self) -> bool:
-        return self.complete and self.keep and not self.junk and not self.closed
+        return self.complete and self.keep and not self.junk and not self.closed and self.pooled
 
     def _end(self) -> None:
         self.state = IDLE
+        self.owner = None  # the connection may serve another call from here
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
@@ -279,9 +288,12 @@ class Http1Connection(asyncio.Protocol):
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    def abandon(self) -> None:
+    def abandon(self, call: object = None) -> None:
         """The requester left: close the connection (the upstream sees it and stops); no
-        more callbacks."""
+        more callbacks. With ``call``, only while that call's request is in flight here: once
+        its answer has ended the connection may already carry another call's request."""
+        if call is not None and call is not self.owner:
+            return
         self.listener = None
         self._end()
         self._close()

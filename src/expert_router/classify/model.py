@@ -3,6 +3,9 @@
 ``weights`` (vocabulary x D) already holds idf x SVD components (divided by the scaler's scale
 for ``standard``), so a prompt's feature vector is a count-weighted sum of the rows of its
 in-vocabulary terms, normalised; the cluster is the nearest centroid (squared Euclidean).
+With the ``l2`` scaler each row carries its K products with the centroids too (``_rows``,
+vocabulary x (D + K)): one sum of rows gives the vector and its cross terms, so ``predict``
+makes three numpy calls.
 """
 
 from __future__ import annotations
@@ -73,15 +76,22 @@ class Classifier:
         self.vocabulary: dict[str, int] = {t: i for i, t in enumerate(vocab)}
         self._terms = vocab
         self._ids_of = TermCounter(self.vocabulary).ids
-        self._weights = np.ascontiguousarray(arrays["weights"])
+        weights = arrays["weights"]
         self._idf = arrays["idf"].astype(np.float64)
         self._centroids = arrays["centroids"].astype(np.float64)
         self._offset = arrays["offset"].astype(np.float64)
         self._scale = arrays["scale"].astype(np.float64)
         self.n_clusters: int = int(self._centroids.shape[0])
+        self._dims: int = int(weights.shape[1])
         self._csq = (self._centroids**2).sum(axis=1)
         self._csq1 = (self._csq + 1.0).tolist()  # |c|^2 + |z|^2 for a unit z
         self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
+        if self.scaler == "l2":  # each row's cross terms -2 w.c, in the weights' dtype
+            cross = (weights.astype(np.float64) @ self._ct2).astype(weights.dtype)
+            self._rows = np.ascontiguousarray(np.hstack([weights, cross]))
+        else:
+            self._rows = np.ascontiguousarray(weights)
+        self._weights = self._rows[:, : self._dims]  # a view: the rows' first D columns
         # The defined route for a prompt without known terms: its TF-IDF row is all zeros,
         # so it goes where the scikit-learn pipeline would send an empty document.
         zero = np.zeros(self._centroids.shape[1]) if self.scaler == "l2" else -self._offset
@@ -105,15 +115,19 @@ class Classifier:
         if not ids:
             return self._prediction(self._fallback_d, self._fallback(text))
         # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches).
-        z = self._weights.take(ids, axis=0).sum(axis=0, dtype=np.float64)
+        summed = self._rows.take(ids, axis=0).sum(axis=0, dtype=np.float64)
         if self.scaler == "l2":
-            zz = float(z @ z)
-            if zz > 0.0:
-                inv = 1.0 / math.sqrt(zz)
-                cross = (z @ self._ct2).tolist()
+            values = summed.tolist()
+            dims = self._dims
+            norm = math.hypot(*values[:dims])
+            if norm > 0.0:
+                inv = 1.0 / norm
+                cross = values[dims:]
                 d = tuple([max(c + x * inv, 0.0) for c, x in zip(self._csq1, cross, strict=True)])
                 return self._prediction(d, "nearest")
+            z = summed[:dims]
         else:
+            z = summed
             unique, counts = np.unique(ids, return_counts=True)
             tfidf = counts * self._idf.take(unique)
             z = z / np.sqrt(tfidf @ tfidf) - self._offset
@@ -133,19 +147,22 @@ class Classifier:
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         indices = np.fromiter(chain.from_iterable(parts), dtype=np.intp, count=int(indptr[-1]))
-        vocab_size = self._weights.shape[0]
-        ones = np.ones(indices.size, dtype=self._weights.dtype)
+        vocab_size = self._rows.shape[0]
+        ones = np.ones(indices.size, dtype=self._rows.dtype)
         counts = sparse.csr_matrix((ones, indices, indptr), shape=(n, vocab_size))
-        z = np.asarray(counts @ self._weights, dtype=np.float64)
-        if self.scaler == "l2":
+        summed = np.asarray(counts @ self._rows, dtype=np.float64)
+        dims = self._dims
+        z = summed[:, :dims]
+        if self.scaler == "l2":  # as predict: |z|^2 = 1 and the rows' own cross terms
             norm = np.sqrt((z * z).sum(axis=1, keepdims=True))
-            z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
+            inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+            d = np.maximum(np.where(norm > 0, 1.0, 0.0) + self._csq + summed[:, dims:] * inv, 0.0)
         else:
             counts.sum_duplicates()
             tfidf = counts.multiply(self._idf[None, :]).tocsr()
             norm = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)))
             z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0) - self._offset
-        d = np.maximum((z * z).sum(axis=1, keepdims=True) + self._csq + z @ self._ct2, 0.0)
+            d = np.maximum((z * z).sum(axis=1, keepdims=True) + self._csq + z @ self._ct2, 0.0)
         reasons = ["nearest"] * n
         for row in np.flatnonzero(lengths == 0).tolist():
             d[row] = self._fallback_d

@@ -324,3 +324,47 @@ async def test_an_error_answer_is_read_up_to_its_limit() -> None:
         rec, _ = await fetch(b, REQ)
         assert isinstance(rec.error, BackendStatusError) and rec.error.status == 400
         assert len(rec.error.body) == 64 * 1024
+
+
+async def test_a_call_that_ended_cannot_cancel_the_next_request_on_its_connection() -> None:
+    """The connection went back to the pool and carries another call's request: cancelling
+    the first call (late, as a probe's cleanup does) must not cut the second."""
+    second_read = asyncio.Event()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(CHUNKED)
+        await read_request(reader)
+        second_read.set()
+        writer.write(HEAD + b"5\r\nhello\r\n")
+        await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        first, first_call = await fetch(b, REQ)
+        assert first.ended and len(b.idle) == 1
+        rec = Recorder()
+        b.open(REQ, rec)  # on the pooled connection
+        await second_read.wait()
+        first_call.cancel()  # late: its answer is long over
+        async with asyncio.timeout(5):
+            await rec.done
+        assert rec.ended and rec.data == b"hello"
+
+
+async def test_a_probe_connection_never_joins_the_pool() -> None:
+    """A probe asks for ``Connection: close``: even when the upstream keeps the line open,
+    no request may be written on it (the probe closes it right after its answer)."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"GET /health ") and b"Connection: close" in head
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(respond) as url, backend(url) as b:
+        assert await b.probe("/health", 2.0) == 200
+        assert not b.idle
