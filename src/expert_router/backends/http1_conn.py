@@ -60,7 +60,7 @@ class Http1Connection(asyncio.Protocol):
         self.watchdog: asyncio.TimerHandle | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.retry: tuple[Http1Call, bytes] | None = None
-        self.owner: object = None  # the call of the request in flight (see abandon)
+        self.owner: Http1Call | None = None  # the call of the request in flight (see abandon)
         self.pooled = True  # False: never back to the pool (a probe's "Connection: close")
 
     # -- a request ------------------------------------------------------------------------
@@ -288,7 +288,7 @@ class Http1Connection(asyncio.Protocol):
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    def abandon(self, call: object = None) -> None:
+    def abandon(self, call: Http1Call | None = None) -> None:
         """The requester left: close the connection (the upstream sees it and stops); no
         more callbacks. With ``call``, only while that call's request is in flight here: once
         its answer has ended the connection may already carry another call's request."""
