@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb2
 
 from expert_router.backends.base import BackendRequest, BackendSettings, Listener
@@ -226,7 +227,11 @@ class _NativeRelay:
 
     def _no_first(self) -> None:
         self.timer = None
-        self._fail(BackendTimeout(f"{self.where}: no first response in time"))
+        self._refuse(BackendTimeout(f"{self.where}: no first response in time"))
+
+    def _refuse(self, exc: BackendError) -> None:
+        """The request fails before its first message reached the listener: the call ends."""
+        self._fail(exc)
         if self.call is not None:
             self.call.cancel()
 
@@ -238,12 +243,14 @@ class _NativeRelay:
         if self.timer is not None:  # the first message
             self.timer.cancel()
             self.timer = None
-            error = pb2.ModelStreamInferResponse.FromString(framed[5:]).error_message
+            try:  # in the connection's data_received: nothing may escape
+                error = pb2.ModelStreamInferResponse.FromString(framed[5:]).error_message
+            except DecodeError:
+                self._refuse(BackendProtocolError(f"{self.where}: an unreadable first message"))
+                return
             if error:
                 body = error_bytes(error)
-                self._fail(BackendStatusError(f"{self.where}: {error}", status=400, body=body))
-                if self.call is not None:
-                    self.call.cancel()
+                self._refuse(BackendStatusError(f"{self.where}: {error}", status=400, body=body))
                 return
             listener.on_head(200, "application/grpc")
         listener.on_data(framed)

@@ -10,7 +10,7 @@ import aiohttp
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from triton_helpers import Emulator, inputs, stream_texts
+from triton_helpers import Emulator, engine_idle, inputs, stream_texts
 from tritonclient.utils import InferenceServerException
 
 from expert_router.classify import Classifier
@@ -172,8 +172,6 @@ async def test_health_probe_uses_live_and_model_ready(
 async def test_client_leaving_frees_the_replica_and_the_engine(
     emu: Emulator, gateway: Callable[..., Any]
 ) -> None:
-    import asyncio
-
     import grpc
     from tritonclient.grpc import service_pb2 as pb2
     from tritonclient.grpc import service_pb2_grpc as pb2_grpc
@@ -192,10 +190,7 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
             assert sum(r.outstanding for r in fleet.replicas.values()) == 1
             assert emu.server.engine.num_running == 1
             call.cancel()
-        for _ in range(200):
-            if emu.server.engine.num_running == 0:
-                break
-            await asyncio.sleep(0.01)
+        await engine_idle(emu)
         assert emu.server.engine.num_running == 0
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
 

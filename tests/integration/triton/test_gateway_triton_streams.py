@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from triton_helpers import Emulator
+from triton_helpers import Emulator, engine_idle
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
@@ -123,10 +123,7 @@ async def test_cancelling_a_stream_ends_every_request_in_it(
                 seen.add((await call.read()).infer_response.id)
             assert sum(r.outstanding for r in fleet.replicas.values()) == 2
             call.cancel()
-        for _ in range(200):
-            if emu.server.engine.num_running == 0:
-                break
-            await asyncio.sleep(0.01)
+        await engine_idle(emu)
         assert emu.server.engine.num_running == 0
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
 
@@ -202,6 +199,35 @@ async def test_native_relay_first_byte_timeout_on_both_paths() -> None:
             got = await _relay(backend, rid, 2)
             assert isinstance(got.error, BackendTimeout) and got.head is None
         assert silent.calls == 2
+    finally:
+        await backend.aclose()
+        await host.stop()
+
+
+class _Garbled(_Silent):
+    """A replica whose first message is not a ModelStreamInferResponse."""
+
+    async def ModelStreamInfer(  # noqa: N802
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> None:
+        from expert_router.h2.grpc import message
+
+        context.send_framed(message(b"\x0a\xff"))  # field 1, its length cut short
+        await super().ModelStreamInfer(request_iterator, context)
+
+
+async def test_native_relay_refuses_an_unreadable_first_message() -> None:
+    from expert_router.errors import BackendProtocolError
+
+    garbled = _Garbled()
+    host = GrpcServiceHost(garbled)
+    await host.start()
+    backend = _backend(host.target)
+    try:
+        for rid in ("connects", "at-once"):  # the connection outlives a broken call
+            got = await _relay(backend, rid, 2)
+            assert isinstance(got.error, BackendProtocolError) and got.head is None
+        assert garbled.calls == 2 and len(backend.channel()._conns) == 1
     finally:
         await backend.aclose()
         await host.stop()

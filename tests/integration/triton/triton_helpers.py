@@ -3,6 +3,7 @@ from ``tests/integration/triton_inputs.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from triton_inputs import inputs
 from expert_router.emulator.grpc_server import TritonGrpcServer
 from expert_router.emulator.server import EmulatorServer
 
-__all__ = ["Emulator", "inputs", "stream_texts"]
+__all__ = ["Emulator", "engine_idle", "inputs", "stream_texts"]
 
 
 class Emulator:
@@ -50,3 +51,11 @@ async def stream_texts(
             if not left:
                 break
     return out
+
+
+async def engine_idle(emu: Emulator, seconds: float = 2.0) -> None:
+    """Wait until the emulator runs no request (``seconds`` at most; the caller asserts)."""
+    for _ in range(int(seconds / 0.01)):
+        if emu.server.engine.num_running == 0:
+            return
+        await asyncio.sleep(0.01)
