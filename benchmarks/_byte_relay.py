@@ -6,6 +6,11 @@ same core. Each client connection gets its own upstream connection (round robin 
 routing, no metrics. What this process spends per relayed event is what an asyncio event loop
 and the kernel cost a Python process, so the gateway's events per CPU-second divided by this
 relay's says how much of the gap to nginx is our code and how much is the runtime under it.
+
+``--strict`` adds the least that issue 12's rule asks of a proxy (``--targets ...,strict``):
+httptools reads every request and every response, and each response body is framed again
+towards the client (one chunk per read, as the gateway writes). Still no routing, no
+classifier, no metrics: the gateway divided by this floor is what our own code costs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import argparse
 import asyncio
 import gc
 import itertools
+
+import httptools
+
+_LAST = b"0\r\n\r\n"
 
 
 class Side(asyncio.Protocol):
@@ -51,12 +60,69 @@ class Side(asyncio.Protocol):
             other.resume_reading()
 
 
-class Client(Side):
-    """The accepted side: opens its upstream connection, then relays both ways."""
+class StrictUpstream(Side):
+    """An upstream side that reads the response with httptools and frames its body again."""
 
-    def __init__(self, upstreams: itertools.cycle[tuple[str, int]]) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser = httptools.HttpResponseParser(self)
+        self.parts: list[bytes] = []
+        self.out: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        out, self.out = self.out, []
+        if self.parts:
+            body = b"".join(self.parts)
+            self.parts.clear()
+            out.insert(1 if out and out[0].startswith(b"HTTP/") else 0,
+                       b"%x\r\n%b\r\n" % (len(body), body))  # fmt: skip
+        other = self._other()
+        if out and other is not None:
+            other.write(b"".join(out))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.out.append(
+            b"HTTP/1.1 %d OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % status
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.parts:
+            body = b"".join(self.parts)
+            self.parts.clear()
+            self.out.append(b"%x\r\n%b\r\n" % (len(body), body))
+        self.out.append(_LAST)
+
+
+class Client(Side):
+    """The accepted side: opens its upstream connection, then relays both ways (``strict``:
+    each request read by httptools on the way)."""
+
+    def __init__(self, upstreams: itertools.cycle[tuple[str, int]], strict: bool) -> None:
         super().__init__()
         self.upstreams = upstreams
+        self.strict = strict
+        self.parser = httptools.HttpRequestParser(self) if strict else None
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is not None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        super().data_received(data)
         self.connecting: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,7 +134,9 @@ class Client(Side):
     async def _connect(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, up = await loop.create_connection(Side, host, port)
+            _, up = await loop.create_connection(
+                StrictUpstream if self.strict else Side, host, port
+            )
         except OSError:
             if self.transport is not None:
                 self.transport.close()
@@ -82,10 +150,12 @@ class Client(Side):
         self.early.clear()
 
 
-async def serve(port: int, upstreams: list[tuple[str, int]]) -> None:
+async def serve(port: int, upstreams: list[tuple[str, int]], strict: bool) -> None:
     loop = asyncio.get_running_loop()
     cycle = itertools.cycle(upstreams)
-    server = await loop.create_server(lambda: Client(cycle), "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(
+        lambda: Client(cycle, strict), "127.0.0.1", port, backlog=4096
+    )
     gc.collect()
     gc.freeze()  # as the gateway does: start-up objects out of the collector's scans
     async with server:
@@ -96,14 +166,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", action="append", required=True, help="host:port, repeatable")
+    p.add_argument("--strict", action="store_true", help="read both sides with httptools")
     args = p.parse_args()
     upstreams = [(u.rsplit(":", 1)[0], int(u.rsplit(":", 1)[1])) for u in args.upstream]
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(args.port, upstreams))
+        asyncio.run(serve(args.port, upstreams, args.strict))
     else:
-        uvloop.run(serve(args.port, upstreams))
+        uvloop.run(serve(args.port, upstreams, args.strict))
 
 
 if __name__ == "__main__":

@@ -131,15 +131,19 @@ class Stack:
         proc = self.start("gateway", cmd, f"{url}/ready")  # >= 1 replica is healthy
         return Target("gateway", [url], proc.pid, model)
 
-    def relay(self, upstreams: list[str], model: str) -> Target:
-        """The bare uvloop byte relay (``_byte_relay.py``): the floor under any Python proxy."""
+    def relay(self, upstreams: list[str], model: str, strict: bool = False) -> Target:
+        """The bare uvloop byte relay (``_byte_relay.py``): the floor under any Python proxy;
+        ``strict``: the floor under one that reads both sides with httptools (``strict``)."""
+        name = "strict" if strict else "relay"
         port = free_port()
         cmd = [sys.executable, str(BYTE_RELAY), "--port", str(port)]
         for url in upstreams:
             cmd += ["--upstream", url.split("://", 1)[1]]
+        if strict:
+            cmd.append("--strict")
         url = f"http://127.0.0.1:{port}"
-        proc = self.start("relay", cmd, f"{url}/health")
-        return Target("relay", [url], proc.pid, model)
+        proc = self.start(name, cmd, f"{url}/health")
+        return Target(name, [url], proc.pid, model)
 
     def litellm(self, venv: Path, experts: list[str], model: str) -> Target | str:
         """LiteLLM's proxy in front of the fleet, or the reason it cannot run."""

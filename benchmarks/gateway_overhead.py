@@ -176,7 +176,7 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
         }
     if inside and "gateway" in out:
         out["gateway"]["inside"] = inside
-    for name in ("gateway", "litellm", "relay"):
+    for name in ("gateway", "litellm", "relay", "strict"):
         if name in runs and "nginx" in runs:  # round by round: nginx's rate moves between rounds
             pairs = zip(runs[name], runs["nginx"], strict=True)
             out[name]["epc_ratios"] = [
@@ -264,25 +264,36 @@ def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
 
 
 def _floor(users: int, res: dict[str, Any]) -> list[str]:
-    """The bare byte relay beside nginx and the gateway: how much of the gateway's CPU per
-    event is the Python runtime under it (event loop, interpreter, kernel) and how much is ours."""
-    r, n, g = res.get("relay"), res.get("nginx"), res.get("gateway")
-    if not r or users == 1:
+    """The relays beside nginx and the gateway: how much of the gateway's CPU per event is the
+    Python runtime under it (event loop, interpreter, kernel: ``relay``), how much reading
+    both sides with httptools (``strict``), and how much is ours."""
+    n, g = res.get("nginx"), res.get("gateway")
+    if users == 1:
         return []
-    lines = [f"{users:>5} users, relay (a uvloop byte relay, no parsing: a Python proxy's floor)"]
-    if n:
-        paired = ", ".join(f"{x:.2f}" for x in r.get("epc_ratios", []))
-        epc = r["events_per_cpu_s"] / n["events_per_cpu_s"]
-        lines.append(
-            f"      events per CPU-second {r['events_per_cpu_s']:.0f} vs nginx "
-            f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f} (round by round: {paired})"
-        )
-    if g:
-        us_r, us_g = 1e6 / r["events_per_cpu_s"], 1e6 / g["events_per_cpu_s"]
-        lines.append(
-            f"      gateway vs relay: ratio {g['events_per_cpu_s'] / r['events_per_cpu_s']:.2f};"
-            f" CPU per event {us_g:.1f} us vs {us_r:.1f} us: our code {us_g - us_r:+.1f} us"
-        )
+    lines = []
+    floors = (
+        ("relay", "a uvloop byte relay, no parsing: a Python proxy's floor"),
+        ("strict", "the same relay reading both sides with httptools, responses framed again"),
+    )
+    for name, what in floors:
+        r = res.get(name)
+        if not r:
+            continue
+        lines.append(f"{users:>5} users, {name} ({what})")
+        if n:
+            paired = ", ".join(f"{x:.2f}" for x in r.get("epc_ratios", []))
+            epc = r["events_per_cpu_s"] / n["events_per_cpu_s"]
+            lines.append(
+                f"      events per CPU-second {r['events_per_cpu_s']:.0f} vs nginx "
+                f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f} (round by round: {paired})"
+            )
+        if g:
+            us_r, us_g = 1e6 / r["events_per_cpu_s"], 1e6 / g["events_per_cpu_s"]
+            ratio = g["events_per_cpu_s"] / r["events_per_cpu_s"]
+            lines.append(
+                f"      gateway vs {name}: ratio {ratio:.2f}; CPU per event {us_g:.1f} us"
+                f" vs {us_r:.1f} us: the difference {us_g - us_r:+.1f} us"
+            )
     return lines
 
 
@@ -367,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(stack.gateway(experts, model, workers=args.workers))
             if "relay" in wanted:
                 targets.append(stack.relay(experts, model))
+            if "strict" in wanted:
+                targets.append(stack.relay(experts, model, strict=True))
             if "litellm" in wanted:
                 lite = stack.litellm(args.litellm_venv, experts, model)
                 if isinstance(lite, str):

@@ -6,7 +6,8 @@ carried (de-chunked, joined), the end (with the last bytes when the same read ca
 An error status is read (64 KiB at most) and reported as ``BackendStatusError``. Everything
 the parser refuses, a chunk larger than the limit, a silent upstream (one lazily re-armed
 watchdog per request) and bytes from an idle connection end the request or the connection;
-nothing escapes ``data_received``.
+nothing escapes ``data_received``. The common read, one whole chunk of a streamed answer, takes
+a short path of its own to the listener.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Http1Connection(asyncio.Protocol):
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
         "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
         "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
-        "retry_after", "whole", "chunked", "head_seen", "head_size", "owner", "pooled",
+        "retry_after", "whole", "chunked", "head_seen", "head_size", "owner", "pooled", "heard",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -91,6 +92,7 @@ class Http1Connection(asyncio.Protocol):
         self.error: BackendError | None = None
         self.retry = (call, message) if self.reused else None
         self.transport.write(message)
+        self.heard = False
         self.last = self.loop.time()
         self.watchdog = self.loop.call_at(self.last + self.backend.first_byte, self._check)
 
@@ -117,33 +119,71 @@ class Http1Connection(asyncio.Protocol):
             self._report(BackendUnavailable(f"{self.backend.base}: connection closed {what}"))
 
     def data_received(self, data: bytes) -> None:
+        if self.state == BODY:  # the path of every relayed event: kept to a few steps
+            self.heard = True
+            try:
+                self.parser.feed_data(data)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._report_safely(self._refusal(exc))
+                return
+            parts = self.parts
+            if self.whole == 1 and len(parts) == 1 and not self.complete:  # one whole chunk
+                self.parts = []
+                self.whole = 0
+                try:
+                    if not self.listener.on_data(parts[0]):  # type: ignore[union-attr]
+                        self._hold()
+                except Exception as exc:
+                    self._listener_failed(exc)
+                return
+            self._report_safely(None)
+            return
         if self.state == IDLE:  # an idle connection must stay silent: never reuse it
             self._close()
             return
-        self.got_bytes = True
+        self.got_bytes = self.heard = True
         self.retry = None
-        self.last = self.loop.time()
+        self.head_seen += len(data)
         error: BackendError | None = None
-        if self.state == HEAD:
-            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
-        except httptools.HttpParserCallbackError:
-            if not self.junk or not self.complete:
-                error = self.error or BackendProtocolError(f"{self.backend.base}: bad response")
-        except httptools.HttpParserError as exc:
-            error = BackendProtocolError(f"{self.backend.base}: malformed response: {exc}")
-        except Exception as exc:  # nothing escapes data_received
-            error = BackendProtocolError(f"{self.backend.base}: {type(exc).__name__}")
+        except Exception as exc:
+            error = self._refusal(exc)
         if self.state == HEAD and self.head_seen > MAX_RESPONSE_HEAD and error is None:
             error = BackendProtocolError(
                 f"{self.backend.base}: a head over {MAX_RESPONSE_HEAD} bytes"
             )
+        self._report_safely(error)
+
+    def _refusal(self, exc: Exception) -> BackendError | None:
+        """What ``feed_data`` raising ``exc`` means for the request (None: nothing, the bytes
+        after a complete answer were refused)."""
+        if isinstance(exc, httptools.HttpParserCallbackError):
+            if not self.junk or not self.complete:
+                return self.error or BackendProtocolError(f"{self.backend.base}: bad response")
+            return None
+        if isinstance(exc, httptools.HttpParserError):
+            return BackendProtocolError(f"{self.backend.base}: malformed response: {exc}")
+        return BackendProtocolError(f"{self.backend.base}: {type(exc).__name__}")
+
+    def _report_safely(self, error: BackendError | None) -> None:
         try:
             self._report(error)
-        except Exception as exc:  # a listener's failure: this request ends, the loop goes on
-            log.error("upstream relay failed: %s", type(exc).__name__)
-            self.abandon()
+        except Exception as exc:
+            self._listener_failed(exc)
+
+    def _listener_failed(self, exc: Exception) -> None:
+        """A listener's failure: this request ends, the loop goes on (nothing escapes
+        ``data_received``)."""
+        log.error("upstream relay failed: %s", type(exc).__name__)
+        self.abandon()
+
+    def _hold(self) -> None:
+        """The listener refused more: stop reading until ``resume``."""
+        if self.listener is not None and not self.paused:
+            self.paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
 
     # -- parser callbacks (inside feed_data) -------------------------------------------------
     def on_message_begin(self) -> None:
@@ -231,10 +271,8 @@ class Http1Connection(asyncio.Protocol):
             if self.complete and error is None:
                 last = data  # the end came with it: on_end carries it (one client write)
             else:
-                if not listener.on_data(data) and self.listener is not None and not self.paused:
-                    self.paused = True
-                    if self.transport is not None:
-                        self.transport.pause_reading()
+                if not listener.on_data(data):
+                    self._hold()
                 if self.listener is None:
                     return
         if error is not None:
@@ -254,7 +292,7 @@ class Http1Connection(asyncio.Protocol):
                 self._close()
             listener.on_end(last)
 
-    # -- the watchdog: one timer per request, re-armed lazily (no timer work per chunk) ---------
+    # -- the watchdog: one timer per request; a read only raises a flag (no clock, no timer) --
     def _check(self) -> None:
         self.watchdog = None
         if self.listener is None:
@@ -263,12 +301,16 @@ class Http1Connection(asyncio.Protocol):
         if self.state == HEAD:
             self._report(BackendTimeout(f"{backend.base}: no response headers in time"))
             return
-        due = self.last + backend.read_timeout
-        if self.loop.time() >= due:
+        now = self.loop.time()
+        if self.heard:  # bytes came since the last look: the silence began now at the earliest
+            self.heard = False
+            self.last = now
+        elif now - self.last >= backend.read_timeout:
             silent = f"{backend.read_timeout:g}s"
             self._report(BackendTimeout(f"{backend.base}: upstream silent for {silent}"))
-        else:
-            self.watchdog = self.loop.call_at(due, self._check)
+            return
+        # Looked at every quarter of the timeout: a silence is caught within 1.25 times it.
+        self.watchdog = self.loop.call_at(now + backend.read_timeout / 4, self._check)
 
     def _reusable(self) -> bool:
         return self.complete and self.keep and not self.junk and not self.closed and self.pooled

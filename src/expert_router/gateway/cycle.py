@@ -191,9 +191,9 @@ class Cycle:
         self.content_type = content_type
 
     def on_data(self, data: bytes) -> bool:
+        if self.sent:  # streaming, past the first bytes: the path of every relayed event
+            return self.sink.send(self, data)
         if self.req.stream:
-            if self.sent:
-                return self.sink.send(self, data)
             self.sent = True
             ok = self.sink.send(self, data)
             self._first_byte()  # accounted once the first bytes have left

@@ -65,13 +65,15 @@ def test_loadgen_against_the_emulator(tmp_path: Path) -> None:
     assert len(result["samples"]) == 2
 
 
-def test_byte_relay_carries_streams_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strict", [False, True], ids=["bytes", "strict"])
+def test_byte_relay_carries_streams_whole(tmp_path: Path, strict: bool) -> None:
     """The byte relay (gateway_overhead.py's floor of a Python proxy) loses nothing: every
-    stream through it ends, and its own process is the one watched."""
+    stream through it ends, and its own process is the one watched; so does its strict form
+    (both sides read by httptools, the answers framed again)."""
     port, relay_port = free_port(), free_port()
     url, relay_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{relay_port}"
     relay = [sys.executable, str(ROOT / "benchmarks" / "_byte_relay.py"), "--port", str(relay_port)]
-    relay += ["--upstream", f"127.0.0.1:{port}"]
+    relay += ["--upstream", f"127.0.0.1:{port}"] + (["--strict"] if strict else [])
     with (
         running(_emulator(port), tmp_path / "emulator.log", health_url=f"{url}/health"),
         running(relay, tmp_path / "relay.log", health_url=f"{relay_url}/health") as proxy,

@@ -235,6 +235,30 @@ async def test_the_silent_upstream_is_cut_after_the_read_timeout() -> None:
         assert 0.1 < loop.time() - t0 < 1.5
 
 
+async def test_a_trickling_upstream_is_never_cut_and_its_silence_is_caught_in_time() -> None:
+    # A read only raises a flag; the watchdog looks every quarter of the timeout: bytes
+    # closer than the timeout keep the answer alive, a silence ends it within 1.25 times it.
+    timeout, gap, events = 0.3, 0.1, [b"data: %d\n\n" % i for i in range(12)]
+    silent_at: list[float] = []
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD)
+        for e in events:
+            writer.write(b"%x\r\n%b\r\n" % (len(e), e))
+            await writer.drain()
+            await asyncio.sleep(gap)
+        silent_at.append(asyncio.get_running_loop().time() - gap)  # the last bytes' time
+        await reader.read()
+
+    async with raw_server(respond) as url, backend(url, read_timeout=timeout) as b:
+        rec, _ = await fetch(b, REQ)
+        ended = asyncio.get_running_loop().time()
+    assert rec.data == b"".join(events)  # 1.2 s of answer, no gap as long as the timeout
+    assert isinstance(rec.error, BackendTimeout) and "silent" in str(rec.error)
+    assert timeout <= ended - silent_at[0] < timeout * 1.25 + 0.2
+
+
 async def test_a_refusing_listener_pauses_reading_until_resumed() -> None:
     events = [b"data: %d\n\n" % i for i in range(50)]
 
