@@ -94,7 +94,7 @@ class Fleet:
             else:
                 metrics.in_flight.labels(n).set_function(_outstanding(r))
         self._healthy = {n: metrics.healthy.labels(n) for n in self.replicas}
-        self.ttft = {n: metrics.ttft_seconds.labels(n) for n in self.replicas}
+        self.ttft = {n: metrics.per_request(metrics.ttft_seconds.labels(n)) for n in self.replicas}
         for g in self._healthy.values():
             g.set(1)
 
