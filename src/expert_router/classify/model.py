@@ -98,7 +98,7 @@ class Classifier:
         self._fallback_d = tuple(((zero - self._centroids) ** 2).sum(axis=1).tolist())
 
     def _prediction(self, d: tuple[float, ...], reason: str) -> Prediction:
-        return Prediction(min(range(len(d)), key=d.__getitem__), d, reason, self.temperature)
+        return Prediction(d.index(min(d)), d, reason, self.temperature)  # the first nearest
 
     def _fallback(self, text: str) -> str:
         return "no_known_terms" if has_tokens(text) else "empty"

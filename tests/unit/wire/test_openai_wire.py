@@ -97,3 +97,22 @@ def test_json_is_utf8_with_an_optional_byte_order_mark() -> None:
             parse_body(bad, "completion")
     with pytest.raises(RequestError, match="NaN is not JSON"):
         parse_body(b'{"prompt": "a", "temperature": NaN}', "completion")
+
+
+def test_json_refuses_what_has_no_exact_reading() -> None:
+    """A lone surrogate escape and a number beyond a double are refused (the standard
+    library would read them as an unpaired code point and as infinity); deep nesting is
+    an error, never a RecursionError; a big integer reads as a float."""
+    for bad, why in (
+        (b'{"prompt": "\\ud800"}', "surrogate"),
+        (b'{"prompt": "a", "temperature": 1e400}', "infinity"),
+        (b'{"prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}", "deep"),
+        (b"", "Expecting value"),
+    ):
+        with pytest.raises(RequestError, match=why) as info:
+            parse_body(bad, "completion")
+        assert info.value.code == "invalid_json"
+    big = parse_body(b'{"prompt": "a", "seed": 123456789012345678901234567890}', "completion")
+    assert big.payload["seed"] == pytest.approx(1.2345678901234568e29)
+    paired = parse_body(b'{"prompt": "\\ud83d\\ude00"}', "completion")
+    assert paired.payload["prompt"] == "\U0001f600"
