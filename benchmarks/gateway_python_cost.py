@@ -21,9 +21,10 @@ pays this, not the hot figure: on a shared virtual machine it is ten times highe
 and it is what the load benchmark's CPU per event follows. Two floors are taken cold beside
 the relay: a bare relay (``data_received`` writes what it read: the byte relay of
 ``gateway_overhead.py --targets relay``) and a strict one (httptools de-chunks, the chunk is
-framed again and written, no more). Prints, never asserts.
+framed again and written, no more). ``--stages`` also splits a cold request into its steps
+(timestamps between them; the wrappers that take them add a little). Prints, never asserts.
 
-    python benchmarks/gateway_python_cost.py [--rounds 5] [--profile] [--sleep-ms 6]
+    python benchmarks/gateway_python_cost.py [--rounds 5] [--profile] [--stages] [--sleep-ms 6]
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ from expert_router.backends.base import Listener
 from expert_router.backends.http1 import Http1Call
 from expert_router.backends.http1_conn import Http1Connection
 from expert_router.config import gateway_config_from_experts
+from expert_router.gateway import cycle as cycle_module
+from expert_router.gateway import http_ingress
 from expert_router.gateway.app import Gateway
 from expert_router.gateway.cycle import Cycle
 from expert_router.gateway.http_front import HttpFrontend
-from expert_router.gateway.http_ingress import HttpConnection
 
 EVENT = (
     b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
@@ -193,8 +195,110 @@ def _request(i: int) -> bytes:
     )
 
 
+STEPS = (
+    ("in", "head_done", "head parsed to its last header"),
+    ("head_done", "head_checked", "head checks (on_headers_complete)"),
+    ("head_checked", "json", "body read, request dispatched"),
+    ("json", "json_done", "body JSON (parse_body)"),
+    ("json_done", "classify", "to the classifier"),
+    ("classify", "classify_done", "classification (predict)"),
+    ("classify_done", "reserve_done", "a replica reserved"),
+    ("reserve_done", "open", "the upstream request built and opened"),
+    ("open", "first", "the first event, with the response head"),
+    ("first", "rest", "the next 14 events"),
+    ("rest", "finish", "the last event and the end"),
+    ("finish", "finish_done", "the exit: release, counts, access-log test"),
+    ("finish_done", "out", "back out of data_received"),
+)
+
+
+class _Marks:
+    """Timestamps of one request's steps, taken by wrappers put around the steps' functions
+    (``--stages``; put back after)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.undo: list[tuple[Any, str, Any]] = []
+
+    def mark(self, name: str) -> None:
+        self.at[name] = time.perf_counter()
+
+    def wrap(self, owner: Any, attr: str, before: str | None, after: str | None) -> None:
+        fn = getattr(owner, attr)
+        self.undo.append((owner, attr, owner.__dict__.get(attr)))
+
+        def timed(*args: Any, **kw: Any) -> Any:
+            if before:
+                self.mark(before)
+            out = fn(*args, **kw)
+            if after:
+                self.mark(after)
+            return out
+
+        setattr(owner, attr, timed)
+
+    def restore(self) -> None:
+        for owner, attr, old in reversed(self.undo):
+            if old is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, old)
+
+
+class MarkingBackend(InstantBackend):
+    def __init__(self, marks: _Marks) -> None:
+        self.marks = marks
+
+    def open(self, req: BackendRequest, listener: Listener) -> InstantCall:
+        mark = self.marks.mark
+        mark("open")
+        listener.on_head(200, "text/event-stream")
+        listener.on_data(EVENT)
+        mark("first")
+        for _ in range(EVENTS - 2):
+            listener.on_data(EVENT)
+        mark("rest")
+        listener.on_end(EVENT + b"data: [DONE]\n\n")
+        return InstantCall()
+
+
+def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
+    """Median seconds of each step of a request served after ``sleep_s`` idle (``STEPS``)."""
+    marks = _Marks()
+    assert gw.fleet is not None
+    for replica in gw.fleet.replicas.values():
+        replica.backend = MarkingBackend(marks)
+    conn_type = http_ingress.HttpConnection
+    marks.wrap(conn_type, "on_headers_complete", "head_done", "head_checked")
+    marks.wrap(http_ingress, "parse_body", "json", "json_done")
+    marks.wrap(gw.classifier, "predict", "classify", "classify_done")
+    marks.wrap(gw.fleet, "reserve", None, "reserve_done")
+    marks.wrap(cycle_module.Cycle, "_finish", "finish", "finish_done")
+    try:
+        conn = conn_type(HttpFrontend(gw, gw.config.server))
+        conn.connection_made(NullTransport())  # type: ignore[arg-type]
+        times: list[list[float]] = []
+        for i in range(items):
+            time.sleep(sleep_s)
+            marks.at.clear()
+            marks.mark("in")
+            conn.data_received(_request(i))
+            marks.mark("out")
+            times.append([marks.at[b] - marks.at[a] for a, b, _ in STEPS])
+    finally:
+        marks.restore()
+    columns = zip(*times, strict=True)
+    return [
+        (what, statistics.median(col)) for (_, _, what), col in zip(STEPS, columns, strict=True)
+    ]
+
+
 async def measure(
-    rounds: int, profile: bool, sleep_s: float = 0.006, cold_items: int = 300
+    rounds: int,
+    profile: bool,
+    sleep_s: float = 0.006,
+    cold_items: int = 300,
+    stages: bool = False,
 ) -> dict[str, float]:
     config = gateway_config_from_experts({"*": ["http://127.0.0.1:9"]})
     gw = Gateway(config, probes=False)
@@ -206,7 +310,7 @@ async def measure(
             replica.backend = InstantBackend()
 
         # relay: a Cycle past its first byte, fed by a pooled upstream connection
-        sink = HttpConnection(HttpFrontend(gw, config.server))
+        sink = http_ingress.HttpConnection(HttpFrontend(gw, config.server))
         out = NullTransport(counting=True)
         sink.connection_made(out)  # type: ignore[arg-type]
         sink.responding = True
@@ -236,7 +340,7 @@ async def measure(
         per_event = _best(rounds, n, relay)
 
         # request: the whole lifecycle on one keep-alive client connection
-        conn = HttpConnection(HttpFrontend(gw, config.server))
+        conn = http_ingress.HttpConnection(HttpFrontend(gw, config.server))
         client = NullTransport(counting=True)
         conn.connection_made(client)  # type: ignore[arg-type]
         requests = [_request(i) for i in range(2000)]
@@ -259,13 +363,16 @@ async def measure(
                 "cold_request_us": lambda i: conn.data_received(requests[i]),
             },
         )
+        steps = _stages(gw, sleep_s, cold_items) if stages else []
         if profile:
             prof = cProfile.Profile()
             prof.runcall(serve)
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
-        return {"relay_us": per_event * 1e6, "request_us": per_request * 1e6} | {
-            name: seconds * 1e6 for name, seconds in cold.items()
-        }
+        return (
+            {"relay_us": per_event * 1e6, "request_us": per_request * 1e6}
+            | {name: seconds * 1e6 for name, seconds in cold.items()}
+            | {f"step: {what}": seconds * 1e6 for what, seconds in steps}
+        )
     finally:
         await gw.close()
 
@@ -275,8 +382,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="cProfile one pass of the requests")
     p.add_argument("--sleep-ms", type=float, default=6.0, help="idle before each cold item")
+    p.add_argument("--stages", action="store_true", help="split a cold request into its steps")
     args = p.parse_args()
-    r = asyncio.run(measure(args.rounds, args.profile, args.sleep_ms / 1e3))
+    r = asyncio.run(measure(args.rounds, args.profile, args.sleep_ms / 1e3, stages=args.stages))
     print(f"relay:   {r['relay_us']:.2f} us of Python per relayed event (best of {args.rounds})")
     print(
         f"request: {r['request_us']:.1f} us per request of {EVENTS} events, whole lifecycle"
@@ -288,6 +396,11 @@ def main() -> None:
         f"{r['cold_strict_floor_us']:.1f} us; bare relay {r['cold_bare_floor_us']:.1f} us)"
     )
     print(f"  request:       {r['cold_request_us']:.1f} us, whole lifecycle")
+    if args.stages:
+        print("a cold request, step by step (medians of 300, timestamps between the steps):")
+        for name, us in r.items():
+            if name.startswith("step: "):
+                print(f"  {us:7.1f} us  {name[6:]}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from expert_router.errors import ArtifactError
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TEMPERATURE = 0.1
+_sum_rows = np.add.reduce
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -114,8 +115,9 @@ class Classifier:
         ids = self._ids_of(text)
         if not ids:
             return self._prediction(self._fallback_d, self._fallback(text))
-        # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches).
-        summed = self._rows.take(ids, axis=0).sum(axis=0, dtype=np.float64)
+        # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches);
+        # the ufunc's own reduce skips ndarray.sum's Python wrapper (~8 us cold).
+        summed = _sum_rows(self._rows.take(ids, axis=0), axis=0, dtype=np.float64)
         if self.scaler == "l2":
             values = summed.tolist()
             dims = self._dims

@@ -26,3 +26,16 @@ def test_python_cost_measures_a_whole_lifecycle() -> None:
     assert all(math.isfinite(v) and v > 0 for v in figures.values())
     assert figures["request_us"] > figures["relay_us"]  # a request relays 16 events and more
     assert figures["cold_request_us"] > figures["cold_relay_us"]
+
+
+def test_python_cost_splits_a_cold_request_into_its_steps() -> None:
+    from expert_router.gateway.http_ingress import HttpConnection
+
+    before = HttpConnection.on_headers_complete
+    figures = asyncio.run(
+        measure(rounds=1, profile=False, sleep_s=0.001, cold_items=5, stages=True)
+    )
+    steps = {k: v for k, v in figures.items() if k.startswith("step: ")}
+    assert len(steps) == 13 and all(math.isfinite(v) and v >= 0 for v in steps.values())
+    assert steps["step: classification (predict)"] > 0
+    assert HttpConnection.on_headers_complete is before  # the timing wrappers are gone
