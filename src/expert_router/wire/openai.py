@@ -57,9 +57,9 @@ def parse_json(body: bytes) -> Any:
     levels deep; an integer beyond 64 bits reads as a float. ``RequestError`` (code
     ``invalid_json``) names what is wrong, never quoting the body.
 
-    orjson reads every body (a third of the standard library's time on a core that has just
-    woken: docs/benchmarks.md); what it refuses is read again by the standard library, only
-    to name the reason.
+    orjson reads every body (less than half the standard library's time on a core that has
+    just woken: docs/benchmarks.md); what it refuses is read again by the standard library,
+    only to name the reason.
     """
     try:
         return orjson.loads(body[3:] if body[:3] == _BOM else body)
