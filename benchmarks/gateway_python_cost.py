@@ -37,6 +37,7 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import httptools
@@ -195,20 +196,20 @@ def _request(i: int) -> bytes:
     )
 
 
-STEPS = (
-    ("in", "head_done", "head parsed to its last header"),
-    ("head_done", "head_checked", "head checks (on_headers_complete)"),
-    ("head_checked", "json", "body read, request dispatched"),
-    ("json", "json_done", "body JSON (parse_body)"),
-    ("json_done", "classify", "to the classifier"),
-    ("classify", "classify_done", "classification (predict)"),
-    ("classify_done", "reserve_done", "a replica reserved"),
-    ("reserve_done", "open", "the upstream request built and opened"),
-    ("open", "first", "the first event, with the response head"),
-    ("first", "rest", "the next 14 events"),
-    ("rest", "finish", "the last event and the end"),
-    ("finish", "finish_done", "the exit: release, counts, access-log test"),
-    ("finish_done", "out", "back out of data_received"),
+STEPS = (  # each mark, and the step that ends there (it starts at the mark before; "in" first)
+    ("head_done", "head parsed to its last header"),
+    ("head_checked", "head checks (on_headers_complete)"),
+    ("json", "body read, request dispatched"),
+    ("json_done", "body JSON (parse_body)"),
+    ("classify", "to the classifier"),
+    ("classify_done", "classification (predict)"),
+    ("reserve_done", "a replica reserved"),
+    ("open", "the upstream request built and opened"),
+    ("first", "the first event, with the response head"),
+    ("rest", "the next 14 events"),
+    ("finish", "the last event and the end"),
+    ("finish_done", "the exit: release, counts, access-log test"),
+    ("out", "back out of data_received"),
 )
 
 
@@ -277,6 +278,7 @@ def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
     try:
         conn = conn_type(HttpFrontend(gw, gw.config.server))
         conn.connection_made(NullTransport())  # type: ignore[arg-type]
+        order = ["in", *(name for name, _ in STEPS)]
         times: list[list[float]] = []
         for i in range(items):
             time.sleep(sleep_s)
@@ -284,13 +286,12 @@ def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
             marks.mark("in")
             conn.data_received(_request(i))
             marks.mark("out")
-            times.append([marks.at[b] - marks.at[a] for a, b, _ in STEPS])
+            at = [marks.at[name] for name in order]
+            times.append([end - start for start, end in pairwise(at)])
     finally:
         marks.restore()
     columns = zip(*times, strict=True)
-    return [
-        (what, statistics.median(col)) for (_, _, what), col in zip(STEPS, columns, strict=True)
-    ]
+    return [(what, statistics.median(col)) for (_, what), col in zip(STEPS, columns, strict=True)]
 
 
 async def measure(
