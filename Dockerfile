@@ -9,10 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-RUN pip install . \
-    && rm -rf /build \
+# gcc builds the classifier's C step (classify/_native.c) and leaves with the apt lists.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* /build \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin expert-router
 
 WORKDIR /

@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(HASH)
 DEV := $(VENV)/.dev-$(HASH)
+# The C step of the classifier (optional: numpy does it where no compiler is found); editing
+# it re-runs the install, which rebuilds it in place.
+EXT := setup.py src/expert_router/classify/_native.c
 
 .PHONY: demo test check lint typecheck bench clean model nginx
 
@@ -17,13 +20,13 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml $(EXT) | $(BIN)/python
 	@echo "==> installing expert-router and its dependencies into $(VENV): about 1-2 minutes" \
 		"the first time"
 	$(BIN)/pip install --progress-bar on -e .
 	rm -f $(VENV)/.runtime-*; touch $@
 
-$(DEV): pyproject.toml | $(BIN)/python
+$(DEV): pyproject.toml $(EXT) | $(BIN)/python
 	scripts/install-dev.sh $(VENV)
 	rm -f $(VENV)/.runtime-* $(VENV)/.dev-*; touch $(RUNTIME) $@
 

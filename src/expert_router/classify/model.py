@@ -5,14 +5,14 @@ for ``standard``), so a prompt's feature vector is a count-weighted sum of the r
 in-vocabulary terms, normalised; the cluster is the nearest centroid (squared Euclidean).
 With the ``l2`` scaler each row carries its K products with the centroids too (``_rows``,
 vocabulary x (D + K)): one sum of rows gives the vector and its cross terms, so ``predict``
-makes three numpy calls.
+makes one call of the compiled ``_native.distances`` (three numpy calls where it is not built).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain
@@ -25,6 +25,15 @@ import numpy.typing as npt
 from expert_router.classify.artifact import read_array, read_manifest
 from expert_router.classify.terms import TermCounter, has_tokens
 from expert_router.errors import ArtifactError
+
+_Distances = Callable[
+    [npt.NDArray[Any], list[int], int, tuple[float, ...]], tuple[float, ...] | None
+]
+_folded: _Distances | None
+try:
+    from expert_router.classify._native import distances as _folded
+except ImportError:  # not built (no C compiler at install): numpy does the same arithmetic
+    _folded = None
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_TEMPERATURE = 0.1
@@ -85,13 +94,15 @@ class Classifier:
         self.n_clusters: int = int(self._centroids.shape[0])
         self._dims: int = int(weights.shape[1])
         self._csq = (self._centroids**2).sum(axis=1)
-        self._csq1 = (self._csq + 1.0).tolist()  # |c|^2 + |z|^2 for a unit z
+        self._csq1 = tuple((self._csq + 1.0).tolist())  # |c|^2 + |z|^2 for a unit z
         self._ct2 = np.ascontiguousarray(-2.0 * self._centroids.T)
         if self.scaler == "l2":  # each row's cross terms -2 w.c, in the weights' dtype
             cross = (weights.astype(np.float64) @ self._ct2).astype(weights.dtype)
             self._rows = np.ascontiguousarray(np.hstack([weights, cross]))
         else:
             self._rows = np.ascontiguousarray(weights)
+        # The l2 arithmetic in one C call where built (None: numpy's three calls).
+        self._fold = _folded if self.scaler == "l2" else None
         self._weights = self._rows[:, : self._dims]  # a view: the rows' first D columns
         # The defined route for a prompt without known terms: its TF-IDF row is all zeros,
         # so it goes where the scikit-learn pipeline would send an empty document.
@@ -115,6 +126,10 @@ class Classifier:
         ids = self._ids_of(text)
         if not ids:
             return self._prediction(self._fallback_d, self._fallback(text))
+        if self._fold is not None:  # one C call: ~10x cheaper than numpy's, cold
+            folded = self._fold(self._rows, ids, self._dims, self._csq1)
+            if folded is not None:
+                return self._prediction(folded, "nearest")
         # Few numpy calls: on an idle machine each costs ~10x its hot time (cold caches);
         # the ufunc's own reduce skips ndarray.sum's Python wrapper (~8 us cold).
         summed = _sum_rows(self._rows.take(ids, axis=0), axis=0, dtype=np.float64)

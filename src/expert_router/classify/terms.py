@@ -3,7 +3,8 @@
 UTF-8 bytes are lower-cased and cut at ASCII non-word bytes with one ``bytes.translate`` and
 ``split``; common non-word non-ASCII characters (curly quotes, dashes, nbsp, ...) become spaces;
 only runs still holding non-ASCII bytes go through the Unicode regex. Text with a capital sigma
-(whose lower case depends on context) or lone surrogates takes the exact regex path.
+(whose lower case depends on context) or lone surrogates takes the exact regex path. ASCII text
+goes to ``_native.ascii_ids`` where the C module is built: the same cut and lookup, one call.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
+from collections.abc import Callable
 from itertools import filterfalse
 
 _WORD_BYTES = frozenset((string.ascii_lowercase + string.digits + "_").encode())
@@ -40,15 +42,23 @@ def _nonword_pattern() -> re.Pattern[bytes]:
 
 _NONWORD_SUB = _nonword_pattern().sub
 
+_ascii_ids: Callable[[str, dict[bytes, int]], list[int] | None] | None
+try:
+    from expert_router.classify._native import ascii_ids as _ascii_ids
+except ImportError:  # not built (no C compiler at install): translate and split below
+    _ascii_ids = None
+
 
 class TermCounter:
     """Maps text to the ids of its in-vocabulary terms, one id per occurrence."""
 
-    __slots__ = ("_bytes_get", "_str_get")
+    __slots__ = ("_bytes", "_bytes_get", "_native", "_str_get")
 
     def __init__(self, vocabulary: dict[str, int]) -> None:
         self._str_get = vocabulary.get
-        self._bytes_get = {t.encode(): i for t, i in vocabulary.items() if t.isascii()}.get
+        self._bytes = {t.encode(): i for t, i in vocabulary.items() if t.isascii()}
+        self._bytes_get = self._bytes.get
+        self._native = _ascii_ids  # None: the Python cut for ASCII text too
 
     def ids(self, text: str) -> list[int]:
         """Vocabulary ids of the terms of ``text``, repeated once per occurrence, any order.
@@ -57,6 +67,10 @@ class TermCounter:
         [0, 0, 1]
         """
         ascii_only = text.isascii()
+        if ascii_only and self._native is not None:
+            native = self._native(text, self._bytes)  # None only for text that is not ASCII
+            if native is not None:
+                return native
         if ascii_only:
             cut = text.encode().translate(_TABLE)
         elif "\u03a3" in text:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from expert_router.classify.analyzer import STOP_WORDS, analyze, raw_tokens
-from expert_router.classify.terms import TermCounter, has_tokens
+from expert_router.classify.terms import TermCounter, _ascii_ids, has_tokens
 
 SKLEARN = CountVectorizer().build_analyzer()
 
@@ -83,3 +84,29 @@ def test_fast_lookup_on_tricky_cases() -> None:
     for text in cases:
         expected = Counter(vocab[t] for t in analyze(text) if t in vocab)
         assert Counter(counter.ids(text)) == expected, text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200), st.lists(TEXT))
+def test_native_ascii_lookup_is_the_python_one(text: str, extra: list[str]) -> None:
+    """The C cut and lookup of ASCII text (``_native.ascii_ids``, where built) gives the ids
+    the Python path gives, in the same order."""
+    vocab_terms = sorted({t for s in [text, *extra] for t in raw_tokens(s)} | {"a", "_", "9"})
+    vocab = {t: i for i, t in enumerate(vocab_terms[1::2])}
+    counter = TermCounter(vocab)
+    if counter._native is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    native = counter.ids(text)
+    counter._native = None
+    assert native == counter.ids(text)
+
+
+def test_native_ascii_lookup_refuses_bad_arguments() -> None:
+    if _ascii_ids is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    assert _ascii_ids("Cat cat-CAT x", {b"cat": 7}) == [7, 7, 7]
+    assert _ascii_ids("café", {b"caf": 1}) is None  # not ASCII: the Python path
+    assert _ascii_ids("", {}) == []
+    for args in [(b"cat", {}), ("cat", [b"cat"]), ("cat",), ("cat", {}, {})]:
+        with pytest.raises(TypeError):
+            _ascii_ids(*args)  # type: ignore[arg-type]

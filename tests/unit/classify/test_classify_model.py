@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expert_router.classify import Classifier, Prediction, load
+from expert_router.classify.model import _folded
 from expert_router.classify.training import Fitted
 
 Model = tuple[Fitted, Classifier, Path]
@@ -140,3 +141,56 @@ def test_top_terms_name_the_topics(l2_model: Model) -> None:
         assert max(hits) >= 3, terms
         owners.append(int(np.argmax(hits)))
     assert sorted(owners) == list(range(5))
+
+
+def test_compiled_step_and_numpy_agree(l2_model: Model) -> None:
+    """``predict``'s one C call (``_native``, where built) and numpy's three give the same
+    distances to rounding, on short, long and repeated-term prompts."""
+    _, clf, _ = l2_model
+    if clf._fold is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    unseen, _ = make_corpus(300, seed=97)
+    texts = [*unseen, " ".join(unseen[:40]), "goal goal goal goal", "goal"]
+    compiled = [clf.predict(t) for t in texts]
+    clf._fold = None
+    try:
+        plain = [clf.predict(t) for t in texts]
+    finally:
+        clf._fold = _folded
+    for a, b in zip(compiled, plain, strict=True):
+        assert a.cluster == b.cluster and a.reason == b.reason
+        np.testing.assert_allclose(a.dists, b.dists, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_step_refuses_bad_arguments() -> None:
+    """The C step checks what it is given: errors, never a read outside the rows."""
+    if _folded is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)  # 3 terms, dims 2 + 2 centroids
+    assert _folded(rows, [1, 1], 2, (1.0, 2.0)) is not None
+    assert _folded(np.zeros((3, 4)), [0], 2, (1.0, 2.0)) is None  # |z| = 0: numpy's path
+    with pytest.raises(IndexError):
+        _folded(rows, [3], 2, (1.0, 2.0))
+    with pytest.raises(IndexError):
+        _folded(rows, [-1], 2, (1.0, 2.0))
+    with pytest.raises(OverflowError):
+        _folded(rows, [1 << 70], 2, (1.0, 2.0))
+    with pytest.raises(TypeError):
+        _folded(rows, ["a"], 2, (1.0, 2.0))
+    with pytest.raises(TypeError):
+        _folded(rows, (1,), 2, (1.0, 2.0))
+    with pytest.raises(TypeError):
+        _folded(rows, [1], 2, (1.0, "x"))
+    for bad_rows, dims in [
+        (rows.astype(np.int32), 2),  # not floats
+        (rows[:, ::2], 0),  # not contiguous
+        (rows.ravel(), 2),  # not 2-D
+        (rows, 3),  # dims + K is not the width
+    ]:
+        with pytest.raises((ValueError, BufferError)):
+            _folded(bad_rows, [0], dims, (1.0, 2.0))
+    with pytest.raises(TypeError):
+        _folded(rows, [0], 2)  # type: ignore[call-arg]
+    wide = np.ones((2, 600), dtype=np.float64)  # past the stack buffer: the heap one
+    out = _folded(wide, [0, 1], 598, (1.0, 1.0))
+    assert out is not None and len(out) == 2

@@ -86,13 +86,15 @@ def test_dockerignore_sends_what_pip_install_needs_and_nothing_else() -> None:
     copied = [s for w, args in INSTRUCTIONS if w == "COPY" for s in args.split()[:-1]]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "pyproject.toml" in copied and project["readme"] in copied and "src" in copied
+    assert "setup.py" in copied  # the C extension's build (classify/_native.c)
     for src in copied:
         assert not _ignored(src, patterns), f"{src} is COPY'd but .dockerignore drops it"
     kept = [
         p for p in (REPO / "src").rglob("*.py") if not _ignored(str(p.relative_to(REPO)), patterns)
     ]
     assert (REPO / "src" / "expert_router" / "cli" / "main.py") in kept
-    for heavy in (".venv/bin/python", ".git/HEAD", "tests/unit", "src/x/__pycache__/m.pyc"):
+    for heavy in (".venv/bin/python", ".git/HEAD", "tests/unit", "src/x/__pycache__/m.pyc",
+                  "src/x/_native.cpython-311-x86_64-linux-gnu.so"):  # fmt: skip
         assert _ignored(heavy, patterns), heavy
 
 

@@ -1,0 +1,10 @@
+"""Types of the classifier's C hot path (``_native.c``)."""
+
+from typing import Any
+
+import numpy.typing as npt
+
+def ascii_ids(text: str, vocabulary: dict[bytes, int], /) -> list[int] | None: ...
+def distances(
+    rows: npt.NDArray[Any], ids: list[int], dims: int, csq1: tuple[float, ...], /
+) -> tuple[float, ...] | None: ...
