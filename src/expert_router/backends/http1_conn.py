@@ -5,7 +5,8 @@ reports to the request's ``Listener`` once per read: the head, the body bytes th
 carried (de-chunked, joined), the end (with the last bytes when the same read carried both).
 An error status is read (64 KiB at most) and reported as ``BackendStatusError``. Everything
 the parser refuses, a chunk larger than the limit, a silent upstream (one lazily re-armed
-watchdog per request) and bytes from an idle connection end the request or the connection;
+watchdog per connection, kept across its pooled requests) and bytes from an idle connection
+end the request or the connection;
 nothing escapes ``data_received``. The common read, one whole chunk of a streamed answer, takes
 a short path of its own to the listener.
 """
@@ -93,8 +94,15 @@ class Http1Connection(asyncio.Protocol):
         self.retry = (call, message) if self.reused else None
         self.transport.write(message)
         self.heard = False
-        self.last = self.loop.time()
-        self.watchdog = self.loop.call_at(self.last + self.backend.first_byte, self._check)
+        self.last = now = self.loop.time()
+        deadline = now + self.backend.first_byte
+        watchdog = self.watchdog
+        # A pooled connection's timer, armed for an earlier request, fires before this
+        # request's deadline and re-arms for it (``_check``): no timer per request.
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self.watchdog = self.loop.call_at(deadline, self._check)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,6 +111,7 @@ class Http1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_watchdog()
         if self.state == IDLE or self.listener is None:
             return
         if self.state == BODY and not self.framed:  # the body was delimited by the close
@@ -292,16 +301,20 @@ class Http1Connection(asyncio.Protocol):
                 self._close()
             listener.on_end(last)
 
-    # -- the watchdog: one timer per request; a read only raises a flag (no clock, no timer) --
+    # -- the watchdog: one timer per connection; a read only raises a flag (no clock, no timer) --
     def _check(self) -> None:
         self.watchdog = None
         if self.listener is None:
-            return
+            return  # idle in the pool: no timer until the next request
         backend = self.backend
+        now = self.loop.time()
         if self.state == HEAD:
+            deadline = self.last + backend.first_byte
+            if now < deadline:  # armed for an earlier request on this connection
+                self.watchdog = self.loop.call_at(deadline, self._check)
+                return
             self._report(BackendTimeout(f"{backend.base}: no response headers in time"))
             return
-        now = self.loop.time()
         if self.heard:  # bytes came since the last look: the silence began now at the earliest
             self.heard = False
             self.last = now
@@ -318,6 +331,10 @@ class Http1Connection(asyncio.Protocol):
     def _end(self) -> None:
         self.state = IDLE
         self.owner = None  # the connection may serve another call from here
+        # The watchdog stays armed: back in the pool, it serves the next request (or, firing
+        # on an idle connection, lapses); a closed connection stops it.
+
+    def _stop_watchdog(self) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
@@ -341,6 +358,7 @@ class Http1Connection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        self._stop_watchdog()
         if not self.closed:
             self.closed = True
             if self.transport is not None:

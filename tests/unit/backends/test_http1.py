@@ -235,6 +235,49 @@ async def test_the_silent_upstream_is_cut_after_the_read_timeout() -> None:
         assert 0.1 < loop.time() - t0 < 1.5
 
 
+async def test_a_pooled_connections_watchdog_serves_its_next_request_in_time() -> None:
+    """One timer per connection: armed for one request, it fires for the next on the same
+    connection no later than that request's first-byte deadline (re-armed earlier when it was
+    later, re-armed on when it was sooner), and lapses while the connection idles."""
+    first_byte, requests = 0.2, 0
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            await read_request(reader)
+            requests += 1
+            if requests == 1:  # past the first-byte deadline in its body: the timer moves on
+                writer.write(HEAD)
+                await writer.drain()
+                await asyncio.sleep(first_byte * 1.5)
+                writer.write(CHUNKED[len(HEAD) :])
+            elif requests % 2:  # answered at once: the timer stays armed, then lapses idle
+                writer.write(CHUNKED)
+            await writer.drain()  # even requests are never answered
+
+    async with raw_server(respond) as url, backend(url, first_byte_timeout=first_byte) as b:
+        loop = asyncio.get_running_loop()
+        assert (await fetch(b, REQ))[0].data == SSE
+        conn = b.idle[0]
+        assert conn.watchdog is not None and conn.watchdog.when() > loop.time() + first_byte
+        t0 = loop.time()
+        rec, _ = await fetch(b, REQ)  # its deadline comes before the armed timer's
+        assert isinstance(rec.error, BackendTimeout)
+        assert first_byte <= loop.time() - t0 < first_byte + 0.15
+    async with raw_server(respond) as url, backend(url, first_byte_timeout=first_byte) as b:
+        requests = 2
+        assert (await fetch(b, REQ))[0].data == SSE
+        conn = b.idle[0]
+        await asyncio.sleep(first_byte / 2)
+        t0 = loop.time()
+        rec, _ = await fetch(b, REQ)  # the timer armed for the request before fires first
+        assert isinstance(rec.error, BackendTimeout) and conn.closed
+        assert first_byte <= loop.time() - t0 < first_byte + 0.15
+        assert (await fetch(b, REQ))[0].data == SSE and b.idle[0] is not conn  # a fresh one
+        await asyncio.sleep(first_byte * 1.5)
+        assert b.idle[0].watchdog is None  # fired while idle: lapsed
+
+
 async def test_a_trickling_upstream_is_never_cut_and_its_silence_is_caught_in_time() -> None:
     # A read only raises a flag; the watchdog looks every quarter of the timeout: bytes
     # closer than the timeout keep the answer alive, a silence ends it within 1.25 times it.
