@@ -67,11 +67,10 @@ class TermCounter:
         [0, 0, 1]
         """
         ascii_only = text.isascii()
-        if ascii_only and self._native is not None:
-            native = self._native(text, self._bytes)  # None only for text that is not ASCII
-            if native is not None:
-                return native
         if ascii_only:
+            native = self._native  # ASCII text: one C call (None only for other text)
+            if native is not None and (ids := native(text, self._bytes)) is not None:
+                return ids
             cut = text.encode().translate(_TABLE)
         elif "\u03a3" in text:
             return self._exact(text)
