@@ -11,6 +11,7 @@ task (``backends/tasks.py``); the gateway never knows which kind it talks to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,19 +39,33 @@ def retry_after(value: bytes | str | None) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-@dataclass(slots=True)
 class BackendRequest:
     """An OpenAI request to forward: ``path`` like ``/v1/chat/completions``, body bytes.
 
     ``native`` is the client's own message when it came in an upstream protocol (a KServe
     ``ModelInferRequest`` from the gRPC ingress): an adapter of that protocol may forward it
-    unchanged and answer in it (content type ``application/grpc``, framed messages).
+    unchanged and answer in it (content type ``application/grpc``, framed messages). Its
+    OpenAI body may then be given as a function, called on first use only: an adapter that
+    forwards the native message never pays for the translation.
     """
 
-    path: str
-    body: bytes
-    stream: bool
-    native: Any = None
+    __slots__ = ("path", "_body", "stream", "native")
+
+    def __init__(
+        self, path: str, body: bytes | Callable[[], bytes], stream: bool, native: Any = None
+    ) -> None:
+        self.path, self._body, self.stream, self.native = path, body, stream, native
+
+    @property
+    def body(self) -> bytes:
+        body = self._body
+        if not isinstance(body, bytes):
+            body = self._body = body()
+        return body
+
+    def __repr__(self) -> str:
+        native = self.native is not None
+        return f"BackendRequest({self.path!r}, stream={self.stream}, native={native})"
 
 
 @dataclass(frozen=True, slots=True)

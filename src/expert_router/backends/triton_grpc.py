@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -185,6 +185,18 @@ class _GrpcPieces:
         self._call.cancel()
 
 
+class _Through:
+    """A relayed call's listener once its first message passed the checks: the messages go
+    to the holder's ``on_data`` with no step between, the end to the relay."""
+
+    __slots__ = ("message", "end")
+
+    def __init__(
+        self, message: Callable[[bytes], object], end: Callable[[GrpcError | None], None]
+    ) -> None:
+        self.message, self.end = message, end
+
+
 class _NativeRelay:
     """A client's own request forwarded unchanged; the replica's messages go to the listener
     framed, as they arrive (the call's ``listen`` callbacks). The first one is checked (an
@@ -253,6 +265,8 @@ class _NativeRelay:
                 self._refuse(BackendStatusError(f"{self.where}: {error}", status=400, body=body))
                 return
             listener.on_head(200, "application/grpc")
+            if self.call is not None:  # the next messages go straight to the listener
+                self.call.listener = _Through(listener.on_data, self.end)
         listener.on_data(framed)
 
     def end(self, error: GrpcError | None) -> None:

@@ -156,6 +156,11 @@ class Gateway:
         )
 
     # -- checks shared by the ingresses -------------------------------------------------------
+    @property
+    def keys_required(self) -> bool:
+        """Requests must carry one of the configured API keys."""
+        return bool(self._keys)
+
     def key_ok(self, header: bytes | None) -> bool:
         """``header`` (an Authorization value, raw bytes) carries a valid key, or none is
         required. The scheme is case-insensitive; any other byte compares as it came."""

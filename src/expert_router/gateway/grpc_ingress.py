@@ -5,7 +5,8 @@ the HTTP ingress: routing, queue, retries, health, metrics, access line); ``Grpc
 its answer as Triton messages: decoded from an OpenAI replica's SSE, or a Triton replica's
 own messages relayed undecoded when the client's request could be forwarded as it came.
 Failures map to gRPC status codes (unary calls) or to the stream's ``error_message``
-(ModelStreamInfer), as Triton does.
+(ModelStreamInfer), as Triton does. ModelStreamInfer runs on callbacks, with no task
+(``StreamInfer``, the server's ``CallHandler``); the unary calls are coroutines.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 from typing import Any
 
@@ -37,6 +38,7 @@ from expert_router.gateway.pools import Replica
 from expert_router.grpc_host import GrpcServiceHost
 from expert_router.h2.grpc import message
 from expert_router.h2.limits import H2Limits
+from expert_router.h2.server import ServerCall
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 from expert_router.wire.grpc_status import grpc_for_http
@@ -83,25 +85,35 @@ class GrpcProxyRequest:
         self.text = treq.text
 
     def upstream(self, replica: Replica) -> BackendRequest:
-        body = json.dumps(tw.triton_to_openai(self.treq, replica.model)).encode()
+        treq, model = self.treq, replica.model
+
+        def body() -> bytes:  # built only for a replica that does not take ``native``
+            return json.dumps(tw.triton_to_openai(treq, model)).encode()
+
         return BackendRequest("/v1/completions", body, True, native=self.native)
 
 
+Ended = Callable[[str | None, "IngressError | None"], None]
+"""How a request ended: the whole text (unary calls) or None, or the error it failed with."""
+
+
 class GrpcSink:
-    """Writes one request's answer to a gRPC call as Triton messages; ``done`` resolves with
-    the whole text (unary calls) or None, or fails with ``IngressError``."""
+    """Writes one request's answer to a gRPC call as Triton messages; ``ended`` is called
+    once, when the answer is complete or the request failed."""
 
     __slots__ = (
-        "context", "model", "rid", "names", "route", "done", "decoder", "final", "drainer",
+        "context", "model", "rid", "names", "route", "ended", "decoder", "final", "drainer",
         "cut",
     )  # fmt: skip
 
-    def __init__(self, context: Any, request: Any, names: tw.TritonNames, route: bool) -> None:
+    def __init__(
+        self, context: Any, request: Any, names: tw.TritonNames, route: bool, ended: Ended
+    ) -> None:
         self.context = context
         self.model, self.rid, self.names = request.model_name, request.id, names
         self.route = route  # this request's route goes out as the call's initial metadata
-        self.done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.decoder = SSEDecoder()
+        self.ended: Ended | None = ended
+        self.decoder: SSEDecoder | None = None  # made for an SSE answer only
         self.final = False  # a final Triton response was sent
         self.drainer: asyncio.Task[None] | None = None
         self.cut = False  # the answer carried an error event: the cycle was interrupted
@@ -119,6 +131,8 @@ class GrpcSink:
             text, reason = tw.openai_event_text(data.decode("utf-8", errors="replace"))
             return [(text, True)]
         out = []
+        if self.decoder is None:
+            self.decoder = SSEDecoder()
         for event in self.decoder.feed(data):
             if event == "[DONE]":
                 break
@@ -132,9 +146,10 @@ class GrpcSink:
 
     # -- the cycle's sink ------------------------------------------------------------------------
     def send(self, cycle: Cycle, data: bytes) -> bool:
-        self._route(cycle)
-        if cycle.content_type == GRPC:
-            return self._sent(cycle, self.context.send_framed(data))
+        if self.route:
+            self._route(cycle)
+        if cycle.content_type == GRPC:  # a Triton replica's own message: relayed as it came
+            return self.context.send_framed(data) or self._sent(cycle, False)
         try:
             pieces = self._pieces(cycle, data)
         except RequestError as exc:  # the replica ended its stream with an error event
@@ -187,8 +202,9 @@ class GrpcSink:
 
     def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
         self._route(cycle)
-        if not self.done.done():
-            self.done.set_exception(for_error(exc, status))
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended(None, for_error(exc, status))
 
     def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
         self.send_error(cycle, exc, 502)
@@ -203,8 +219,9 @@ class GrpcSink:
         return None
 
     def _resolve(self, text: str | None) -> None:
-        if not self.done.done():
-            self.done.set_result(text)
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended(text, None)
 
 
 def _framed(response: Any) -> bytes:
@@ -212,49 +229,63 @@ def _framed(response: Any) -> bytes:
     return message(pb2.ModelStreamInferResponse(infer_response=response).SerializeToString())
 
 
-class _StreamRequests:
-    """The requests of one ``ModelStreamInfer`` call in flight. A request that fails gets its
-    error as a stream message (``error_message``), as Triton's decoupled streams do; ``wait``
-    returns once every request added has ended."""
+class StreamInfer:
+    """One ``ModelStreamInfer`` call, served on callbacks (the server's ``CallHandler``): each
+    request that arrives starts its ``Cycle`` at once, and they run concurrently, as Triton's
+    decoupled streams do. A request that fails gets its error as a stream message
+    (``error_message``); the call ends OK once the client has half-closed and every request
+    has ended, and a cancelled call aborts the requests still in flight."""
 
-    __slots__ = ("context", "cycles", "idle")
+    __slots__ = ("servicer", "call", "cycles", "input_done", "route")
 
-    def __init__(self, context: Any) -> None:
-        self.context = context
-        self.cycles: dict[asyncio.Future[str | None], Cycle] = {}
-        self.idle: asyncio.Future[None] | None = None
+    def __init__(self, servicer: IngressServicer, call: ServerCall) -> None:
+        self.servicer, self.call = servicer, call
+        self.cycles: dict[int, Cycle] = {}  # by request, in flight
+        self.input_done = False
+        self.route = True  # the stream's initial metadata names the first request's route
+        if not servicer._key_ok(call):
+            call.finish(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
 
-    def add(self, cycle: Cycle, sink: GrpcSink, request: Any) -> None:
-        done = sink.done
-        if done.done():  # ended at once (no replica, say)
-            self._ended(request, done)
+    def on_message(self, request: Any) -> None:
+        route, self.route = self.route, False
+        key = id(request)
+
+        def ended(text: str | None, exc: IngressError | None) -> None:
+            self.cycles.pop(key, None)
+            if exc is not None:
+                self.fail(request, exc)
+            self._end_if_done()
+
+        try:
+            cycle = self.servicer._begin(request, self.call, "ModelStreamInfer", ended, route)
+        except IngressError as exc:
+            self.fail(request, exc)
             return
-        self.cycles[done] = cycle
-        done.add_done_callback(lambda fut: self._ended(request, fut))
+        if not cycle.over:  # else ended at once (no replica, say)
+            self.cycles[key] = cycle
 
     def fail(self, request: Any, exc: IngressError) -> None:
         error = pb2.ModelStreamInferResponse(
             error_message=str(exc), infer_response=pb2.ModelInferResponse(id=request.id)
         )
-        self.context.send_framed(message(error.SerializeToString()))
+        self.call.send_framed(message(error.SerializeToString()))
 
-    def _ended(self, request: Any, done: asyncio.Future[str | None]) -> None:
-        self.cycles.pop(done, None)
-        if not done.cancelled() and isinstance(exc := done.exception(), IngressError):
-            self.fail(request, exc)
-        if not self.cycles and self.idle is not None and not self.idle.done():
-            self.idle.set_result(None)
+    def on_input_end(self) -> None:
+        self.input_done = True
+        self._end_if_done()
 
-    async def wait(self) -> None:
-        if self.cycles:
-            self.idle = asyncio.get_running_loop().create_future()
-            await self.idle
+    def _end_if_done(self) -> None:
+        if self.input_done and not self.cycles:
+            self.call.finish(grpc.StatusCode.OK)
 
-    def abort(self) -> None:
+    def on_cancel(self) -> None:
         """The call was cancelled (the client left): every request still in flight too."""
         cycles, self.cycles = self.cycles, {}
         for cycle in cycles.values():
             cycle.abort()
+
+
+_KEY_MESSAGE = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
 
 
 class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -265,16 +296,21 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self.model = model
         self.names = tw.TritonNames(model)
         self.models = {model, gw.config.model_name}
+        # the methods served on callbacks (h2.server.CallHandler), not as coroutines
+        self.callbacks: dict[str, Callable[[ServerCall], StreamInfer]] = {
+            "ModelStreamInfer": lambda call: StreamInfer(self, call)
+        }
 
     def _key_ok(self, context: Any) -> bool:
         """Whether ``authorization: Bearer KEY`` names a known key (or none is needed)."""
+        if not self.gw.keys_required:
+            return True
         headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
         value = headers[0].encode("latin-1", errors="replace") if len(headers) == 1 else None
         return self.gw.key_ok(value)
 
     async def _refuse_key(self, context: Any) -> None:
-        msg = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
 
     # -- health and metadata ---------------------------------------------------------------
     def _any_healthy(self) -> bool:
@@ -315,46 +351,28 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             pb2, request.model_name, request.id, text or "", self.names, final=None
         )
 
-    async def ModelStreamInfer(  # noqa: N802
-        self, request_iterator: AsyncIterator[Any], context: Any
-    ) -> None:
-        """Every request of the call served concurrently, as Triton does, without a task each:
-        a request's ``Cycle`` runs on callbacks (``_StreamRequests``); this coroutine reads the
-        requests, then waits until every one has ended."""
-        if not self._key_ok(context):
-            await self._refuse_key(context)
-        served = _StreamRequests(context)
-        route = True  # the stream's initial metadata names the first request's route
-        try:
-            async for request in request_iterator:
-                try:
-                    cycle, sink = self._begin(request, context, "ModelStreamInfer", False, route)
-                except IngressError as exc:
-                    served.fail(request, exc)
-                else:
-                    served.add(cycle, sink, request)
-                route = False
-            await served.wait()
-        except asyncio.CancelledError:
-            served.abort()
-            raise
-
     async def _serve(
         self, request: Any, context: Any, name: str, *, unary: bool, route: bool
     ) -> str | None:
         """Serve one request through a ``Cycle``; its answer goes to ``context`` as it comes
         (streams) or is returned whole (unary). ``IngressError`` when it fails."""
-        cycle, sink = self._begin(request, context, name, unary, route)
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        def ended(text: str | None, exc: IngressError | None) -> None:
+            if not done.done():
+                done.set_result(text) if exc is None else done.set_exception(exc)
+
+        cycle = self._begin(request, context, name, ended, route, unary=unary)
         try:
-            return await sink.done
+            return await done
         except asyncio.CancelledError:
             cycle.abort()
             raise
 
     def _begin(
-        self, request: Any, context: Any, name: str, unary: bool, route: bool
-    ) -> tuple[Cycle, GrpcSink]:
-        """Admit ``request`` and start its ``Cycle``; ``sink.done`` tells how it ends."""
+        self, request: Any, context: Any, name: str, ended: Ended, route: bool, unary: bool = False
+    ) -> Cycle:
+        """Admit ``request`` and start its ``Cycle``; ``ended`` tells how it ends."""
         t0 = perf_counter()
         gw = self.gw
         try:
@@ -364,10 +382,10 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             raise
         native = None if unary else request
         proxy = GrpcProxyRequest(name, treq, treq.stream and not unary, native)
-        sink = GrpcSink(context, request, self.names, route)
+        sink = GrpcSink(context, request, self.names, route, ended)
         cycle = Cycle(gw, proxy, sink, t0)
         cycle.start()
-        return cycle, sink
+        return cycle
 
     def _admit(self, request: Any) -> tw.TritonRequest:
         if request.model_name not in self.models:

@@ -116,7 +116,7 @@ class ClientCall(GrpcStream):
                     listener.message(message(body))
         if end_stream:
             self._end(grpc.StatusCode.INTERNAL, "the stream ended without trailers")
-        else:
+        elif self._waiter is not None:
             self._wake()
         return self.owed - self.unread
 
@@ -259,6 +259,7 @@ class GrpcChannel:
             (b"content-type", CONTENT_TYPE),
             (b"te", b"trailers"),
         ]
+        self._blocks: dict[bytes, bytes] = {}  # path -> its request header block
 
     async def _connection(self) -> ClientConnection:
         while True:
@@ -352,12 +353,18 @@ class GrpcChannel:
         conn.next_sid += 2
         call = ClientCall(conn, sid, response)
         conn.streams[sid] = call
-        headers = [*self._head, (b":path", path)]
-        if deadline is not None:
-            headers.append((b"grpc-timeout", format_timeout(deadline)))
-        headers += [(k.encode(), v.encode()) for k, v in metadata]
-        body = b"".join(message(r) for r in requests)
-        conn.send(call, body, half_close, conn.headers_frame(sid, headers, False))
+        if deadline is None and not metadata:  # a path's own headers: encoded once
+            block = self._blocks.get(path)
+            if block is None:
+                block = self._blocks[path] = f.header_block([*self._head, (b":path", path)])
+        else:
+            headers = [*self._head, (b":path", path)]
+            if deadline is not None:
+                headers.append((b"grpc-timeout", format_timeout(deadline)))
+            headers += [(k.encode(), v.encode()) for k, v in metadata]
+            block = f.cached_header_block(headers)
+        body = message(requests[0]) if len(requests) == 1 else b"".join(map(message, requests))
+        conn.send(call, body, half_close, conn.block_frame(sid, block, False))
         return call
 
     async def unary(

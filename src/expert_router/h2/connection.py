@@ -28,6 +28,7 @@ log = logging.getLogger("expert_router.h2")
 
 _FRAME_HEAD = f.HEAD.unpack_from
 _MASK = f.STREAM_MASK
+_DATA = f.DATA
 
 __all__ = ["ConnectionError_", "H2Connection", "H2Stream"]
 
@@ -143,7 +144,7 @@ class H2Connection(Receiver, asyncio.Protocol):
                     return
             pos, n = 0, len(buf)
             limit = self.max_frame
-            handle = self._frame
+            handle, data_frame = self._frame, self._data
             while n - pos >= 9:
                 hi, lo, kind, flags, sid = _FRAME_HEAD(buf, pos)
                 length = hi << 16 | lo
@@ -155,7 +156,11 @@ class H2Connection(Receiver, asyncio.Protocol):
                 end = pos + 9 + length
                 if end > n:
                     break
-                handle(kind, flags, sid & _MASK, buf[pos + 9 : end])
+                sid &= _MASK
+                if kind == _DATA and sid and self._cont is None:  # the frame of every message
+                    data_frame(flags, sid, buf[pos + 9 : end])
+                else:
+                    handle(kind, flags, sid, buf[pos + 9 : end])
                 pos = end
             self._buf = buf[pos:] if pos < n else b""
         except ConnectionError_ as exc:

@@ -291,6 +291,7 @@ class Receiver(Sender):
         if stream is not None:
             self.streams[sid] = stream
             stream.remote_ended = end
+            stream.on_open()
 
     def _rst_stream(self, sid: int, code: int) -> None:
         stream = self.streams.get(sid)

@@ -5,16 +5,22 @@ window is closed and written as WINDOW_UPDATE frames reopen it.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
 from expert_router.h2 import frames as f
 from expert_router.h2.stream import H2Stream
 
+_HEAD = f.HEAD.pack
+_DATA, _END_STREAM = f.DATA, f.END_STREAM
+
 
 class Sender:
     """What ``H2Connection`` sends; its receiving half sets the windows and calls ``_flush``."""
 
+    transport: asyncio.Transport | None
+    closed: bool
     streams: dict[int, H2Stream]
     send_window: int
     peer_max_frame: int
@@ -30,7 +36,10 @@ class Sender:
 
     def headers_frame(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bytes:
         """HEADERS (+ CONTINUATION) carrying ``headers``; written by the caller."""
-        block = f.cached_header_block(headers)
+        return self.block_frame(sid, f.cached_header_block(headers), end)
+
+    def block_frame(self, sid: int, block: bytes, end: bool) -> bytes:
+        """HEADERS (+ CONTINUATION) carrying an encoded header ``block``."""
         if self._table_update:
             block, self._table_update = f.TABLE_SIZE_ZERO + block, False
         flags = f.END_STREAM if end else 0
@@ -55,7 +64,10 @@ class Sender:
         ):
             self.send_window -= n
             stream.send_window -= n
-            self._write(before + f.frame(f.DATA, f.END_STREAM if end else 0, stream.sid, data))
+            head = _HEAD(n >> 16, n & 0xFFFF, _DATA, _END_STREAM if end else 0, stream.sid)
+            t = self.transport  # f.frame and _write, inlined: the path of every message
+            if t is not None and not self.closed and not t.is_closing():
+                t.write(before + head + data if before else head + data)
             return True
         if before:
             self._write(before)

@@ -4,6 +4,10 @@ Methods come from the service's protobuf descriptor; each RPC runs its servicer 
 task with a ``ServerCall`` as its context (``invocation_metadata``, ``send_initial_metadata``,
 ``write``, ``abort``, ``set_code``, ``set_details``, ``cancelled``). A client reset or a lost
 connection cancels the task; ``grpc-timeout`` is enforced as DEADLINE_EXCEEDED.
+
+A servicer may serve a method on callbacks instead, with no task (its ``callbacks``: method
+name -> ``CallHandler`` factory): the handler is told of each request as it arrives, of the
+client's half-close and of the call's cancellation, and ends the call itself (``finish``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -58,6 +62,25 @@ def methods_of(pb2: ModuleType, service: str) -> dict[bytes, Method]:
     }
 
 
+class CallHandler(Protocol):
+    """A method served on callbacks: told what happens to one call, from the connection's
+    callbacks (nothing it raises reaches the connection: the call ends UNKNOWN, then
+    ``on_cancel``). It ends the call with ``ServerCall.finish``; after that nothing is told."""
+
+    def on_message(self, request: Any) -> None:
+        """One request message, parsed."""
+
+    def on_input_end(self) -> None:
+        """The client half-closed: no request follows."""
+
+    def on_cancel(self) -> None:
+        """The call ended without the handler (the client reset it or left, its deadline
+        passed, the server stopped, or a callback raised)."""
+
+
+HandlerFactory = Callable[["ServerCall"], CallHandler]
+
+
 class _Abort(Exception):
     def __init__(self, status: grpc.StatusCode, details: str) -> None:
         self.status, self.details = status, details
@@ -66,34 +89,49 @@ class _Abort(Exception):
 class ServerCall(GrpcStream):
     """One RPC being served, and its servicer context."""
 
+    conn: ServerConnection
+
     __slots__ = (
-        "method", "metadata", "_queue", "_eof", "_head_sent",
-        "_code", "_details", "task", "cancelled_",
+        "method", "_headers", "_metadata", "_queue", "_eof", "_head_sent",
+        "_code", "_details", "task", "cancelled_", "handler", "_factory", "_timer",
     )  # fmt: skip
 
     def __init__(
-        self, conn: ServerConnection, sid: int, method: Method, headers: list[tuple[bytes, bytes]]
+        self,
+        conn: ServerConnection,
+        sid: int,
+        method: Method,
+        headers: list[tuple[bytes, bytes]],
+        encoding: bytes = b"identity",
     ) -> None:
-        super().__init__(conn, sid)
+        super().__init__(conn, sid, encoding)
         self.method = method
-        meta: list[tuple[str, str]] = []
-        encoding = b"identity"
-        for k, v in headers:
-            if k == b"grpc-encoding":
-                encoding = v
-            elif not k.startswith(b":") and k not in _RESERVED:
-                meta.append((k.decode("latin-1"), v.decode("latin-1")))
-        self.metadata = tuple(meta)
+        self._headers = headers
+        self._metadata: tuple[tuple[str, str], ...] | None = None  # read on first use
         self._queue: deque[bytes] = deque()
         self._eof = False
-        self._deframer.encoding = encoding
         self._head_sent: list[tuple[bytes, bytes]] | None = None
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self.task: asyncio.Task[None] | None = None
         self.cancelled_ = False
+        self.handler: CallHandler | None = None  # a method served on callbacks
+        self._factory: HandlerFactory | None = None  # its handler, made once the call is open
+        self._timer: asyncio.TimerHandle | None = None  # its deadline
 
     # -- frames from the client ------------------------------------------------------------
+    def on_open(self) -> None:
+        factory, self._factory = self._factory, None
+        if factory is None:
+            return
+        self.conn.server.calls.add(self)
+        try:
+            self.handler = factory(self)
+            if self._eof and not self.closed:
+                self.handler.on_input_end()
+        except Exception as exc:
+            self._handler_failed(exc)
+
     def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         if end_stream:
             self._end_input()
@@ -104,6 +142,20 @@ class ServerCall(GrpcStream):
         messages = self.messages(data)
         if messages is None:
             return 0
+        handler = self.handler
+        if handler is not None:  # each request to the handler at once: nothing held unread
+            self.unread = 0
+            parse = self.method.request.FromString
+            try:
+                for raw in messages:
+                    if self.closed:
+                        break
+                    handler.on_message(parse(raw))
+            except Exception as exc:
+                self._handler_failed(exc)
+            if end_stream:
+                self._end_input()
+            return self.owed
         self._queue.extend(messages)
         if end_stream:
             self._end_input()
@@ -112,7 +164,14 @@ class ServerCall(GrpcStream):
 
     def _end_input(self) -> None:
         self._eof = True
-        self._wake()
+        handler = self.handler
+        if handler is None:
+            self._wake()
+        elif not self.closed:
+            try:
+                handler.on_input_end()
+            except Exception as exc:
+                self._handler_failed(exc)
 
     def on_reset(self, code: int) -> None:
         self._cancel()
@@ -125,13 +184,44 @@ class ServerCall(GrpcStream):
         self.closed = True
         if self.task is not None:
             self.task.cancel()
+        handler, self.handler = self.handler, None
+        self._tell_cancel(handler)
 
     def fail(self, status: grpc.StatusCode, details: str) -> None:
         """End the call now (a broken request): trailers, then cancel the servicer."""
         self.conn.assembling -= self.release_partial()
+        self.stop(status, details)
+
+    def stop(self, status: grpc.StatusCode, details: str) -> None:
+        """End the call with ``status`` whatever serves it: its task is cancelled, its
+        handler told (``on_cancel``)."""
+        handler, self.handler = self.handler, None
         self.finish(status, details)
         if self.task is not None:
             self.task.cancel()
+        self._tell_cancel(handler)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        handler, self.handler = self.handler, None
+        _failed(self, exc)
+        self._tell_cancel(handler)
+
+    def _tell_cancel(self, handler: CallHandler | None) -> None:
+        self._over()
+        if handler is not None:
+            try:
+                handler.on_cancel()
+            except Exception:
+                log.exception("error cancelling gRPC method %s", self.method.name)
+
+    def _over(self) -> None:
+        """The call's deadline and its place among the server's callback calls, let go."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        server = self.conn.server
+        if self in server.calls:
+            server.call_over(self)
 
     # -- reading requests ------------------------------------------------------------------
     async def read(self) -> Any:
@@ -153,19 +243,32 @@ class ServerCall(GrpcStream):
             yield msg
 
     # -- the servicer context (grpc.aio's names) -------------------------------------------
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The client's metadata: its headers less the pseudo-headers and gRPC's own."""
+        meta = self._metadata
+        if meta is None:
+            meta = self._metadata = tuple(
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in self._headers
+                if not k.startswith(b":") and k not in _RESERVED
+            )
+        return meta
+
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self.metadata
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         self.set_initial_metadata(metadata)
+        # They leave with the first message when one follows at once, else on their own.
+        self.conn.event_loop().call_soon(self._send_head)
 
     def set_initial_metadata(self, metadata: Any) -> None:
-        """``send_initial_metadata`` without awaiting, for callers in a callback."""
+        """Set the initial metadata, for callers in a callback: they leave with the next
+        message or the trailers, whichever is sent first."""
         if self._head_sent is not None:
             raise RuntimeError("initial metadata was already sent")
         self._head_sent = _OK_HEAD + [(str(k).encode(), str(v).encode()) for k, v in metadata]
-        # They leave with the first message when one follows at once, else on their own.
-        self.conn.event_loop().call_soon(self._send_head)
 
     def _send_head(self) -> None:
         head = self._head_sent
@@ -216,7 +319,8 @@ class ServerCall(GrpcStream):
         """End the call with trailers (a unary answer's message ``last`` before them); once."""
         if self.closed:
             return
-        conn, sid, tail = self.conn, self.sid, trailers(status, details)
+        conn, sid = self.conn, self.sid
+        tail = _OK_TAIL if status is _OK and not details else trailers(status, details)
         head = b""
         if self._head_sent is _SENT:
             end = conn.headers_frame(sid, tail, True)
@@ -230,11 +334,18 @@ class ServerCall(GrpcStream):
             end += f.rst_stream(sid, f.NO_ERROR)  # the client need not send more
         if last:
             conn.send(self, last, False, head)
-        conn.queue(self, b"", False, end)
+        if self.pending is None:  # trailers are not flow-controlled: they leave now
+            conn._write(end)
+        else:
+            conn.queue(self, b"", False, end)
         conn.forget(self)
+        self.handler = None  # ended by its handler, if it has one: nothing more to tell it
+        self._over()
 
 
 _SENT: Any = [(b"", b"")]  # marker: the response headers have left
+_OK = grpc.StatusCode.OK
+_OK_TAIL = trailers(_OK)
 
 
 class ServerConnection(H2Connection):
@@ -265,7 +376,7 @@ class ServerConnection(H2Connection):
         if self.refusing:  # after our GOAWAY: never processed, the client may retry it
             self.refuse(sid)
             return None
-        path, ctype, timeout = b"", b"", b""
+        path, ctype, timeout, encoding = b"", b"", b"", b"identity"
         for k, v in headers:
             if k == b":path":
                 path = v
@@ -273,6 +384,8 @@ class ServerConnection(H2Connection):
                 ctype = v
             elif k == b"grpc-timeout":
                 timeout = v
+            elif k == b"grpc-encoding":
+                encoding = v
         method = self.server.methods.get(path)
         if not ctype.startswith(CONTENT_TYPE):
             self.reject(sid, self.headers_frame(sid, [(b":status", b"415")], True))
@@ -282,13 +395,19 @@ class ServerConnection(H2Connection):
             tail = trailers(grpc.StatusCode.UNIMPLEMENTED, msg)
             self.reject(sid, self.headers_frame(sid, _OK_HEAD + tail, True))
             return None
-        call = ServerCall(self, sid, method, headers)
+        call = ServerCall(self, sid, method, headers, encoding)
         if end:
             call._eof = True
         deadline = None
         if timeout:
             with contextlib.suppress(GrpcError):  # a malformed timeout is no deadline
                 deadline = parse_timeout(timeout)
+        factory = self.server.callbacks.get(method.name)
+        if factory is not None:  # started by on_open, once the call is in the stream table
+            call._factory = factory
+            if deadline is not None:
+                call._timer = self.event_loop().call_later(deadline, _expire, call)
+            return call
         task = self.event_loop().create_task(self.server.run(call, deadline))
         call.task = task
         self.server.tasks.add(task)
@@ -313,10 +432,19 @@ class GrpcServer:
         self.servicer = servicer
         self.limits = limits
         self.methods = methods_of(pb2, service)
+        self.callbacks: dict[str, HandlerFactory] = dict(getattr(servicer, "callbacks", {}))
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.connections: set[ServerConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calls: set[ServerCall] = set()  # calls in flight served on callbacks
+        self._no_calls: asyncio.Future[None] | None = None  # a drain waiting for them
         self._server: asyncio.Server | None = None
+
+    def call_over(self, call: ServerCall) -> None:
+        self.calls.discard(call)
+        idle = self._no_calls
+        if not self.calls and idle is not None and not idle.done():
+            idle.set_result(None)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -336,8 +464,16 @@ class GrpcServer:
             self._server.close()
         for conn in list(self.connections):
             conn.goaway_graceful()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace)
+        if self.calls and end > loop.time():
+            self._no_calls = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_calls, end - loop.time())
+        for call in list(self.calls):
+            call.stop(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         for task in list(self.tasks):
             task.cancel(msg=_UNAVAILABLE)
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -348,6 +484,8 @@ class GrpcServer:
         if server is None:
             return
         server.close()
+        for call in list(self.calls):
+            call.stop(grpc.StatusCode.CANCELLED, "server stopping")
         for conn in list(self.connections):
             conn.abort(f.NO_ERROR, "server stopping", linger=False)
         for task in list(self.tasks):
@@ -400,6 +538,12 @@ class GrpcServer:
             raise
         except Exception as exc:
             _failed(call, exc)
+
+
+def _expire(call: ServerCall) -> None:
+    """A callback call's ``grpc-timeout`` passed."""
+    call._timer = None
+    call.stop(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
 def _failed(call: ServerCall, exc: Exception) -> None:

@@ -68,6 +68,9 @@ class H2Stream:
             if not w.done():
                 w.set_result(None)
 
+    def on_open(self) -> None:
+        """The peer opened this stream and it is in the connection's table (a server's)."""
+
     def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         raise NotImplementedError
 

@@ -22,6 +22,7 @@ from expert_router.wire.triton import (
 
 # -- KServe v2 raw tensors -------------------------------------------------------------------
 _FORMATS = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<?", "UINT32": "<I"}
+_STRUCTS = {datatype: struct.Struct(fmt) for datatype, fmt in _FORMATS.items()}
 
 
 def encode_bytes(items: Iterable[bytes]) -> bytes:
@@ -50,13 +51,15 @@ def decode_raw(name: str, datatype: str, raw: bytes) -> list[Any]:
     """The elements of a raw tensor; ``RequestError`` naming the tensor when it does not parse."""
     if datatype == "BYTES":
         return decode_bytes(raw)
-    fmt = _FORMATS.get(datatype)
-    if fmt is None:
+    form = _STRUCTS.get(datatype)
+    if form is None:
         raise RequestError(f"input '{name}': unsupported datatype {datatype}", param=name)
-    size = struct.calcsize(fmt)
+    size = form.size
+    if len(raw) == size:  # the usual case: one element
+        return [form.unpack(raw)[0]]
     if len(raw) % size:
         raise RequestError(f"input '{name}': {len(raw)} bytes is not a whole {datatype} tensor")
-    return [v for (v,) in struct.iter_unpack(fmt, raw)]
+    return [v for (v,) in form.iter_unpack(raw)]
 
 
 # -- KServe v2 protobuf messages (tritonclient's service definitions) ------------------------
@@ -67,17 +70,17 @@ def request_values(pb: Any, names: TritonNames) -> dict[str, list[Any]]:
     if raw and len(raw) != len(pb.inputs):
         raise RequestError(f"{len(raw)} raw input contents for {len(pb.inputs)} inputs")
     for i, tensor in enumerate(pb.inputs):
-        name = names.canonical(tensor.name)
-        if name not in TENSOR_TYPES or name == "text_output":
-            raise RequestError(f"unexpected inference input '{tensor.name}'", param=tensor.name)
-        want = TENSOR_TYPES[name]
-        if tensor.datatype != want and not (want != "BYTES" and tensor.datatype in _FORMATS):
+        given, datatype = tensor.name, tensor.datatype  # each read makes a new str: once
+        name = names.canonical(given)
+        want = TENSOR_TYPES.get(name)
+        if want is None or name == "text_output":
+            raise RequestError(f"unexpected inference input '{given}'", param=given)
+        if datatype != want and not (want != "BYTES" and datatype in _FORMATS):
             raise RequestError(
-                f"input '{tensor.name}': datatype {tensor.datatype}, expected {want}",
-                param=tensor.name,
+                f"input '{given}': datatype {datatype}, expected {want}", param=given
             )
         if raw:
-            values[name] = decode_raw(tensor.name, tensor.datatype, raw[i])
+            values[name] = decode_raw(given, datatype, raw[i])
         else:
             c = tensor.contents
             values[name] = list(
