@@ -12,7 +12,10 @@ ends with its trailers. The loop turns between the reads, as it would between pa
 the event loop does for the call (tasks, futures, callbacks) is counted with the rest.
 
 Best of ``--rounds`` passes over ``--requests`` calls (hot caches: a lower bound of what the
-server pays); ``--profile`` prints cProfile's top of one pass. Prints, never asserts.
+server pays), the relay of one call's messages alone, and the objects a call leaves in
+reference cycles (freed only by the cyclic collector, whose collections under load scan every
+call in flight: it should be none); ``--profile`` prints cProfile's top of one pass. Prints,
+never asserts.
 
     python benchmarks/grpc_python_cost.py [--rounds 5] [--requests 2000] [--profile]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import time
 from typing import Any
@@ -208,6 +212,17 @@ async def measure(rounds: int, requests: int, profile: bool) -> dict[str, float]
         if conn.streams or up.streams:
             raise RuntimeError(f"calls left open: {len(conn.streams)} in, {len(up.streams)} up")
         client.counting = False
+        # what the calls leave to the cyclic collector: a call in a reference cycle is freed
+        # only by a collection, which under load scans every call in flight
+        collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            await run()
+            garbage = gc.collect() / requests
+        finally:
+            if collecting:
+                gc.enable()
         best = float("inf")
         split = [0.0, 0.0, 0.0]
         for _ in range(rounds):
@@ -243,6 +258,7 @@ async def measure(rounds: int, requests: int, profile: bool) -> dict[str, float]
             pstats.Stats(prof).sort_stats(SORT).print_stats(40)
         return {
             "request_us": best * 1e6,
+            "garbage_per_call": garbage,
             "relay_us": relay * 1e6,
             "turns_us": turns * 1e6,
             "open_us": split[0] * 1e6,
@@ -267,6 +283,7 @@ def main() -> None:
         runner = asyncio.run
     r = runner(measure(args.rounds, args.requests, args.profile))
     print(f"relay:   {r['relay_us']:.2f} us of Python per relayed message (best of {args.rounds})")
+    print(f"garbage: {r['garbage_per_call']:.2f} objects per call left in reference cycles")
     print(
         f"request: {r['request_us']:.1f} us per gRPC call of {EVENTS} messages, whole lifecycle"
         f" (best of {args.rounds})"

@@ -197,21 +197,62 @@ class _Through:
         self.message, self.end = message, end
 
 
+class FirstMessageClock:
+    """The first-message deadlines of one backend's relayed calls. Every call waits the same
+    timeout, so they fall due in the order they started: one timer, armed for the oldest
+    call still waiting, stands for all of them (no timer is armed and cancelled per call).
+    A call leaves the clock with its first message, its end or its cancellation; what the
+    clock holds is the calls waiting for a first message, no more."""
+
+    __slots__ = ("timeout", "waiting", "timer")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.waiting: dict[_NativeRelay, float] = {}  # by deadline, oldest first
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self, relay: _NativeRelay) -> None:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + self.timeout
+        self.waiting[relay] = when
+        if self.timer is None:
+            self.timer = loop.call_at(when, self._due)
+
+    def stop(self, relay: _NativeRelay) -> None:
+        self.waiting.pop(relay, None)
+
+    def _due(self) -> None:
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = []
+        for relay, when in self.waiting.items():
+            if when > now:
+                self.timer = loop.call_at(when, self._due)
+                break
+            late.append(relay)
+        for relay in late:
+            del self.waiting[relay]
+            relay.no_first()
+
+
 class _NativeRelay:
     """A client's own request forwarded unchanged; the replica's messages go to the listener
     framed, as they arrive (the call's ``listen`` callbacks). The first one is checked (an
-    ``error_message`` fails the request) and must come within the first-byte timeout.
+    ``error_message`` fails the request) and must come within the first-byte timeout (the
+    backend's ``FirstMessageClock``).
 
     On a connection already open the call starts at once and runs on callbacks alone; only
     a call that must wait for a connection takes a task."""
 
-    __slots__ = ("listener", "where", "task", "call", "timer")
+    __slots__ = ("listener", "where", "task", "call", "clock", "first")
 
     def __init__(self, backend: TritonGrpcBackend, request: Any, listener: Listener) -> None:
         self.listener: Listener | None = listener
         self.where = f"grpc://{backend.target}"
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.clock = backend.clock
+        self.first = True  # no message has reached the listener yet
         raw = request.SerializeToString()
         self.call = backend.channel().start_now(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
         if self.call is None:
@@ -233,12 +274,12 @@ class _NativeRelay:
         self._listen(backend)
 
     def _listen(self, backend: TritonGrpcBackend) -> None:
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(backend.first_byte_timeout, self._no_first)
+        self.clock.start(self)
         self.call.listen(self)  # type: ignore[union-attr]
 
-    def _no_first(self) -> None:
-        self.timer = None
+    def no_first(self) -> None:
+        """The first-byte timeout passed (the clock let go of this call)."""
+        self.first = False
         self._refuse(BackendTimeout(f"{self.where}: no first response in time"))
 
     def _refuse(self, exc: BackendError) -> None:
@@ -252,9 +293,9 @@ class _NativeRelay:
         listener = self.listener
         if listener is None:
             return
-        if self.timer is not None:  # the first message
-            self.timer.cancel()
-            self.timer = None
+        if self.first:
+            self.first = False
+            self.clock.stop(self)
             try:  # in the connection's data_received: nothing may escape
                 error = pb2.ModelStreamInferResponse.FromString(framed[5:]).error_message
             except DecodeError:
@@ -273,9 +314,9 @@ class _NativeRelay:
         listener, self.listener = self.listener, None
         if listener is None:
             return
-        if self.timer is not None:  # over before its first message
-            self.timer.cancel()
-            self.timer = None
+        if self.first:  # over before its first message
+            self.first = False
+            self.clock.stop(self)
             where = self.where
             listener.on_error(
                 rpc_error(where, error)
@@ -298,9 +339,9 @@ class _NativeRelay:
 
     def cancel(self) -> None:
         self.listener = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.first:
+            self.first = False
+            self.clock.stop(self)
         if self.task is not None:
             self.task.cancel()
         if self.call is not None:
@@ -315,6 +356,7 @@ class TritonGrpcBackend:
         self.target, t = parse_target(settings.url)
         self.names, self.template = t.names, t.template
         self.first_byte_timeout = settings.first_byte_timeout
+        self.clock = FirstMessageClock(settings.first_byte_timeout)  # of relayed calls
         self._channel: GrpcChannel | None = None
 
     def channel(self) -> GrpcChannel:

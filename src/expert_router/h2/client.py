@@ -147,8 +147,9 @@ class ClientCall(GrpcStream):
             self.conn.forget(self)
         if status != grpc.StatusCode.OK:
             self.error = GrpcError(status, details)
-        if self.listener is not None:
-            self.listener.end(self.error)
+        listener, self.listener = self.listener, None  # no reference cycle left behind
+        if listener is not None:
+            listener.end(self.error)
         self._wake()
 
     # -- the caller's side -----------------------------------------------------------------

@@ -126,9 +126,11 @@ class ServerCall(GrpcStream):
             return
         self.conn.server.calls.add(self)
         try:
-            self.handler = factory(self)
-            if self._eof and not self.closed:
-                self.handler.on_input_end()
+            handler = factory(self)
+            if not self.closed:  # else the handler ended the call as it was made
+                self.handler = handler
+                if self._eof:
+                    handler.on_input_end()
         except Exception as exc:
             self._handler_failed(exc)
 
