@@ -232,6 +232,7 @@ async def measure(rounds: int, requests: int, profile: bool) -> dict[str, float]
                 best, split = took, [p / requests for p in phases]
         # relay: one call past its first message, fed message after message
         call, first, _, _ = frames(state["sid"] // 2, up.next_sid)
+        state["sid"] += 2  # this call stays open
         conn.data_received(call)
         await _turn(2)
         up.data_received(first)
