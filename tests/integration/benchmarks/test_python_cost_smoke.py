@@ -43,6 +43,7 @@ def test_python_cost_splits_a_cold_request_into_its_steps() -> None:
 
 def test_grpc_python_cost_relays_every_message_and_leaves_no_cycles() -> None:
     import uvloop
+
     from grpc_python_cost import measure as grpc_measure
 
     figures = uvloop.run(grpc_measure(rounds=1, requests=200, profile=False))
