@@ -103,13 +103,20 @@ class GrpcSink:
 
     __slots__ = (
         "context", "model", "rid", "names", "route", "ended", "decoder", "final", "drainer",
-        "cut",
+        "cut", "streamed",
     )  # fmt: skip
 
     def __init__(
-        self, context: Any, request: Any, names: tw.TritonNames, route: bool, ended: Ended
+        self,
+        context: Any,
+        request: Any,
+        names: tw.TritonNames,
+        route: bool,
+        ended: Ended,
+        streamed: bool = True,
     ) -> None:
         self.context = context
+        self.streamed = streamed  # a stream call's request (its answer is messages), not unary
         self.model, self.rid, self.names = request.model_name, request.id, names
         self.route = route  # this request's route goes out as the call's initial metadata
         self.ended: Ended | None = ended
@@ -193,11 +200,21 @@ class GrpcSink:
 
     def send_whole(self, cycle: Cycle, body: bytes) -> None:
         self._route(cycle)
+        if cycle.content_type == GRPC:  # a Triton replica's own messages, whole: as they came
+            self.final = True
+            self.context.send_framed(body)
+            self._resolve(None)
+            return
         try:
             text = "".join(t for t, _ in self._pieces(cycle, body))
         except (RequestError, ValueError) as exc:
             self.send_error(cycle, BackendStatusError(f"in-stream error: {exc}", status=502), 502)
             return
+        if self.streamed:  # a stream call's request: its whole answer as one final message
+            msg = kserve.text_response(pb2, self.model, self.rid, text, self.names, final=True)
+            self.final = True
+            self.context.send_framed(_framed(msg))
+            text = None
         self._resolve(text)
 
     def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
@@ -382,7 +399,7 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             raise
         native = None if unary else request
         proxy = GrpcProxyRequest(name, treq, treq.stream and not unary, native)
-        sink = GrpcSink(context, request, self.names, route, ended)
+        sink = GrpcSink(context, request, self.names, route, ended, streamed=not unary)
         cycle = Cycle(gw, proxy, sink, t0)
         cycle.start()
         return cycle

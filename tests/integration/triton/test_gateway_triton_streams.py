@@ -231,3 +231,21 @@ async def test_native_relay_refuses_an_unreadable_first_message() -> None:
     finally:
         await backend.aclose()
         await host.stop()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+async def test_an_unstreamed_request_on_a_stream_gets_its_whole_answer(
+    emu: Emulator, gateway: Callable[..., Any], scheme: str
+) -> None:
+    """``stream`` false on a ModelStreamInfer call: one final message with the whole text,
+    whether the replica takes the client's own message (relayed as it answers) or is an
+    OpenAI server (its JSON answer turned into the message)."""
+    ask = tw.TritonRequest("How do I bake bread at home?", 4, stream=False, min_length=4)
+    req = kserve.infer_request(pb2, ask, NAMES, "whole")
+    url = f"grpc://{emu.target}" if scheme == "grpc" else emu.url
+    async with gateway(url, limits={"retries": 0}) as (_, ingress):
+        got = (await _stream(ingress.target, [req]))["whole"]
+    assert not any(m.error_message for m in got), got[0].error_message
+    assert len(got) == 1 and kserve.is_final(got[0].infer_response)
+    text = kserve.response_text(got[0].infer_response, NAMES)
+    assert len(text) > 0
