@@ -210,12 +210,13 @@ class GrpcSink:
         except (RequestError, ValueError) as exc:
             self.send_error(cycle, BackendStatusError(f"in-stream error: {exc}", status=502), 502)
             return
-        if self.streamed:  # a stream call's request: its whole answer as one final message
-            msg = kserve.text_response(pb2, self.model, self.rid, text, self.names, final=True)
-            self.final = True
-            self.context.send_framed(_framed(msg))
-            text = None
-        self._resolve(text)
+        if not self.streamed:  # a unary call: its servicer answers with the text
+            self._resolve(text)
+            return
+        msg = kserve.text_response(pb2, self.model, self.rid, text, self.names, final=True)
+        self.final = True  # a stream call's request: its whole answer as one final message
+        self.context.send_framed(_framed(msg))
+        self._resolve(None)
 
     def send_error(self, cycle: Cycle, exc: ExpertRouterError, status: int) -> None:
         self._route(cycle)
