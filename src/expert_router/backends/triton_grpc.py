@@ -289,10 +289,10 @@ class _NativeRelay:
             self.call.cancel()
 
     # -- the call's listener -----------------------------------------------------------------
-    def message(self, framed: bytes) -> None:
+    def message(self, framed: bytes) -> bool:
         listener = self.listener
         if listener is None:
-            return
+            return True
         if self.first:
             self.first = False
             self.clock.stop(self)
@@ -300,15 +300,15 @@ class _NativeRelay:
                 error = pb2.ModelStreamInferResponse.FromString(framed[5:]).error_message
             except DecodeError:
                 self._refuse(BackendProtocolError(f"{self.where}: an unreadable first message"))
-                return
+                return True
             if error:
                 body = error_bytes(error)
                 self._refuse(BackendStatusError(f"{self.where}: {error}", status=400, body=body))
-                return
+                return True
             listener.on_head(200, "application/grpc")
             if self.call is not None:  # the next messages go straight to the listener
                 self.call.listener = _Through(listener.on_data, self.end)
-        listener.on_data(framed)
+        return listener.on_data(framed)
 
     def end(self, error: GrpcError | None) -> None:
         listener, self.listener = self.listener, None
@@ -335,7 +335,11 @@ class _NativeRelay:
 
     # -- the holder's controls ---------------------------------------------------------------
     def resume(self) -> None:
-        """Messages are handed over as they arrive; HTTP/2 flow control paces the replica."""
+        """The listener passed on what it could not take (its ``on_data`` said False): the
+        call gives the replica that window back. Until then HTTP/2 flow control holds the
+        replica at the stream's window."""
+        if self.call is not None:
+            self.call.release()
 
     def cancel(self) -> None:
         self.listener = None

@@ -36,7 +36,9 @@ class Listener(Protocol):
     """Takes a call's messages synchronously, as they arrive (see ``ClientCall.listen``)."""
 
     def message(self, framed: bytes, /) -> object:
-        """One whole message, with its 5-byte gRPC prefix."""
+        """One whole message, with its 5-byte gRPC prefix. False: the listener could not pass
+        it on yet; its flow-control credit is held until ``ClientCall.release`` (so a slow
+        reader downstream stops the server at the stream's window)."""
 
     def end(self, error: GrpcError | None) -> None:
         """The call is over (``None``: with status OK)."""
@@ -101,19 +103,24 @@ class ClientCall(GrpcStream):
             and not d.have
             and len(data) - 5 <= d.limit
         ):
-            listener.message(data)  # the usual case: one whole message, relayed as it came
+            # the usual case: one whole message, relayed as it came
+            if listener.message(data) is False:  # held: its window credit waits for release
+                self.unread += len(data)
         elif self.done:
             return self.owed  # cancelled: nothing is kept
         else:
-            messages = self.messages(data)
+            unread = self.unread
+            messages = self.messages(data)  # their bytes are counted in unread
             if messages is None:  # a broken message: the call is over, its listener told
                 return 0
             if listener is None:
                 self._queue.extend(messages)
             else:
-                self.unread = 0  # a listener takes them at once
+                held = False
                 for body in messages:
-                    listener.message(message(body))
+                    held |= listener.message(message(body)) is False
+                if not held:  # taken at once: credited now
+                    self.unread = unread
         if end_stream:
             self._end(grpc.StatusCode.INTERNAL, "the stream ended without trailers")
         elif self._waiter is not None:
@@ -169,6 +176,12 @@ class ClientCall(GrpcStream):
         raw = self._queue.popleft()
         self.unread -= len(raw) + 5  # credited later: H2Stream.settle
         return raw
+
+    def release(self) -> None:
+        """The listener passed on what it held: give the server that window back."""
+        if self.unread and self.listener is not None:
+            self.unread = 0
+            self.settle()
 
     def listen(self, listener: Listener) -> None:
         """Hand the messages not read yet, and every later one, to ``listener`` as they arrive;
