@@ -44,6 +44,7 @@ from expert_router.h2.grpc import message
 from expert_router.h2.server import GrpcServer, ServerConnection
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
+from h2_frames import Sink
 
 SORT = "tottime"
 EVENTS = 16  # the answer of gateway_overhead.py's default (max_tokens 16)
@@ -63,16 +64,15 @@ _CLIENT_HEADERS = [  # what grpc-core sends, in its order
 ]
 
 
-class CountingTransport:
+class CountingTransport(Sink):
     """Drops what is written, counting the HTTP/2 DATA frames in it while ``counting``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.counting = False
         self.frames = 0
-        self.last = b""
 
     def write(self, data: bytes) -> None:
-        self.last = data
         if self.counting:
             pos = 0
             while pos + 9 <= len(data):
@@ -80,26 +80,8 @@ class CountingTransport:
                 self.frames += kind == f.DATA
                 pos += 9 + (hi << 16 | lo)
 
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
 
 
 def _answer() -> list[bytes]:

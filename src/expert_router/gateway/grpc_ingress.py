@@ -247,6 +247,9 @@ def _framed(response: Any) -> bytes:
     return message(pb2.ModelStreamInferResponse(infer_response=response).SerializeToString())
 
 
+_KEY_MESSAGE = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
+
+
 class StreamInfer:
     """One ``ModelStreamInfer`` call, served on callbacks (the server's ``CallHandler``): each
     request that arrives starts its ``Cycle`` at once, and they run concurrently, as Triton's
@@ -301,9 +304,6 @@ class StreamInfer:
         cycles, self.cycles = self.cycles, {}
         for cycle in cycles.values():
             cycle.abort()
-
-
-_KEY_MESSAGE = "Incorrect or missing API key. Send metadata 'authorization: Bearer <key>'."
 
 
 class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]

@@ -76,6 +76,14 @@ async def _answers(call: Any) -> list[int]:
     return out
 
 
+async def _holding(stub: Any, n: int) -> Any:
+    """A call whose handler holds it open, its first request (``n``) echoed."""
+    call = stub.Bidi()
+    await call.write(Msg(n=n, op="hold"))
+    assert (await call.read()).n == n
+    return call
+
+
 def _settled(server: GrpcServer) -> bool:
     """No call in flight is left anywhere: server, connections, tasks."""
     return not server.calls and not server.tasks and not any(c.streams for c in server.connections)
@@ -113,9 +121,7 @@ async def test_a_call_refused_at_once_leaves_no_stream(served: Any) -> None:
 async def test_client_cancel_tells_the_handler_once(served: Any) -> None:
     server, log, stub = served
     async with asyncio.timeout(10):
-        call = stub.Bidi()
-        await call.write(Msg(n=1, op="hold"))
-        assert (await call.read()).n == 1
+        call = await _holding(stub, 1)
         call.cancel()
         await eventually(lambda: "cancel" in log)
         await eventually(lambda: _settled(server))
@@ -136,9 +142,7 @@ async def test_the_deadline_ends_the_call_and_tells_the_handler(served: Any) -> 
 async def test_a_handler_that_raises_ends_its_call_only(served: Any) -> None:
     server, log, stub = served
     async with asyncio.timeout(10):
-        other = stub.Bidi()
-        await other.write(Msg(n=1, op="hold"))
-        assert (await other.read()).n == 1
+        other = await _holding(stub, 1)
         call = stub.Bidi()
         await call.write(Msg(n=2, op="raise"))
         assert await call.code() == grpc.StatusCode.UNKNOWN
@@ -167,9 +171,7 @@ async def test_a_drain_waits_for_callback_calls_then_ends_them(served: Any) -> N
 async def test_a_stop_ends_callback_calls(served: Any) -> None:
     server, log, stub = served
     async with asyncio.timeout(10):
-        call = stub.Bidi()
-        await call.write(Msg(n=1, op="hold"))
-        assert (await call.read()).n == 1
+        call = await _holding(stub, 1)
         await server.stop()
         assert await call.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
         assert not server.calls
