@@ -195,7 +195,7 @@ def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
 
     import _stack
     from _stack import Stack, Target, run_loadgen
-    from gateway_overhead import _case_args, load_average, pin_cpus
+    from gateway_overhead import _case_args, load_average, pin_cpus, write_results
 
     _stack.LOADGEN = HERE  # this script: _loadgen plus the triton-grpc streamer
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -273,13 +273,16 @@ def run_grpc(args: argparse.Namespace, users_list: list[int]) -> int:
         f"max_tokens={args.max_tokens} rounds={args.rounds} pin={args.pin} "
         f"({time.time() - started:.0f} s)"
     )
-    print(f"load average (1/5/15 min): start {load_start}, end {load_average()}")
+    load_end = load_average()
+    print(f"load average (1/5/15 min): start {load_start}, end {load_end}")
     if args.upstream == "paced":
         print(f"paced emulator, token lag behind its deadline: {lag}")
     for line in report_grpc(results, args.rounds):
         print(line)
     for note in notes:
         print(note)
+    if args.out:
+        write_results(args, load_start, load_end, results)
     return 0
 
 

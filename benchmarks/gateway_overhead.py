@@ -407,18 +407,25 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    "args": vars(args) | {"out": str(args.out)},
-                    "load_average": {"start": load_start, "end": load_end},
-                    "results": results,
-                },
-                default=str,
-                indent=1,
-            )
-        )
+        write_results(args, load_start, load_end, results)
     return 0
+
+
+def write_results(
+    args: argparse.Namespace, load_start: str, load_end: str, results: dict[int, Any]
+) -> None:
+    """Every case's figures, rounds included, as JSON to ``--out``."""
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": vars(args) | {"out": str(args.out)},
+                "load_average": {"start": load_start, "end": load_end},
+                "results": results,
+            },
+            default=str,
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ the HTTP ingress: routing, queue, retries, health, metrics, access line); ``Grpc
 its answer as Triton messages: decoded from an OpenAI replica's SSE, or a Triton replica's
 own messages relayed undecoded when the client's request could be forwarded as it came.
 Failures map to gRPC status codes (unary calls) or to the stream's ``error_message``
-(ModelStreamInfer), as Triton does. ModelStreamInfer runs on callbacks, with no task
-(``StreamInfer``, the server's ``CallHandler``); the unary calls are coroutines.
+(ModelStreamInfer), as Triton does. Both inference methods run on callbacks, with no task
+(``StreamInfer`` and ``UnaryInfer``, the server's ``CallHandler``s); health and metadata calls
+are coroutines.
 """
 
 from __future__ import annotations
@@ -306,6 +307,54 @@ class StreamInfer:
             cycle.abort()
 
 
+class UnaryInfer:
+    """One ``ModelInfer`` call, served on callbacks: its request starts a ``Cycle`` as it
+    arrives, and the call ends with the whole answer or with the status of the error."""
+
+    __slots__ = ("servicer", "call", "request", "cycle")
+
+    def __init__(self, servicer: IngressServicer, call: ServerCall) -> None:
+        self.servicer, self.call = servicer, call
+        self.request: Any = None
+        self.cycle: Cycle | None = None
+        if not servicer._key_ok(call):
+            call.finish(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
+
+    def on_message(self, request: Any) -> None:
+        if self.request is not None:  # a unary call serves its first request (as grpc.aio)
+            return
+        self.request = request
+        try:
+            cycle = self.servicer._begin(
+                request, self.call, "ModelInfer", self.ended, route=True, unary=True
+            )
+        except IngressError as exc:
+            self.call.finish(exc.code, str(exc))
+            return
+        if not cycle.over:
+            self.cycle = cycle
+
+    def ended(self, text: str | None, exc: IngressError | None) -> None:
+        self.cycle = None
+        if exc is not None:
+            self.call.finish(exc.code, str(exc))
+            return
+        request, names = self.request, self.servicer.names
+        response = kserve.text_response(
+            pb2, request.model_name, request.id, text or "", names, final=None
+        )
+        self.call.finish(grpc.StatusCode.OK, "", message(response.SerializeToString()))
+
+    def on_input_end(self) -> None:
+        if self.request is None:
+            self.call.finish(grpc.StatusCode.INTERNAL, "request message missing")
+
+    def on_cancel(self) -> None:
+        cycle, self.cycle = self.cycle, None
+        if cycle is not None:
+            cycle.abort()
+
+
 class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """GRPCInferenceService in front of one gateway's fleet."""
 
@@ -315,8 +364,9 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self.names = tw.TritonNames(model)
         self.models = {model, gw.config.model_name}
         # the methods served on callbacks (h2.server.CallHandler), not as coroutines
-        self.callbacks: dict[str, Callable[[ServerCall], StreamInfer]] = {
-            "ModelStreamInfer": lambda call: StreamInfer(self, call)
+        self.callbacks: dict[str, Callable[[ServerCall], StreamInfer | UnaryInfer]] = {
+            "ModelStreamInfer": lambda call: StreamInfer(self, call),
+            "ModelInfer": lambda call: UnaryInfer(self, call),
         }
 
     def _key_ok(self, context: Any) -> bool:
@@ -326,9 +376,6 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
         value = headers[0].encode("latin-1", errors="replace") if len(headers) == 1 else None
         return self.gw.key_ok(value)
-
-    async def _refuse_key(self, context: Any) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
 
     # -- health and metadata ---------------------------------------------------------------
     def _any_healthy(self) -> bool:
@@ -358,35 +405,6 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return kserve.model_metadata(pb2, request.name, self.names)
 
     # -- inference ------------------------------------------------------------------------------
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        if not self._key_ok(context):
-            await self._refuse_key(context)
-        try:
-            text = await self._serve(request, context, "ModelInfer", unary=True, route=True)
-        except IngressError as exc:
-            return await context.abort(exc.code, str(exc))
-        return kserve.text_response(
-            pb2, request.model_name, request.id, text or "", self.names, final=None
-        )
-
-    async def _serve(
-        self, request: Any, context: Any, name: str, *, unary: bool, route: bool
-    ) -> str | None:
-        """Serve one request through a ``Cycle``; its answer goes to ``context`` as it comes
-        (streams) or is returned whole (unary). ``IngressError`` when it fails."""
-        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-
-        def ended(text: str | None, exc: IngressError | None) -> None:
-            if not done.done():
-                done.set_result(text) if exc is None else done.set_exception(exc)
-
-        cycle = self._begin(request, context, name, ended, route, unary=unary)
-        try:
-            return await done
-        except asyncio.CancelledError:
-            cycle.abort()
-            raise
-
     def _begin(
         self, request: Any, context: Any, name: str, ended: Ended, route: bool, unary: bool = False
     ) -> Cycle:

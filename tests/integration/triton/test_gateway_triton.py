@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -190,6 +191,46 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
             assert sum(r.outstanding for r in fleet.replicas.values()) == 1
             assert emu.server.engine.num_running == 1
             call.cancel()
+        await engine_idle(emu)
+        assert emu.server.engine.num_running == 0
+        assert sum(r.outstanding for r in fleet.replicas.values()) == 0
+
+
+async def test_unary_call_past_its_deadline_frees_the_replica_and_the_engine(
+    emu: Emulator, gateway: Callable[..., Any]
+) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb2
+    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+    from expert_router.wire import kserve
+    from expert_router.wire import triton as tw
+
+    async with gateway(f"grpc://{emu.target}") as (gw, ingress):
+        fleet = gw.gateway.fleet
+        async with grpc.aio.insecure_channel(ingress.target) as channel:
+            req = tw.TritonRequest("a long answer please", 3000, min_length=3000)
+            msg = kserve.infer_request(pb2, req, tw.TritonNames(), "long")
+            stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+            call = asyncio.ensure_future(stub.ModelInfer(msg, timeout=1.0))
+            for _ in range(100):  # the answer is being generated when the deadline passes
+                if emu.server.engine.num_running:
+                    break
+                await asyncio.sleep(0.01)
+            assert emu.server.engine.num_running == 1
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await call
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # a unary call with no request message (a client-streaming stub on its path)
+            empty = channel.stream_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=pb2.ModelInferResponse.FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await empty(iter(()))
+            assert e.value.code() == grpc.StatusCode.INTERNAL
+            assert "request message missing" in (e.value.details() or "")
         await engine_idle(emu)
         assert emu.server.engine.num_running == 0
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
