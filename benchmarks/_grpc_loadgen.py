@@ -176,6 +176,7 @@ def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> d
         "events_per_s": _median(runs, "events_per_s"),
         "cpu_s": _median(runs, "watched_cpu_s"),
         "events_per_cpu_s": _median(runs, "events_per_cpu_s"),
+        "events_per_cpu_s_rounds": [r.get("events_per_cpu_s") for r in runs],
         "first_errors": runs[-1]["first_errors"],
         "upstream_lag": [r["upstream_lag"] for r in runs if "upstream_lag" in r],
     }
@@ -329,6 +330,14 @@ def report_grpc(results: dict[int, dict[str, dict[str, Any]]], rounds: int) -> l
                 f"      relayed events per CPU-second: gRPC {g['events_per_cpu_s']:.0f}, "
                 f"HTTP {h['events_per_cpu_s']:.0f}"
             )
+            pairs = zip(g["events_per_cpu_s_rounds"], h["events_per_cpu_s_rounds"], strict=True)
+            ratios = [a / b for a, b in pairs if a and b]
+            if len(ratios) > 1:
+                lines.append(
+                    "      gRPC / HTTP round by round: "
+                    + ", ".join(f"{x:.2f}" for x in ratios)
+                    + f" (median {statistics.median(ratios):.2f})"
+                )
         n = res.get("triton-grpc/nginx")
         if g and n:
             lines.append(
