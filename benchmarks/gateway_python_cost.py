@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -172,6 +173,20 @@ class StrictFloor:
         parts, self.parts = self.parts, []
         body = b"".join(parts)
         self.out.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+
+def _garbage(run: Callable[[], None]) -> int:
+    """Objects ``run`` leaves in reference cycles: freed only by the cyclic collector, whose
+    collections under load walk every request in flight."""
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        run()
+        return gc.collect()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _check(out: NullTransport, events: int) -> None:
@@ -353,6 +368,7 @@ async def measure(
         serve()
         _check(client, EVENTS * len(requests))
         per_request = _best(rounds, len(requests), serve)
+        garbage = _garbage(serve) / len(requests)
         bare, strict = BareRelay(NullTransport()), StrictFloor(NullTransport(), head)
         cold = _cold(
             cold_items,
@@ -371,6 +387,7 @@ async def measure(
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
         return (
             {"relay_us": per_event * 1e6, "request_us": per_request * 1e6}
+            | {"garbage_per_request": garbage}
             | {name: seconds * 1e6 for name, seconds in cold.items()}
             | {f"step: {what}": seconds * 1e6 for what, seconds in steps}
         )
@@ -397,6 +414,7 @@ def main() -> None:
         f"{r['cold_strict_floor_us']:.1f} us; bare relay {r['cold_bare_floor_us']:.1f} us)"
     )
     print(f"  request:       {r['cold_request_us']:.1f} us, whole lifecycle")
+    print(f"garbage: {r['garbage_per_request']:.2f} objects per request left in reference cycles")
     if args.stages:
         print("a cold request, step by step (medians of 300, timestamps between the steps):")
         for name, us in r.items():
