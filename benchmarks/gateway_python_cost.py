@@ -175,17 +175,22 @@ class StrictFloor:
         self.out.write(b"%x\r\n%b\r\n" % (len(body), body))
 
 
-def _garbage(run: Callable[[], None]) -> int:
-    """Objects ``run`` leaves in reference cycles: freed only by the cyclic collector, whose
-    collections under load walk every request in flight."""
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        run()
-        return gc.collect()
-    finally:
-        if collecting:
+class CycleCount:
+    """``with CycleCount() as left:`` counts in ``left.objects`` what the block leaves in
+    reference cycles: objects freed only by the cyclic collector, whose collections under
+    load walk every request in flight."""
+
+    objects = 0
+
+    def __enter__(self) -> CycleCount:
+        self.collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.objects = gc.collect()
+        if self.collecting:
             gc.enable()
 
 
@@ -368,7 +373,9 @@ async def measure(
         serve()
         _check(client, EVENTS * len(requests))
         per_request = _best(rounds, len(requests), serve)
-        garbage = _garbage(serve) / len(requests)
+        with CycleCount() as left:
+            serve()
+        garbage = left.objects / len(requests)
         bare, strict = BareRelay(NullTransport()), StrictFloor(NullTransport(), head)
         cold = _cold(
             cold_items,

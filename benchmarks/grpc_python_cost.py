@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import pstats
 import time
 from typing import Any
@@ -44,6 +43,7 @@ from expert_router.h2.grpc import message
 from expert_router.h2.server import GrpcServer, ServerConnection
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
+from gateway_python_cost import CycleCount
 from h2_frames import Sink
 
 SORT = "tottime"
@@ -194,17 +194,9 @@ async def measure(rounds: int, requests: int, profile: bool) -> dict[str, float]
         if conn.streams or up.streams:
             raise RuntimeError(f"calls left open: {len(conn.streams)} in, {len(up.streams)} up")
         client.counting = False
-        # what the calls leave to the cyclic collector: a call in a reference cycle is freed
-        # only by a collection, which under load scans every call in flight
-        collecting = gc.isenabled()
-        gc.collect()
-        gc.disable()
-        try:
+        with CycleCount() as left:  # what the calls leave to the cyclic collector
             await run()
-            garbage = gc.collect() / requests
-        finally:
-            if collecting:
-                gc.enable()
+        garbage = left.objects / requests
         best = float("inf")
         split = [0.0, 0.0, 0.0]
         for _ in range(rounds):

@@ -265,8 +265,7 @@ class StreamInfer:
         self.cycles: dict[int, Cycle] = {}  # by request, in flight
         self.input_done = False
         self.route = True  # the stream's initial metadata names the first request's route
-        if not servicer._key_ok(call):
-            call.finish(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
+        servicer._check_key(call)
 
     def on_message(self, request: Any) -> None:
         route, self.route = self.route, False
@@ -317,8 +316,7 @@ class UnaryInfer:
         self.servicer, self.call = servicer, call
         self.request: Any = None
         self.cycle: Cycle | None = None
-        if not servicer._key_ok(call):
-            call.finish(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
+        servicer._check_key(call)
 
     def on_message(self, request: Any) -> None:
         if self.request is not None:  # a unary call serves its first request (as grpc.aio)
@@ -369,13 +367,15 @@ class IngressServicer(pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             "ModelInfer": lambda call: UnaryInfer(self, call),
         }
 
-    def _key_ok(self, context: Any) -> bool:
-        """Whether ``authorization: Bearer KEY`` names a known key (or none is needed)."""
+    def _check_key(self, call: ServerCall) -> None:
+        """End ``call`` UNAUTHENTICATED unless ``authorization: Bearer KEY`` names a known key
+        (or none is needed)."""
         if not self.gw.keys_required:
-            return True
-        headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+            return
+        headers = [v for k, v in call.invocation_metadata() or () if k == "authorization"]
         value = headers[0].encode("latin-1", errors="replace") if len(headers) == 1 else None
-        return self.gw.key_ok(value)
+        if not self.gw.key_ok(value):
+            call.finish(grpc.StatusCode.UNAUTHENTICATED, _KEY_MESSAGE)
 
     # -- health and metadata ---------------------------------------------------------------
     def _any_healthy(self) -> bool:

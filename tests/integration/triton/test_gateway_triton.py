@@ -8,16 +8,21 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from triton_helpers import Emulator, engine_idle, inputs, stream_texts
+from triton_helpers import Emulator, engine_idle, infer_request, inputs, stream_texts
+from tritonclient.grpc import service_pb2 as pb2
+from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from expert_router.classify import Classifier
 from expert_router.gateway.health import probe_once
 from expert_router.gateway.server import free_port
 from expert_router.tokenizer import count_tokens
+from expert_router.wire import kserve
+from expert_router.wire import triton as tw
 from expert_router.wire.sse import SSEDecoder
 
 # A run once hung here (the event loop idle in select, a grpc.aio poller thread alive) while
@@ -64,20 +69,12 @@ async def test_triton_client_through_the_gateway(
 async def test_stream_metadata_names_the_route(
     emu: Emulator, gateway: Callable[..., Any], clf: Classifier
 ) -> None:
-    import grpc
-    from tritonclient.grpc import service_pb2 as pb2
-    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
-
-    from expert_router.wire import kserve
-    from expert_router.wire import triton as tw
-
     text = "How do interest rates affect the stock market and mortgage loans?"
     async with gateway(f"grpc://{emu.target}") as (_, ingress):
         async with grpc.aio.insecure_channel(ingress.target) as channel:
             stub = pb2_grpc.GRPCInferenceServiceStub(channel)
             call = stub.ModelStreamInfer()
-            req = tw.TritonRequest(text, 3, min_length=3)
-            await call.write(kserve.infer_request(pb2, req, tw.TritonNames(), "r"))
+            await call.write(infer_request("r", text, 3))
             await call.done_writing()
             meta = dict(await call.initial_metadata())
             msgs = [m async for m in call]
@@ -173,19 +170,11 @@ async def test_health_probe_uses_live_and_model_ready(
 async def test_client_leaving_frees_the_replica_and_the_engine(
     emu: Emulator, gateway: Callable[..., Any]
 ) -> None:
-    import grpc
-    from tritonclient.grpc import service_pb2 as pb2
-    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
-
-    from expert_router.wire import kserve
-    from expert_router.wire import triton as tw
-
     async with gateway(f"grpc://{emu.target}") as (gw, ingress):
         fleet = gw.gateway.fleet
         async with grpc.aio.insecure_channel(ingress.target) as channel:
             call = pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
-            req = tw.TritonRequest("a long answer please", 3000, min_length=3000)
-            await call.write(kserve.infer_request(pb2, req, tw.TritonNames(), "long"))
+            await call.write(infer_request("long", "a long answer please", 3000))
             first = await call.read()
             assert kserve.response_text(first.infer_response, tw.TritonNames())
             assert sum(r.outstanding for r in fleet.replicas.values()) == 1
@@ -199,18 +188,10 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
 async def test_unary_call_past_its_deadline_frees_the_replica_and_the_engine(
     emu: Emulator, gateway: Callable[..., Any]
 ) -> None:
-    import grpc
-    from tritonclient.grpc import service_pb2 as pb2
-    from tritonclient.grpc import service_pb2_grpc as pb2_grpc
-
-    from expert_router.wire import kserve
-    from expert_router.wire import triton as tw
-
     async with gateway(f"grpc://{emu.target}") as (gw, ingress):
         fleet = gw.gateway.fleet
         async with grpc.aio.insecure_channel(ingress.target) as channel:
-            req = tw.TritonRequest("a long answer please", 3000, min_length=3000)
-            msg = kserve.infer_request(pb2, req, tw.TritonNames(), "long")
+            msg = infer_request("long", "a long answer please", 3000)
             stub = pb2_grpc.GRPCInferenceServiceStub(channel)
             call = asyncio.ensure_future(stub.ModelInfer(msg, timeout=1.0))
             for _ in range(100):  # the answer is being generated when the deadline passes

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from triton_helpers import Emulator, engine_idle
+from triton_helpers import Emulator, engine_idle, infer_request
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
@@ -19,12 +19,6 @@ from expert_router.wire import triton as tw
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 NAMES = tw.TritonNames()
-
-
-def _request(rid: str, text: str, tokens: int, model: str = "ensemble") -> Any:
-    req = kserve.infer_request(pb2, tw.TritonRequest(text, tokens, min_length=tokens), NAMES, rid)
-    req.model_name = model
-    return req
 
 
 async def _stream(target: str, requests: list[Any]) -> dict[str, list[Any]]:
@@ -46,9 +40,9 @@ async def test_requests_of_one_stream_end_on_their_own(
     """One request is refused by the gateway, one by the replica's first message, one served:
     each gets its own ending, in the one call."""
     requests = [
-        _request("ok", "How do I bake bread at home?", 3),
-        _request("unknown", "hello", 3, model="llama"),
-        _request("too-long", "hello", 10_000_000),
+        infer_request("ok", "How do I bake bread at home?", 3),
+        infer_request("unknown", "hello", 3, model="llama"),
+        infer_request("too-long", "hello", 10_000_000),
     ]
     async with gateway(f"grpc://{emu.target}", limits={"retries": 0}) as (gw, ingress):
         got = await _stream(ingress.target, requests)
@@ -98,7 +92,7 @@ async def test_a_silent_replica_times_out_before_its_first_message(
         async with gateway(f"grpc://{host.target}", **overrides) as (gw, ingress):
             # twice: a timeout is the request's failure, not the ingress's
             for rid in ("first", "second"):
-                got = await _stream(ingress.target, [_request(rid, "hello there", 2)])
+                got = await _stream(ingress.target, [infer_request(rid, "hello there", 2)])
                 (msg,) = got[rid]
                 assert "expert timed out" in msg.error_message
             fleet = gw.gateway.fleet
@@ -116,8 +110,8 @@ async def test_cancelling_a_stream_ends_every_request_in_it(
         fleet = gw.gateway.fleet
         async with grpc.aio.insecure_channel(ingress.target) as channel:
             call = pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
-            await call.write(_request("a", "a long answer please", 3000))
-            await call.write(_request("b", "another long answer", 3000))
+            await call.write(infer_request("a", "a long answer please", 3000))
+            await call.write(infer_request("b", "another long answer", 3000))
             seen: set[str] = set()
             while seen != {"a", "b"}:
                 seen.add((await call.read()).infer_response.id)
@@ -165,7 +159,7 @@ async def _relay(backend: Any, rid: str, tokens: int) -> _Recorder:
     from expert_router.backends import BackendRequest
 
     listener = _Recorder()
-    native = _request(rid, "hello there", tokens)
+    native = infer_request(rid, "hello there", tokens)
     backend.open(BackendRequest("/v1/completions", b"{}", True, native=native), listener)
     await asyncio.wait_for(listener.over.wait(), 10)
     return listener

@@ -9,11 +9,14 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 from triton_inputs import inputs
+from tritonclient.grpc import service_pb2 as pb2
 
 from expert_router.emulator.grpc_server import TritonGrpcServer
 from expert_router.emulator.server import EmulatorServer
+from expert_router.wire import kserve
+from expert_router.wire import triton as tw
 
-__all__ = ["Emulator", "engine_idle", "inputs", "stream_texts"]
+__all__ = ["Emulator", "engine_idle", "infer_request", "inputs", "stream_texts"]
 
 
 class Emulator:
@@ -22,6 +25,14 @@ class Emulator:
     def __init__(self, server: EmulatorServer, grpc_server: TritonGrpcServer) -> None:
         self.server, self.grpc = server, grpc_server
         self.url, self.target = server.url, grpc_server.target
+
+
+def infer_request(rid: str, text: str, tokens: int, model: str = "ensemble") -> Any:
+    """A ``ModelInferRequest`` for exactly ``tokens`` tokens of answer (as grpc's stubs take it)."""
+    req = tw.TritonRequest(text, tokens, min_length=tokens)
+    msg = kserve.infer_request(pb2, req, tw.TritonNames(), rid)
+    msg.model_name = model
+    return msg
 
 
 async def stream_texts(
