@@ -9,9 +9,9 @@ BIN := $(VENV)/bin
 HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(HASH)
 DEV := $(VENV)/.dev-$(HASH)
-# The C step of the classifier (optional: numpy does it where no compiler is found); editing
-# it re-runs the install, which rebuilds it in place.
-EXT := setup.py src/expert_router/classify/_native.c
+# The C parts (optional: their Python twins do the same where no compiler is found); editing
+# them re-runs the install, which rebuilds them in place.
+EXT := setup.py src/expert_router/classify/_native.c src/expert_router/wire/_http1.c
 
 .PHONY: demo test check lint typecheck bench clean model nginx
 

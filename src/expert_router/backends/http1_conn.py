@@ -3,6 +3,8 @@
 ``Http1Connection`` feeds what the upstream sends to an ``httptools.HttpResponseParser`` and
 reports to the request's ``Listener`` once per read: the head, the body bytes that read
 carried (de-chunked, joined), the end (with the last bytes when the same read carried both).
+The body's pieces are collected by ``wire.http1_callbacks.BodyParts`` (compiled where built:
+llhttp's per-chunk callbacks run no Python).
 An error status is read (64 KiB at most) and reported as ``BackendStatusError``. Everything
 the parser refuses, a chunk larger than the limit, a silent upstream (one lazily re-armed
 watchdog per connection, kept across its pooled requests) and bytes from an idle connection
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import httptools
@@ -27,6 +30,7 @@ from expert_router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
+from expert_router.wire.http1_callbacks import BodyParts
 
 if TYPE_CHECKING:
     from expert_router.backends.http1 import Http1Backend, Http1Call
@@ -46,9 +50,9 @@ class Http1Connection(asyncio.Protocol):
 
     __slots__ = (
         "backend", "transport", "closed", "reused", "loop", "parser", "listener", "state",
-        "got_bytes", "status", "content_type", "framed", "parts", "head_ready", "complete",
-        "junk", "chunk", "error_body", "paused", "last", "watchdog", "error", "retry", "keep",
-        "retry_after", "whole", "chunked", "head_seen", "head_size", "owner", "pooled", "heard",
+        "got_bytes", "status", "content_type", "framed", "body", "head_ready", "complete",
+        "junk", "paused", "last", "watchdog", "error", "retry", "keep", "retry_after",
+        "head_seen", "head_size", "owner", "pooled", "heard",
     )  # fmt: skip
 
     def __init__(self, backend: Http1Backend) -> None:
@@ -61,6 +65,7 @@ class Http1Connection(asyncio.Protocol):
         self.state = IDLE
         self.watchdog: asyncio.TimerHandle | None = None
         self.parser: httptools.HttpResponseParser | None = None
+        self.body = BodyParts(backend.max_chunk, MAX_ERROR_BODY)
         self.retry: tuple[Http1Call, bytes] | None = None
         self.owner: Http1Call | None = None  # the call of the request in flight (see abandon)
         self.pooled = True  # False: never back to the pool (a probe's "Connection: close")
@@ -80,16 +85,12 @@ class Http1Connection(asyncio.Protocol):
         self.pooled = pooled
         self.state = HEAD
         self.got_bytes = self.framed = self.head_ready = self.complete = self.keep = False
-        self.chunked = False
         self.junk = self.paused = False
         self.status = 0
         self.content_type = "application/json"
         self.retry_after: bytes | None = None
-        self.parts: list[bytes] = []
-        self.whole = 0  # a chunked answer's parts[:whole] are whole chunks (the rest waits)
+        self.body.reset()
         self.head_seen = self.head_size = 0
-        self.chunk = 0
-        self.error_body: bytearray | None = None
         self.error: BackendError | None = None
         self.retry = (call, message) if self.reused else None
         self.transport.write(message)
@@ -107,7 +108,16 @@ class Http1Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.parser = httptools.HttpResponseParser(self)  # one per connection: llhttp resets
+        body = self.body
+        callbacks = SimpleNamespace(
+            on_message_begin=self.on_message_begin,
+            on_header=self.on_header,
+            on_headers_complete=self.on_headers_complete,
+            on_body=body.on_body,
+            on_chunk_complete=body.on_chunk_complete,
+            on_message_complete=self.on_message_complete,
+        )
+        self.parser = httptools.HttpResponseParser(callbacks)  # one per connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -135,12 +145,9 @@ class Http1Connection(asyncio.Protocol):
             except Exception as exc:
                 self._report_safely(self._refusal(exc))
                 return
-            parts = self.parts
-            if self.whole == 1 and len(parts) == 1 and not self.complete:  # one whole chunk
-                self.parts = []
-                self.whole = 0
+            if not self.complete and (chunk := self.body.single()) is not None:  # one chunk
                 try:
-                    if not self.listener.on_data(parts[0]):  # type: ignore[union-attr]
+                    if not self.listener.on_data(chunk):  # type: ignore[union-attr]
                         self._hold()
                 except Exception as exc:
                     self._listener_failed(exc)
@@ -168,6 +175,9 @@ class Http1Connection(asyncio.Protocol):
         """What ``feed_data`` raising ``exc`` means for the request (None: nothing, the bytes
         after a complete answer were refused)."""
         if isinstance(exc, httptools.HttpParserCallbackError):
+            if self.body.over:
+                limit = self.backend.max_chunk
+                return BackendProtocolError(f"{self.backend.base}: a chunk exceeds {limit} bytes")
             if not self.junk or not self.complete:
                 return self.error or BackendProtocolError(f"{self.backend.base}: bad response")
             return None
@@ -212,7 +222,7 @@ class Http1Connection(asyncio.Protocol):
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
             elif name == b"transfer-encoding":
-                self.framed = self.chunked = True  # llhttp refuses any other coding
+                self.framed = self.body.chunked = True  # llhttp refuses any other coding
             elif name == b"content-length":
                 self.framed = True
             elif name == b"retry-after":
@@ -223,25 +233,7 @@ class Http1Connection(asyncio.Protocol):
         self.state = BODY
         self.head_ready = True
         if self.status >= 400:
-            self.error_body = bytearray()
-
-    def on_chunk_complete(self) -> None:
-        self.whole = len(self.parts)  # what came so far is whole chunks: it may be relayed
-        self.chunk = 0
-
-    def on_body(self, body: bytes) -> None:
-        error_body = self.error_body
-        if error_body is not None:
-            error_body += body[: MAX_ERROR_BODY - len(error_body)]
-            return
-        if self.chunked:  # a chunk is held until whole: bounded
-            self.chunk += len(body)
-            if self.chunk > self.backend.max_chunk:
-                limit = self.backend.max_chunk
-                base = self.backend.base
-                self.error = BackendProtocolError(f"{base}: a chunk exceeds {limit} bytes")
-                raise _Stop
-        self.parts.append(body)
+            self.body.error_body = bytearray()  # read (capped) to report the error
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -253,29 +245,31 @@ class Http1Connection(asyncio.Protocol):
         if listener is None:
             return
         last = b""
+        got = self.body
+        error_body = got.error_body
         if self.head_ready:
             self.head_ready = False
-            if self.error_body is None:
+            if error_body is None:
                 listener.on_head(self.status, self.content_type)
                 if self.listener is None:
                     return  # the listener let go
-        if self.error_body is not None:
-            if error is None and not self.complete and len(self.error_body) < MAX_ERROR_BODY:
+        if error_body is not None:
+            if error is None and not self.complete and len(error_body) < MAX_ERROR_BODY:
                 return  # the rest of the error answer is on its way
-            status, body = self.status, bytes(self.error_body)
+            status, body = self.status, bytes(error_body)
             error = BackendStatusError(
                 f"{self.backend.base} answered {status}",
                 status=status,
                 body=body,
                 retry_after=retry_after(self.retry_after),
             )
-        elif self.parts and (self.whole or not self.chunked):
-            parts = self.parts
-            if not self.chunked or self.whole == len(parts):
-                self.parts = []
+        elif got.parts and (got.whole or not got.chunked):
+            parts, whole = got.parts, got.whole
+            if not got.chunked or whole == len(parts):
+                got.parts = []
             else:  # a chunk is still arriving: the whole ones before it go
-                self.parts, parts = parts[self.whole :], parts[: self.whole]
-            self.whole = 0
+                got.parts, parts = parts[whole:], parts[:whole]
+            got.whole = 0
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             if self.complete and error is None:
                 last = data  # the end came with it: on_end carries it (one client write)
@@ -287,7 +281,7 @@ class Http1Connection(asyncio.Protocol):
         if error is not None:
             self.listener = None
             self._end()
-            if self.error_body is not None and self._reusable():
+            if error_body is not None and self._reusable():
                 self.backend.release(self)  # an error answer read whole: the line is fine
             else:
                 self._close()

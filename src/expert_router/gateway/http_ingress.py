@@ -1,11 +1,13 @@
 """The gateway's HTTP/1.1 ingress: an asyncio protocol whose requests httptools (llhttp) parses.
 
 Every request on every route is read here: the parser's callbacks check the head as it comes
-(size, header count, Host, Authorization, framing, Expect; ``http_checks``) and collect the
-body (bounded); whole requests are answered in order (pipelining included). A proxy request
-becomes a ``Cycle`` and this connection is its ``Sink`` (the writing side: ``http_sink``);
-a client that stops reading pauses the upstream. Other routes are answered from ``routes``.
-Timeouts (head, body, idle) share one lazily re-armed timer; ``http_front`` holds what the
+(its size and header count, and the headers the gateway reads, collected by
+``wire.http1_callbacks.HeadFields``: compiled where built, no Python runs per header; then
+Host, Authorization, framing and Expect, ``http_checks``) and collect the body (bounded);
+whole requests are answered in order (pipelining included). A proxy request becomes a
+``Cycle`` and this connection is its ``Sink`` (the writing side: ``http_sink``); a client
+that stops reading pauses the upstream. Other routes are answered from ``routes``. Timeouts
+(head, body, idle) share one lazily re-armed timer; ``http_front`` holds what the
 connections of one socket share.
 """
 
@@ -16,6 +18,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from time import perf_counter
+from types import SimpleNamespace
 from typing import Any
 
 import httptools
@@ -32,6 +35,7 @@ from expert_router.gateway.responses import (
     head,
 )
 from expert_router.gateway.routes import KNOWN, PROXY, ROUTES, HttpProxyRequest
+from expert_router.wire.http1_callbacks import HeadFields
 from expert_router.wire.openai import Kind, parse_body
 
 log = logging.getLogger("expert_router.gateway")
@@ -73,7 +77,18 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.limits = front.limits
         self.loop = asyncio.get_running_loop()
         self.t: Any = None
-        self.parser = httptools.HttpRequestParser(self)
+        limits = self.limits
+        self.fields = HeadFields(Refusal, limits.max_headers, limits.max_head_bytes)
+        self.parser = httptools.HttpRequestParser(
+            SimpleNamespace(
+                on_message_begin=self.on_message_begin,
+                on_url=self.fields.on_url,
+                on_header=self.fields.on_header,
+                on_headers_complete=self.on_headers_complete,
+                on_body=self.on_body,
+                on_message_complete=self.on_message_complete,
+            )
+        )
         self.state = IDLE
         self.queue: deque[_Request] = deque()
         self.cycle: Cycle | None = None
@@ -91,13 +106,9 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.close_after = False
 
     def _begin(self) -> None:
-        self.url = self.path = b""
-        self.head_size = self.head_seen = self.nheaders = self.body_size = 0
-        self.hosts: list[bytes] = []
-        self.auth: bytes | None = None
-        self.length = -1
-        self.te: bytes | None = None
-        self.expect: bytes | None = None
+        self.path = b""
+        self.head_seen = self.body_size = 0
+        self.fields.reset()
         self.body: list[bytes] = []
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -200,52 +211,24 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self._begin()
         self.deadline = None  # set after this read if the request is not whole by then
 
-    def on_url(self, url: bytes) -> None:
-        self.head_size += len(url)
-        if self.head_size > self.limits.max_head_bytes:
-            raise Refusal(414, "uri_too_long", "request target too long")
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.nheaders += 1
-        self.head_size += len(name) + len(value) + 4
-        limits = self.limits
-        if self.nheaders > limits.max_headers:
-            raise Refusal(431, "too_many_headers", "too many request headers")
-        if self.head_size > limits.max_head_bytes:
-            raise Refusal(431, "headers_too_large", "the request head is too large")
-        name = name.lower()
-        if name == b"host":
-            self.hosts.append(value)
-        elif name == b"content-length":
-            self.length = int(value)  # llhttp checked it: digits, no duplicate
-        elif name == b"authorization":
-            if self.auth is not None:
-                raise Refusal(400, "duplicate_header", "more than one Authorization header")
-            self.auth = value
-        elif name == b"transfer-encoding":
-            self.te = value
-        elif name == b"expect":
-            self.expect = value
-
     def on_headers_complete(self) -> None:
         self.state = BODY
-        parser = self.parser
-        check_head(parser.get_http_version(), self.hosts, self.te)
+        parser, fields = self.parser, self.fields
+        check_head(parser.get_http_version(), fields.hosts, fields.te)
         method = parser.get_method()
         if method == b"CONNECT":
             raise Refusal(405, "method_not_allowed", "CONNECT is not served here")
-        self.path = _path(self.url)
+        self.path = _path(fields.url)
         route = ROUTES.get(self.path)
-        if route is not None and route.auth and not self.gw.key_ok(self.auth):
+        if route is not None and route.auth and not self.gw.key_ok(fields.auth):
             raise Refusal(401, "invalid_api_key", "Incorrect or missing API key. "
                           "Send 'Authorization: Bearer <key>'.")  # fmt: skip
         if self.over_cap and (route is None or not route.probe):
             raise Refusal(503, "too_many_connections", "the gateway has too many connections")
-        if self.length > self.gw.max_body:
+        if fields.length is not None and int(fields.length) > self.gw.max_body:  # llhttp: digits
             raise self._too_large()
-        if self.expect is not None:
-            if self.expect.strip().lower() != b"100-continue":
+        if fields.expect is not None:
+            if fields.expect.strip().lower() != b"100-continue":
                 raise Refusal(417, "expectation_failed", "only 100-continue is understood")
             self.t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
