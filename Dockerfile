@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /build
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-# gcc builds the classifier's C step (classify/_native.c) and leaves with the apt lists.
+# gcc builds the C parts (classify/_native.c, wire/_http1.c) and leaves with the apt lists.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install . \

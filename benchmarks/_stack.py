@@ -65,8 +65,17 @@ class Stack:
             return ["taskset", "-c", cpus, *cmd]
         return cmd
 
-    def start(self, name: str, cmd: list[str], health: str, timeout: float = 60.0) -> ServerProcess:
-        proc = ServerProcess(self._wrap(cmd, self.server_cpus), self.workdir / f"{name}.log")
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        health: str,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        proc = ServerProcess(
+            self._wrap(cmd, self.server_cpus), self.workdir / f"{name}.log", env=env
+        )
         self.exit.callback(proc.stop)
         proc.wait_http(health, timeout=timeout)
         return proc
@@ -120,7 +129,11 @@ class Stack:
         self.exit.callback(proc.stop)
         return proc, port
 
-    def gateway(self, experts: list[str], model: str, workers: int = 1) -> Target:
+    def gateway(
+        self, experts: list[str], model: str, workers: int = 1, src: Path | None = None
+    ) -> Target:
+        """``expert-router serve`` over ``experts``; from the package under ``src`` (another
+        checkout's ``src``, its C parts built there) instead of this one's: ``gateway-b``."""
         port = free_port()
         cmd = expert_router_cmd("serve", "--port", str(port))
         for url in experts:
@@ -128,8 +141,9 @@ class Stack:
         if workers > 1:
             cmd += ["--workers", str(workers)]
         url = f"http://127.0.0.1:{port}"
-        proc = self.start("gateway", cmd, f"{url}/ready")  # >= 1 replica is healthy
-        return Target("gateway", [url], proc.pid, model)
+        name, env = ("gateway", None) if src is None else ("gateway-b", {"PYTHONPATH": str(src)})
+        proc = self.start(name, cmd, f"{url}/ready", env=env)  # >= 1 replica is healthy
+        return Target(name, [url], proc.pid, model)
 
     def relay(self, upstreams: list[str], model: str, strict: bool = False) -> Target:
         """The bare uvloop byte relay (``_byte_relay.py``): the floor under any Python proxy;

@@ -15,6 +15,11 @@ as the machine.
 
     python benchmarks/gateway_overhead.py            # full run (a few minutes)
     python benchmarks/gateway_overhead.py --quick    # short windows, fewer users
+    python benchmarks/gateway_overhead.py --gateway-b OTHER/src  # A/B two versions, one run
+
+``--gateway-b`` runs a second gateway from another checkout's ``src`` (``git worktree add``,
+its C parts built there) beside this one, in the same rounds: on a machine whose figures move
+from run to run, two versions are compared only within one run.
 """
 
 from __future__ import annotations
@@ -66,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--install-litellm", action="store_true", help="pip install litellm[proxy] there"
     )
     p.add_argument("--workers", type=int, default=1, help="nginx and gateway processes")
+    p.add_argument(
+        "--gateway-b",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="A/B: a second gateway from another checkout's src/ (target gateway-b)",
+    )
     p.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
@@ -176,7 +188,7 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
         }
     if inside and "gateway" in out:
         out["gateway"]["inside"] = inside
-    for name in ("gateway", "litellm", "relay", "strict"):
+    for name in ("gateway", "gateway-b", "litellm", "relay", "strict"):
         if name in runs and "nginx" in runs:  # round by round: nginx's rate moves between rounds
             pairs = zip(runs[name], runs["nginx"], strict=True)
             out[name]["epc_ratios"] = [
@@ -188,7 +200,7 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
 def report(all_results: dict[int, dict[str, Any]]) -> list[str]:
     lines = [
         "TTFT = time to the first token (ms); + = added over direct; CPU s = proxy process",
-        f"{'users':>6} {'target':<8} {'TTFT p50':>8} {'p99':>8} {'+p50':>8} {'+p99':>8}"
+        f"{'users':>6} {'target':<9} {'TTFT p50':>8} {'p99':>8} {'+p50':>8} {'+p99':>8}"
         f" {'reqs':>6} {'fail':>4} {'ev/s':>6} {'CPU s':>6} {'ev/CPU-s':>8}",
     ]
     for users, res in all_results.items():
@@ -201,7 +213,7 @@ def report(all_results: dict[int, dict[str, Any]]) -> list[str]:
 
             epc = r["events_per_cpu_s"]
             lines.append(
-                f"{users:>6} {name:<8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+                f"{users:>6} {name:<9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
                 f" {add('p50_ms'):>8} {add('p99_ms'):>8} {r['requests']:>6} {r['failed']:>4}"
                 f" {r['events_per_s']:>6.0f} {r['cpu_s'] if name != 'direct' else 0:>6.2f}"
                 f" {'-' if name == 'direct' or epc != epc else f'{epc:.0f}':>8}"
@@ -230,7 +242,7 @@ def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
         d, n = res.get("direct"), res.get("nginx")
         if not d:
             continue
-        for name in ("gateway", "litellm"):
+        for name in ("gateway", "gateway-b", "litellm"):
             g = res.get(name)
             if not g:
                 continue
@@ -376,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(stack.nginx(experts, model, workers=args.workers))
             if "gateway" in wanted:
                 targets.append(stack.gateway(experts, model, workers=args.workers))
+            if args.gateway_b is not None:
+                b = stack.gateway(experts, model, workers=args.workers, src=args.gateway_b)
+                targets.append(b)
             if "relay" in wanted:
                 targets.append(stack.relay(experts, model))
             if "strict" in wanted:
