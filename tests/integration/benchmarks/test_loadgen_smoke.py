@@ -84,3 +84,25 @@ def test_byte_relay_carries_streams_whole(tmp_path: Path, strict: bool) -> None:
     assert result["requests_ok"] == result["requests_started"] > 8
     assert result["events_in_window"] >= 5 * (result["ok_in_window"] - 8)
     assert result["watched_cpu_s"] > 0
+
+
+def test_gateway_b_runs_from_the_source_tree_it_is_given(tmp_path: Path) -> None:
+    """``gateway_overhead.py --gateway-b SRC``: the second gateway is started with ``SRC``
+    first on its path, under its own name, and serves."""
+    from _stack import Stack
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    src = ROOT / "src"
+    stack = Stack(tmp_path / "stack")
+    try:
+        with running(_emulator(port), tmp_path / "emulator.log", health_url=f"{url}/health"):
+            target = stack.gateway([url], "cpu-tiny", src=src)
+            environ = Path(f"/proc/{target.pid}/environ").read_bytes().split(b"\0")
+            result = _loadgen(target.urls[0], 4, target.pid)
+    finally:
+        stack.close()
+    assert target.name == "gateway-b"
+    assert b"PYTHONPATH=" + str(src).encode() in environ
+    assert result["requests_failed"] == 0, result["first_errors"]
+    assert result["requests_ok"] > 4 and result["watched_cpu_s"] > 0
