@@ -78,12 +78,12 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.t: Any = None
         limits = self.limits
-        self.fields = HeadFields(Refusal, limits.max_headers, limits.max_head_bytes)
+        self.fields = fields = HeadFields(Refusal, limits.max_headers, limits.max_head_bytes)
         self.parser = httptools.HttpRequestParser(
             SimpleNamespace(
                 on_message_begin=self.on_message_begin,
-                on_url=self.fields.on_url,
-                on_header=self.fields.on_header,
+                on_url=fields.on_url,
+                on_header=fields.on_header,
                 on_headers_complete=self.on_headers_complete,
                 on_body=self.on_body,
                 on_message_complete=self.on_message_complete,

@@ -79,12 +79,11 @@ class PyBodyParts:
 
     def __init__(self, max_chunk: int, max_error: int) -> None:
         self.max_chunk, self.max_error = max_chunk, max_error
-        self.parts: list[bytes] = []
         self.reset()
 
     def reset(self) -> None:
         """Ready for the next answer."""
-        self.parts = []
+        self.parts: list[bytes] = []
         self.whole = 0  # a chunked answer's parts[:whole] are whole chunks (the rest waits)
         self.chunk = 0  # bytes of the chunk being read
         self.chunked = False
