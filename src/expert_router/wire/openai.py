@@ -7,6 +7,10 @@ other field passes through untouched. Errors are ``RequestError`` naming the fie
 from __future__ import annotations
 
 import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,13 +53,17 @@ def _no_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one, not one per request
 _BOM = b"\xef\xbb\xbf"
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # |n| >= 2**63 takes 19 digits at least
+MAX_JSON_DEPTH = 1024
+"""Levels of nesting a request body may have: orjson's own limit, which ``parse_json`` keeps."""
 
 
 def parse_json(body: bytes) -> Any:
     """Strict JSON (RFC 8259): UTF-8 (a leading byte order mark is ignored), no
-    ``NaN``/``Infinity``, no lone surrogate escape, no number beyond a double, at most 1024
-    levels deep; an integer beyond 64 bits reads as a float. ``RequestError`` (code
-    ``invalid_json``) names what is wrong, never quoting the body.
+    ``NaN``/``Infinity``, no lone surrogate escape, no number beyond a double, at most
+    ``MAX_JSON_DEPTH`` levels deep; an integer beyond 64 bits reads as a float (``with_model``
+    keeps it exact). ``RequestError`` (code ``invalid_json``) names what is wrong, never quoting
+    the body.
 
     orjson reads every body (less than half the standard library's time on a core that has
     just woken: docs/benchmarks.md); what it refuses is read again by the standard library,
@@ -171,9 +179,30 @@ def classify_text(req: ParsedRequest, mode: TextMode = "last_user") -> str:
 
 
 def with_model(req: ParsedRequest, body: bytes, model: str | None) -> bytes:
-    """The body to send upstream: the original bytes unless the model name must change."""
+    """The body to send upstream: the original bytes unless the model name must change.
+
+    Rewritten, every other field keeps its value: orjson reads an integer beyond 64 bits as a
+    float, so a body that may hold one (a run of 19 digits) is read again by the standard
+    library, whose integers are exact.
+    """
     if model is None or model == req.model:
         return body
-    payload = dict(req.payload)
-    payload["model"] = model
-    return json.dumps(payload, separators=(",", ":")).encode()
+    with _deep():  # as deep as parse_json reads
+        if _LONG_DIGITS.search(body) is None:
+            payload = dict(req.payload)
+        else:
+            payload = json.loads(body[3:] if body[:3] == _BOM else body)
+        payload["model"] = model
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+@contextmanager
+def _deep() -> Iterator[None]:
+    """Room for the standard library's JSON to nest ``MAX_JSON_DEPTH`` levels (its reader and
+    writer recurse once per level; the interpreter's default limit is 1000 frames)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + MAX_JSON_DEPTH + 64)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -71,6 +72,40 @@ def test_with_model_rewrites_only_when_needed() -> None:
     assert with_model(req, raw, None) is raw
     assert with_model(req, raw, "a") is raw
     assert json.loads(with_model(req, raw, "b")) == {"model": "b", "prompt": "x", "extra": {"k": 1}}
+
+
+LONG = b'{"model": "a", "prompt": "x", "seed": 123456789012345678901234567890, "n": -9223372036854775809}'  # noqa: E501
+
+
+@pytest.mark.parametrize("raw", [LONG, b"\xef\xbb\xbf" + LONG])
+def test_with_model_keeps_integers_beyond_64_bits_exact(raw: bytes) -> None:
+    req = parse_body(raw, "completion")
+    assert isinstance(req.payload["seed"], float)  # what orjson reads
+    sent = json.loads(with_model(req, raw, "b"))
+    assert sent == {
+        "model": "b", "prompt": "x", "seed": 123456789012345678901234567890,
+        "n": -9223372036854775809,
+    }  # fmt: skip
+
+
+def test_with_model_reads_again_only_what_may_hold_a_long_integer() -> None:
+    raw = b'{"model": "a", "prompt": "call 1234567890123456789012", "t": 0.5}'
+    req = parse_body(raw, "completion")
+    sent = json.loads(with_model(req, raw, "b"))
+    assert sent == {"model": "b", "prompt": "call 1234567890123456789012", "t": 0.5}
+
+
+@pytest.mark.parametrize("n", [b"1", b"12345678901234567890123"])
+def test_with_model_rewrites_as_deep_a_body_as_it_reads(n: bytes) -> None:
+    # 1022 levels: parse_json's limit, past the standard library's default recursion limit
+    deep = b'{"model": "a", "prompt": "x", "n": ' + n + b', "d": ' + b"[" * 1021
+    deep += b"]" * 1021 + b"}"
+    req = parse_body(deep, "completion")
+    out = with_model(req, deep, "b")
+    assert out.count(b"[") == 1021
+    sent = json.loads(out.replace(b"[" * 1021, b"[").replace(b"]" * 1021, b"]"))
+    assert sent == {"model": "b", "prompt": "x", "n": int(n), "d": []}
+    assert sys.getrecursionlimit() == 1000
 
 
 def test_error_body_shape() -> None:
