@@ -11,6 +11,7 @@ ingresses and backends call it, and it calls them back.
 
 from __future__ import annotations
 
+import logging
 from time import perf_counter
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +33,7 @@ from expert_router.routing import RouteDecision
 if TYPE_CHECKING:
     from expert_router.gateway.app import Gateway, PredictionLike
 
+log = logging.getLogger("expert_router.gateway")
 NONE = "none"  # the cluster / replica label of a request that had none
 
 
@@ -128,12 +130,20 @@ class Cycle:
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Classify and route; the upstream request leaves now when a replica is free."""
+        """Classify and route; the upstream request leaves now when a replica is free. A
+        fault of the gateway's own on the way fails this request alone: a 500 answer (an
+        error event once part of it was sent), the replica released, the exception's type
+        logged (never its message: it may quote the prompt)."""
         gw = self.gw
         self.t1 = perf_counter()
-        self.pred = gw.classifier.predict(self.req.text)
-        self.t2 = perf_counter()
-        self._route()
+        try:
+            self.pred = gw.classifier.predict(self.req.text)
+            self.t2 = perf_counter()
+            self._route()
+        except Exception as exc:
+            log.error("request failed inside the gateway: %s", type(exc).__name__)
+            self.stop(ExpertRouterError("internal error"))
+            return
         gw.metrics.classify_seconds.observe(self.t2 - self.t1)  # once the request has left
 
     def _route(self) -> None:

@@ -209,3 +209,30 @@ async def test_dead_expert_gives_502_and_gateway_stays_up(gateway: Any, two_topi
         assert "route;dur=" in hdrs["Server-Timing"]
         async with s.get(g.url + "/health") as resp:
             assert resp.status == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fault_of_the_gateway_fails_that_request_alone(
+    gateway: Any, two_topics: Any, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug on the request's way (here the backend's ``open`` raising) gives that request a
+    500, releases its replica and leaves the connection and the gateway serving."""
+    async with serve_emulator("cpu-tiny", tpot_ms=1) as srv:
+        async with gateway(make_config({"*": [srv.url]})) as g, aiohttp.ClientSession() as s:
+            fleet = g.gateway.fleet
+            replica = next(iter(fleet.replicas.values()))
+            real_open = replica.backend.open
+
+            def broken(*args: Any) -> Any:
+                raise RuntimeError(f"a bug that quotes the prompt: {two_topics[0]}")
+
+            replica.backend.open = broken  # type: ignore[method-assign]
+            body = chat_body(two_topics[0], stream=stream)
+            status, _, raw = await post(s, g.url + CHAT, body)
+            assert status == 500
+            assert json.loads(raw)["error"]["code"] == "internal_error"
+            assert two_topics[0] not in caplog.text and "RuntimeError" in caplog.text
+            assert replica.outstanding == 0
+            replica.backend.open = real_open  # type: ignore[method-assign]
+            status, _, _ = await post(s, g.url + CHAT, body)  # the same pooled connection
+            assert status == 200
