@@ -128,7 +128,7 @@ def _check_messages(payload: dict[str, Any]) -> None:
                 f"'messages[{i}].role' must be a string", param=f"messages[{i}].role"
             )
         content = msg.get("content")
-        if content is not None and not isinstance(content, str | list):
+        if content is not None and not isinstance(content, (str, list)):  # no Union per call
             raise RequestError(
                 f"'messages[{i}].content' must be a string or an array of parts",
                 param=f"messages[{i}].content",
@@ -142,7 +142,7 @@ def _check_prompt(payload: dict[str, Any]) -> None:
     if isinstance(prompt, str):
         return
     if isinstance(prompt, list) and all(
-        isinstance(p, str | int) and not isinstance(p, bool) or isinstance(p, list) for p in prompt
+        isinstance(p, (str, int)) and not isinstance(p, bool) or isinstance(p, list) for p in prompt
     ):
         return
     raise RequestError("'prompt' must be a string or an array of strings", param="prompt")
