@@ -1,5 +1,6 @@
 """Clients that hold connections: more than ``server.max_connections`` at once (and more than
-the process's file descriptors), and a client that pipelines requests and never reads.
+the process's file descriptors), a client that pipelines requests and never reads, and ones
+that pipeline hundreds of requests in one write.
 
 This module's gateway allows 32 connections, holds silent ones for 5 s (head timeout) and
 runs with 400 file descriptors (room for any sane reserve for probes and upstreams), so a
@@ -119,7 +120,35 @@ def pipeline_never_read(ctx: Ctx) -> Result:
         return result
 
 
+HEALTH = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+BAD_JSON = post(b"x")
+
+
+def pipelined(ctx: Ctx, first: bytes, then: bytes, n: int) -> Result:
+    """``first``, then ``n`` times ``then``, in one write: every request is answered, in
+    order, and the connection stays open (each answer given at once used to be written one
+    call deeper than the one before: past ~300 of them ``RecursionError`` dropped the
+    connection, or, behind a proxied request, left it hanging)."""
+    with ctx.conn() as conn:
+        conn.send(first + then * n)
+        result = conn.read(15.0, finals=n + 1)
+        statuses = [r.status for r in result.finals]
+        if len(statuses) != n + 1:
+            ctx.problems.append(f"{len(statuses)} of {n + 1} pipelined requests answered")
+        elif statuses[1:] != [statuses[1]] * n:
+            ctx.problems.append(f"the pipelined answers differ: {sorted(set(statuses))}")
+        if result.closed:
+            ctx.problems.append("the connection was closed")
+        result.responses = result.responses[:1]  # the first answer, as checked
+        return result
+
+
 CASES = [
+    Case("pipeline-600-answered-at-once", lambda ctx: pipelined(ctx, HEALTH, HEALTH, 599),
+         Want(200), "rfc9112-9.3.2 (answers in order)", deadline=15.0),
+    Case("pipeline-300-refusals-behind-a-stream",
+         lambda ctx: pipelined(ctx, post(chat(True)), BAD_JSON, 300), Want(200),
+         "rfc9112-9.3.2 (answers in order)", nginx=None, deadline=15.0),
     Case("over-max-connections", over_max_connections, err(503, "too_many_connections"),
          "config server.max_connections", nginx=None),
     Case("pipeline-never-read", pipeline_never_read, Want(200), "config server.write_buffer_bytes",

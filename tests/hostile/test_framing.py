@@ -8,6 +8,8 @@ server that misframes the request answers it as a second request.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from harness import STD, Case, Ctx, Report, chat, chunked, post, raw, run_case, shaped
 from rawhttp import Result
@@ -31,6 +33,33 @@ def expect_continue(body: bytes) -> Case:
             return conn.read(2.5)
 
     return Case("expect-100-continue", script, Want(200, interim=100), "rfc9110-10.1.1")
+
+
+def expect_continue_pipelined(body: bytes) -> Case:
+    """A request, then in the same write the head of one with ``Expect: 100-continue``: its
+    100 belongs after the first request's answer (responses go in request order), never
+    inside or before it."""
+
+    def script(ctx: Ctx) -> Result:
+        with ctx.conn() as conn:
+            conn.send(post(body) + post(body, b"Expect: 100-continue")[: -len(body)])
+            result = conn.read(3.0, finals=1)
+            end = time.monotonic() + 1.5
+            while len(result.responses) < 2 and not result.closed and time.monotonic() < end:
+                result = conn.read(0.1, finals=2)  # the 100 is no final: until it came
+            statuses = [r.status for r in result.responses]
+            if statuses[:2] != [200, 100]:
+                ctx.problems.append(f"answers in this order: {statuses} (want 200, then 100)")
+                return result
+            conn.send(body)
+            result = conn.read(3.0, finals=2)
+            if [r.status for r in result.responses] != [200, 100, 200]:
+                ctx.problems.append(f"then: {[r.status for r in result.responses]}")
+            result.responses = result.responses[1:]  # the second request's, as checked
+            return result
+
+    return Case("expect-100-continue-pipelined", script, Want(200, interim=100),
+                "rfc9112-9.3.2, rfc9110-10.1.1")  # fmt: skip
 
 
 def cases(body: bytes, shape: str) -> list[Case]:
@@ -273,6 +302,7 @@ def cases(body: bytes, shape: str) -> list[Case]:
             "rfc9112-6.1 MUST NOT chunk to 1.0, 9.3 close",
         ),
         expect_continue(body),
+        expect_continue_pipelined(body),
         Case(
             "expect-unknown",
             post(body, b"Expect: teapot"),

@@ -53,6 +53,7 @@ DRAIN_IDLE = 1.0
 """While draining, seconds an idle keep-alive connection is kept for a request a front end may
 already have sent on it (closing it at once would race with that request)."""
 IDLE, HEAD, BODY = range(3)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.cycle: Cycle | None = None
         self.busy = False  # a request is being answered
+        self.dispatching = False  # _serve_queue is running (further down this stack)
         self.closing = False  # no more requests: close once the current answer is out
         self.over_cap = False
         self.write_paused = self.read_paused = False
@@ -106,6 +108,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.close_after = False
 
     def _begin(self) -> None:
+        self.continue_due = False  # a 100 Continue owed to the request being read
         self.path = b""
         self.head_seen = self.body_size = 0
         self.fields.reset()
@@ -204,7 +207,7 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         elif self.state == BODY:
             self._deadline(self.limits.body_timeout)
         if self.queue and not self.busy:
-            self._dispatch(self.queue.popleft())
+            self._serve_queue()
 
     def on_message_begin(self) -> None:
         self.state = HEAD
@@ -230,12 +233,16 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         if fields.expect is not None:
             if fields.expect.strip().lower() != b"100-continue":
                 raise Refusal(417, "expectation_failed", "only 100-continue is understood")
-            self.t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.busy or self.queue:  # answers before it are due first: sent in its turn
+                self.continue_due = True
+            else:
+                self.t.write(CONTINUE)
 
     def _too_large(self) -> Refusal:
         return Refusal(413, "request_too_large", f"request body exceeds {self.gw.max_body} bytes")
 
     def on_body(self, body: bytes) -> None:
+        self.continue_due = False  # the body came without it
         self.body_size += len(body)
         if self.body_size > self.gw.max_body:
             raise self._too_large()
@@ -259,6 +266,19 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
             self._pause_reading()
 
     # -- answering -------------------------------------------------------------------------
+    def _serve_queue(self) -> None:
+        """Answer the waiting requests in order while none is in flight. A loop, entered once:
+        an answer given at once ends in ``_done`` inside ``_dispatch``, and the next request
+        is taken here, not one call deeper (thousands of pipelined requests in one read)."""
+        if self.dispatching:
+            return
+        self.dispatching = True
+        try:
+            while self.queue and not self.busy and not self.t.is_closing():
+                self._dispatch(self.queue.popleft())
+        finally:
+            self.dispatching = False
+
     def _dispatch(self, req: _Request) -> None:
         if req.reject is not None:
             self._refuse(req.reject)
@@ -325,8 +345,11 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         if self.close_after or self.closing and not self.queue:
             self._close()
         elif self.queue:
-            self._dispatch(self.queue.popleft())
+            self._serve_queue()
         else:
+            if self.continue_due and self.state == BODY:  # its turn has come
+                self.continue_due = False
+                self.t.write(CONTINUE)
             if not self.write_paused:
                 self._resume_reading()
             self._deadline(DRAIN_IDLE if self.front.draining else self.limits.idle_timeout)
