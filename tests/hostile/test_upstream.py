@@ -1,7 +1,8 @@
 """A faulty upstream: broken chunk sizes (the ``-6`` that froze the gateway), oversized and
-endless answers, connections closed mid-answer, garbage heads, error statuses, bytes on an idle
-pooled connection, silence. Both replicas are ports of the same fake upstream; a fault marked
-``once`` hits the first attempt only, so a retry on the other replica shows.
+endless answers, connections closed mid-answer, garbage heads, informational 1xx heads before
+the answer, error statuses, bytes on an idle pooled connection, silence. Both replicas are
+ports of the same fake upstream; a fault marked ``once`` hits the first attempt only, so a
+retry on the other replica shows.
 
 What a client must get (issue 12, items 3 and 7): a failure before anything reached it is
 retried on the other replica; a non-streaming failure after the upstream's head is a 502 with
@@ -172,6 +173,8 @@ CASES = [
     fault_case("response-head-100k", "huge_header", True, SERVED, RETRY, once=True),
     *both("content-length-shorter-than-sent", "cl_short", SERVED, "rfc9112-6.3: framing wins",
           follow=4),
+    *both("interim-1xx-before-the-answer", "interim", SERVED,
+          "rfc9110-15.2: MUST parse and ignore unexpected 1xx", follow=2),
     # -- error statuses ------------------------------------------------------------------------
     *both("status-400", "status_400", Want(400, code="fake_400"), "passed through"),
     *both("status-422", "status_422", Want(422, code="fake_422"), "passed through"),

@@ -238,6 +238,14 @@ async def big(ex: Exchange) -> bool:
     return True
 
 
+async def interim(ex: Exchange) -> bool:
+    """Two informational answers (103 Early Hints, 100 Continue) before the real one, each in
+    its own write: a client must parse and skip them (RFC 9110, 15.2)."""
+    await ex.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+    await ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return await healthy(ex)
+
+
 async def silent(ex: Exchange) -> bool:
     await ex.hold()
     return False
@@ -268,5 +276,6 @@ FAULTS: dict[str, Callable[[Exchange], Awaitable[bool]]] = {
     "status_503": error_status(503),
     "idle_bytes": idle_bytes,
     "silent": silent,
+    "interim": interim,
     "big": big,
 }

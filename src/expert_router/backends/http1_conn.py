@@ -192,10 +192,22 @@ class Http1Connection(asyncio.Protocol):
             self._listener_failed(exc)
 
     def _listener_failed(self, exc: Exception) -> None:
-        """A listener's failure: this request ends, the loop goes on (nothing escapes
-        ``data_received``)."""
-        log.error("upstream relay failed: %s", type(exc).__name__)
+        """A listener's failure while it listens (a fault of the relay, not of the
+        connection): the connection closes and the request ends as an upstream failure
+        (``_relay_failed``); the loop goes on (nothing escapes ``data_received``)."""
+        listener = self.listener
         self.abandon()
+        if listener is not None:
+            self._relay_failed(listener, exc)
+
+    def _relay_failed(self, listener: Listener, exc: Exception) -> None:
+        """``listener`` raised ``exc``: it is told of an upstream failure instead, so that it
+        answers its client and releases its replica."""
+        log.error("upstream relay failed: %s", type(exc).__name__)
+        try:
+            listener.on_error(BackendProtocolError(f"{self.backend.base}: the answer failed"))
+        except Exception as again:
+            log.error("upstream relay failed, then its error too: %s", type(again).__name__)
 
     def _hold(self) -> None:
         """The listener refused more: stop reading until ``resume``."""
@@ -229,13 +241,20 @@ class Http1Connection(asyncio.Protocol):
                 self.retry_after = value
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()  # type: ignore[union-attr]
+        status = self.status = self.parser.get_status_code()  # type: ignore[union-attr]
+        if status < 200 and status != 101:
+            return  # interim (100 Continue, 103 Early Hints): skipped (RFC 9110, 15.2)
         self.state = BODY
         self.head_ready = True
-        if self.status >= 400:
+        if status >= 400:
             self.body.error_body = bytearray()  # read (capped) to report the error
 
     def on_message_complete(self) -> None:
+        if self.state == HEAD:  # an interim answer ended: the final one follows
+            self.content_type = "application/json"
+            self.framed = self.body.chunked = False
+            self.retry_after = None
+            return
         self.complete = True
         self.keep = self.parser.should_keep_alive()  # type: ignore[union-attr]  # (False after)
 
@@ -285,7 +304,10 @@ class Http1Connection(asyncio.Protocol):
                 self.backend.release(self)  # an error answer read whole: the line is fine
             else:
                 self._close()
-            listener.on_error(error)
+            try:
+                listener.on_error(error)
+            except Exception as exc:  # (the connection is the pool's again: left alone)
+                log.error("upstream relay failed: %s", type(exc).__name__)
         elif self.complete:
             self.listener = None
             self._end()
@@ -293,7 +315,10 @@ class Http1Connection(asyncio.Protocol):
                 self.backend.release(self)
             else:
                 self._close()
-            listener.on_end(last)
+            try:
+                listener.on_end(last)
+            except Exception as exc:  # (the connection is the pool's again: left alone)
+                self._relay_failed(listener, exc)
 
     # -- the watchdog: one timer per connection; a read only raises a flag (no clock, no timer) --
     def _check(self) -> None:

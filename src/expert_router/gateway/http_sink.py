@@ -14,7 +14,13 @@ from typing import Any
 from expert_router.errors import ExpertRouterError
 from expert_router.gateway.access import log_access
 from expert_router.gateway.cycle import Cycle
-from expert_router.gateway.responses import REASONS, error_for, head, stream_error_event
+from expert_router.gateway.responses import (
+    REASONS,
+    error_for,
+    head,
+    status_for,
+    stream_error_event,
+)
 from expert_router.gateway.routes import Answer
 
 _SSE = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
@@ -81,8 +87,8 @@ class HttpResponder:
         else:
             out = data
         if not self.responding:
-            self.responding = True
             out = self._stream_head(cycle) + out
+            self.responding = True
         self.t.write(out)  # (never after connection_lost: it aborts the cycle first)
         return not self.write_paused
 
@@ -105,6 +111,9 @@ class HttpResponder:
         self._write(head(status, headers, length=len(body), close=self.close_after) + body)
 
     def send_abort(self, cycle: Cycle, exc: ExpertRouterError) -> None:
+        if not self.responding:  # the first bytes never left (their relay failed): a whole
+            self.send_error(cycle, exc, status_for(exc))  # error answer, not a cut stream
+            return
         event = stream_error_event(exc)
         if self.responding and not self.tail.endswith(b"\n\n"):
             event = b"\n\n" + event  # the upstream cut an event short: end it first

@@ -221,3 +221,37 @@ async def test_a_first_byte_timeout_is_answered_once(gateway: Any, two_topics: A
     fresh, pooled = results[0], results[2]
     assert fresh[:2] == pooled[:2] and fresh[0] == 504
     assert pooled[2] < 1.0  # one first-byte timeout, not a second on a fresh connection
+
+
+@pytest.mark.parametrize("where", ["send", "send_end"])
+async def test_a_relay_fault_ends_the_request_and_frees_its_replica(
+    gateway: Any, two_topics: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A fault of the gateway's own while relaying (here the sink raising on the first
+    event, or on the last ones) ends that request as an upstream failure, answered with an
+    error (a 502 before the head left, else an error event ending the stream), its replica
+    released; the next request is served."""
+    from expert_router.gateway.http_sink import HttpResponder
+
+    real = getattr(HttpResponder, where)
+
+    def broken(self: HttpResponder, *args: Any) -> bool:
+        monkeypatch.setattr(HttpResponder, where, real)  # once
+        raise RuntimeError("a relay bug")
+
+    monkeypatch.setattr(HttpResponder, where, broken)
+    async with scripted("ok", "ok") as up:
+        async with gateway(make_config({"*": [up.url]})) as g, aiohttp.ClientSession() as s:
+            async with s.post(g.url + CHAT, json=chat_body(two_topics[0], stream=True)) as r:
+                status, body = r.status, await asyncio.wait_for(r.read(), 5)
+            replica = next(iter(g.gateway.fleet.replicas.values()))
+            if where == "send":  # nothing had left: an error answer
+                assert status == 502
+                assert json.loads(body)["error"]["code"] == "upstream_protocol_error"
+            else:
+                events = list(SSEDecoder().feed(body))
+                assert status == 200 and events[0] == EVENTS[0].decode()
+                assert json.loads(events[-1])["error"]["code"] == "upstream_interrupted"
+            assert replica.outstanding == 0
+            status, _, events = await asyncio.wait_for(stream(s, g.url, two_topics[0]), 5)
+            assert status == 200 and events[-1] == "[DONE]"
