@@ -131,9 +131,10 @@ class Cycle:
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Classify and route; the upstream request leaves now when a replica is free. A
-        fault of the gateway's own on the way fails this request alone: a 500 answer (an
-        error event once part of it was sent), the replica released, the exception's type
-        logged (never its message: it may quote the prompt)."""
+        fault of the gateway's own on the way (here, or on a retry's or a queued request's
+        way) fails this request alone: a 500 answer (an error event once part of it was
+        sent), the replica released, the exception's type logged (never its message: it may
+        quote the prompt)."""
         gw = self.gw
         self.t1 = perf_counter()
         try:
@@ -141,10 +142,14 @@ class Cycle:
             self.t2 = perf_counter()
             self._route()
         except Exception as exc:
-            log.error("request failed inside the gateway: %s", type(exc).__name__)
-            self.stop(ExpertRouterError("internal error"))
+            self._internal(exc)
             return
         gw.metrics.classify_seconds.observe(self.t2 - self.t1)  # once the request has left
+
+    def _internal(self, exc: Exception) -> None:
+        """A fault of the gateway's own on this request's way (see ``start``)."""
+        log.error("request failed inside the gateway: %s", type(exc).__name__)
+        self.stop(ExpertRouterError("internal error"))
 
     def _route(self) -> None:
         fleet = self.gw.fleet
@@ -171,7 +176,10 @@ class Cycle:
         self.waiter = None
         self.gw.metrics.queue_wait_seconds.observe(perf_counter() - self.t_wait)
         if d is not None:
-            self._open(d)
+            try:
+                self._open(d)
+            except Exception as fault:
+                self._internal(fault)
             return
         self.reason = "queue_timeout"
         queue_timeout = self.gw.config.limits.queue_timeout
@@ -257,7 +265,10 @@ class Cycle:
             self.replica = None
             self.error = exc
             self.status, self.parts, self.size = 0, [], 0
-            self._route()
+            try:
+                self._route()
+            except Exception as fault:
+                self._internal(fault)
             return
         if self.sent:
             self.sink.send_abort(self, exc)

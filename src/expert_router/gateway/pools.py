@@ -148,12 +148,12 @@ class Fleet:
             self.metrics.queue_timeouts.inc()
             waiter.on_slot(None)
 
-    def leave(self, waiter: Waiter) -> None:
-        """The request left the queue (its client went away)."""
+    def leave(self, waiter: Waiter) -> bool:
+        """The request left the queue (its client went away); False: it was not waiting."""
         if waiter.timer is not None:
             waiter.timer.cancel()
             waiter.timer = None
-        self._discard(waiter)
+        return self._discard(waiter)
 
     def _discard(self, waiter: Waiter) -> bool:
         try:
@@ -175,9 +175,9 @@ class Fleet:
         """Serve waiting requests in FIFO order while replicas are free."""
         for waiter in list(self._waiters)[:scan]:
             d = self.decide(waiter.prediction, waiter.exclude)
-            if d.replica is None:
-                continue
-            self.leave(waiter)
+            if d.replica is None or not self.leave(waiter):
+                continue  # no slot for it; or no longer waiting (served by a nested dispatch:
+                # an on_slot before it ended its request at once and released its replica)
             self._take(d)
             waiter.on_slot(d)
 

@@ -67,6 +67,25 @@ async def test_queue_hands_released_slot_to_first_waiter() -> None:
     assert "expert_router_queue_depth 0.0" in f.metrics.render().decode()
 
 
+async def test_a_waiter_served_by_a_nested_dispatch_is_not_served_again() -> None:
+    """A waiter's ``on_slot`` may end its request at once (its replica released: a nested
+    dispatch serves the next waiter); the outer dispatch must not serve that one again."""
+    f = fleet(cap=1)
+    f.reserve(P), f.reserve(P)  # r0 and r1 both full
+    second = Slots()
+
+    def first(d: RouteDecision | None) -> None:
+        assert d is not None and d.replica is not None
+        f.release(f.replicas[d.replica])  # ended at once: the nested dispatch serves second
+        f.release(f.replicas["r1"])  # and another request ended: r1 free for the outer loop
+
+    f.wait(P, (), first)
+    f.wait(P, (), second)
+    f.release(f.replicas["r0"])
+    assert [d.replica for d in second.got if d] == ["r0"]  # once
+    assert [r.outstanding for r in f.replicas.values()] == [1, 0]
+
+
 async def test_queue_timeout_and_leaving_leave_no_leak() -> None:
     f = fleet(cap=1, queue_timeout=0.05)
     f.reserve(P), f.reserve(P)
