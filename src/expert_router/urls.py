@@ -18,9 +18,20 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def check_base_url(url: str) -> str:
     """``url`` without its trailing slash; ``ValueError`` saying what is wrong with it (no
-    ``scheme://``, no host, a port outside 1-65535)."""
+    ``scheme://``, no host, a port outside 1-65535, credentials in it: they would travel in
+    the ``Host`` header and in error messages; a replica's key is its ``api_key``).
+
+    >>> check_base_url("http://user:secret@10.0.0.5:8000")
+    Traceback (most recent call last):
+    ...
+    ValueError: a URL with credentials (user:...@): give the key as the replica's api_key
+    """
     text = url.strip()
     parts = urlsplit(text)
+    if "@" in parts.netloc:  # refused without quoting the URL: it holds a secret
+        raise ValueError(
+            "a URL with credentials (user:...@): give the key as the replica's api_key"
+        )
     if not parts.scheme or not parts.netloc:
         raise ValueError(f"{url!r} is not a URL (expected scheme://host[:port], e.g. http://...)")
     try:

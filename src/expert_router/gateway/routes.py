@@ -86,7 +86,7 @@ def models(gw: Gateway, front: HttpFrontend, body: bytes) -> Answer:
 def route(gw: Gateway, front: HttpFrontend, body: bytes) -> Answer:
     """The classification and the replica that would be chosen; no upstream call."""
     try:
-        parsed = parse_body(body, "chat" if b'"messages"' in body else "completion")
+        parsed = parse_body(body, None)  # a chat when the object has "messages"
     except RequestError as exc:
         status, err, _ = error_for(exc)
         return Answer(status, err)

@@ -92,11 +92,14 @@ def _reason(body: bytes, exc: orjson.JSONDecodeError) -> str:
     return exc.msg  # refused by orjson alone: a lone surrogate, a number beyond a double, depth
 
 
-def parse_body(body: bytes, kind: Kind) -> ParsedRequest:
-    """Parse and check a chat or completion request body."""
+def parse_body(body: bytes, kind: Kind | None) -> ParsedRequest:
+    """Parse and check a chat or completion request body (``kind`` None: a chat when the
+    object has ``messages``, else a completion)."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise RequestError("request body must be a JSON object", param=None)
+    if kind is None:
+        kind = "chat" if "messages" in payload else "completion"
     if kind == "chat":
         _check_messages(payload)
     else:

@@ -300,11 +300,13 @@ def openai_event_text(data: str) -> tuple[str, str | None]:
     if "error" in obj:
         err = obj["error"]
         raise RequestError(str(err.get("message") if isinstance(err, dict) else err))
-    choices = obj.get("choices") or []
-    if not choices:
-        return "", None
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "", None  # no choice, or not one shaped as OpenAI's: no text
     c = choices[0]
     text = c.get("text")
     if text is None:
-        text = (c.get("delta") or c.get("message") or {}).get("content")
-    return (text if isinstance(text, str) else ""), c.get("finish_reason")
+        inner = c.get("delta") or c.get("message")
+        text = inner.get("content") if isinstance(inner, dict) else None
+    reason = c.get("finish_reason")
+    return (text if isinstance(text, str) else ""), None if reason is None else str(reason)

@@ -52,7 +52,12 @@ async def test_metrics_route_ready_and_access_log(
                 assert (await resp.json())["replica"] == b.url.removeprefix("http://")
             async with s.post(g.url + "/v1/route", json={"prompt": 3}) as resp:
                 assert resp.status == 400
+            nested = {"prompt": other_text, "metadata": {"messages": 1}}  # a completion still
+            async with s.post(g.url + "/v1/route", json=nested) as resp:
+                assert resp.status == 200
 
+            caplog.clear()  # only the lines of the requests below (another test may have
+            # left the access logger at INFO: the route calls above would count)
             with caplog.at_level(logging.INFO, logger="expert_router.access"):
                 for _ in range(3):
                     status, hdrs, _ = await post(s, g.url + "/v1/chat/completions", chat_body(text))

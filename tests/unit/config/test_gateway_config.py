@@ -112,3 +112,12 @@ def test_expert_flags() -> None:
             parse_expert_flags([bad])
     with pytest.raises(ConfigError, match="--expert: experts: .*got .x."):
         gateway_config_from_experts({"x": ["http://a:1"]})
+
+
+def test_a_replica_url_with_credentials_is_refused_without_quoting_them() -> None:
+    """Credentials in a URL would travel in the upstream's Host header and in error messages;
+    the refusal names the field, not the secret."""
+    url = "http://admin:s3cret@10.0.0.5:8000"
+    with pytest.raises(ConfigError) as info:
+        validate_gateway_config({"experts": {"*": {"replicas": [{"url": url}]}}})
+    assert "s3cret" not in str(info.value) and "api_key" in str(info.value)

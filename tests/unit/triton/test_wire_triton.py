@@ -170,3 +170,20 @@ def test_openai_chunks_parse_back(chat: bool) -> None:
     assert tw.openai_event_text(json.dumps(full)) == ("xyz", "stop")
     with pytest.raises(RequestError, match="boom"):
         tw.openai_event_text('{"error": {"message": "boom"}}')
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        '{"choices": [1]}',
+        '{"choices": {"a": 1}}',
+        '{"choices": "x"}',
+        '{"choices": [{"delta": "x"}]}',
+        '{"choices": [{"message": [1]}]}',
+        "[1]",
+    ],
+)
+def test_an_event_not_shaped_as_openai_has_no_text(event: str) -> None:
+    """An upstream's event of another shape is no text (it used to raise AttributeError or
+    KeyError in the relay and leave the gRPC call waiting)."""
+    assert tw.openai_event_text(event) == ("", None)
