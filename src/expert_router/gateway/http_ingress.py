@@ -49,11 +49,21 @@ LINGER = 2.0
 """Seconds a refused connection keeps reading (and dropping) what the client still sends,
 after its answer and a FIN: closing with unread bytes would reset the connection and lose
 the answer (nginx's lingering close)."""
+MAX_PIPELINED = 16
+"""Whole requests waiting on one connection for their turn. Reading pauses once a read has
+carried more than one (nothing more is read until they are answered), but one read (up to
+256 KiB) may hold thousands of small requests: past this many, the rest of that read is not
+parsed, and the connection closes once those waiting are answered (RFC 9112, 9.3.2: the
+client sends the unanswered ones again). Each waiting request costs ~10 times its bytes."""
 DRAIN_IDLE = 1.0
 """While draining, seconds an idle keep-alive connection is kept for a request a front end may
 already have sent on it (closing it at once would race with that request)."""
 IDLE, HEAD, BODY = range(3)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Enough(Exception):
+    """Raised in ``on_message_complete`` to stop llhttp: ``MAX_PIPELINED`` requests wait."""
 
 
 @dataclass(slots=True)
@@ -191,9 +201,10 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             reason = exc.__context__
-            if not isinstance(reason, Refusal):
+            if isinstance(reason, Refusal):
+                self._reject(reason.status, reason.code, reason.message)
+            elif not isinstance(reason, _Enough):
                 raise
-            self._reject(reason.status, reason.code, reason.message)
         except httptools.HttpParserUpgrade:
             self.closing = True  # the rest is another protocol: answer what came, then close
         except httptools.HttpParserError as exc:  # llhttp's reason names no request byte
@@ -259,11 +270,14 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
             parser.should_keep_alive(),
             parser.get_http_version().encode(),
         )
-        self.queue.append(req)
-        if len(self.queue) > 1 or self.busy:
-            # Pipelined: no more reads until the answers before it are out (what one read
-            # carried is parsed: at most one read's worth of requests waits).
+        queue = self.queue
+        queue.append(req)
+        if len(queue) > 1 or self.busy:
+            # Pipelined: no more reads until the answers before it are out.
             self._pause_reading()
+            if len(queue) >= MAX_PIPELINED:  # and no more of this read: see MAX_PIPELINED
+                self.closing = True
+                raise _Enough
 
     # -- answering -------------------------------------------------------------------------
     def _serve_queue(self) -> None:
@@ -287,7 +301,12 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         self.responding = False
         self.deadline = None
         self.version = req.version
-        self.close_after = not req.keep_alive or req.version != b"1.1" or self.front.draining
+        self.close_after = (
+            not req.keep_alive
+            or req.version != b"1.1"
+            or self.front.draining
+            or (self.closing and not self.queue)  # the last answer before we close
+        )
         t0 = perf_counter()
         path = req.path
         route = ROUTES.get(path)
@@ -343,7 +362,10 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
         """The answer is out: the next request, or idle, or close."""
         self.busy = False
         if self.close_after or self.closing and not self.queue:
-            self._close()
+            if self.closing:  # our decision, while the client may still send (pipelined
+                self._linger()  # requests left unparsed): unread bytes would reset the answer
+            else:
+                self._close()
         elif self.queue:
             self._serve_queue()
         else:
