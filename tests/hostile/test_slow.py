@@ -44,6 +44,20 @@ def trickle(data: bytes, every: float, within: float) -> Case:
     )
 
 
+def head_begun_during_an_answer(ctx: Ctx) -> Result:
+    """A request, and in the same write the start of another's head that never completes:
+    once the answer is out, the head has ``head_timeout`` (1 s), not the idle timeout (2 s)."""
+    with ctx.conn() as conn:
+        conn.send(SENTINEL + b"POST /v1/chat/completions HTTP/1.1\r\nHo")
+        sent = time.monotonic()
+        result = conn.read(IDLE + 1.5, finals=2, until_close=True)
+        took = time.monotonic() - sent
+        if took > 1.75:
+            ctx.problems.append(f"the unfinished head was given {took:.2f} s, not head_timeout")
+        result.responses = result.responses[1:]  # the unfinished request's, as checked
+        return result
+
+
 def idle_keepalive(ctx: Ctx) -> Result:
     """One request, then nothing: the connection ends after the idle timeout, not before."""
     with ctx.conn() as conn:
@@ -92,6 +106,8 @@ CASES = [
          deadline=3.0),
     trickle(post(chat(True)), every=0.1, within=3.0),
     Case("idle-keepalive", idle_keepalive, Want(200, ends=True), "nginx keepalive_timeout"),
+    Case("head-begun-during-an-answer", head_begun_during_an_answer, TIMED_OUT,
+         "nginx client_header_timeout", deadline=4.0),
     Case("body-over-limit-chunks", chunks_over_limit, err(413, "request_too_large"),
          "rfc9110-15.5.14; nginx client_max_body_size"),
     *cases(chat(True), "stream"),

@@ -374,7 +374,11 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
                 self.t.write(CONTINUE)
             if not self.write_paused:
                 self._resume_reading()
-            self._deadline(DRAIN_IDLE if self.front.draining else self.limits.idle_timeout)
+            limits = self.limits
+            if self.state == IDLE:
+                self._deadline(DRAIN_IDLE if self.front.draining else limits.idle_timeout)
+            else:  # the next request began to arrive during the answer: its own timeout
+                self._deadline(limits.head_timeout if self.state == HEAD else limits.body_timeout)
 
     def _close(self) -> None:
         self.closing = True
