@@ -172,14 +172,14 @@ class GrpcStream(H2Stream):
 
 
 def parse_timeout(value: bytes) -> float:
-    """``grpc-timeout`` in seconds.
+    """``grpc-timeout`` in seconds: 1 to 8 ASCII digits and a unit (the gRPC spec's form).
 
     >>> parse_timeout(b"250m")
     0.25
     """
     digits, unit = value[:-1], _UNITS.get(value[-1:])
-    if unit is None or not digits.isdigit():  # ASCII digits only: no sign, space or "_"
-        raise GrpcError(grpc.StatusCode.INTERNAL, f"bad grpc-timeout {value!r}")
+    if unit is None or not digits.isdigit() or len(digits) > 8:  # no sign, space, "_"
+        raise GrpcError(grpc.StatusCode.INTERNAL, f"bad grpc-timeout {value[:16]!r}")
     return int(digits) * unit
 
 

@@ -161,7 +161,7 @@ def from_tensors(values: Mapping[str, list[Any]]) -> TritonRequest:
         raise RequestError("input 'text_input' must be BYTES", param="text_input")
     if "max_tokens" not in values or not values["max_tokens"]:
         raise RequestError("input 'max_tokens' is required", param="max_tokens")
-    max_tokens = _expect("max_tokens", values["max_tokens"][0], (int,))
+    max_tokens = _int32("max_tokens", values["max_tokens"][0])
     if max_tokens < 1:
         raise RequestError(f"input 'max_tokens' must be >= 1, got {max_tokens}", param="max_tokens")
     req = TritonRequest(text, max_tokens)
@@ -169,15 +169,31 @@ def from_tensors(values: Mapping[str, list[Any]]) -> TritonRequest:
         req.stream = bool(_expect("stream", values["stream"][0], (bool, int)))
     for key in ("end_id", "pad_id", "top_k", "min_length"):
         if values.get(key):
-            setattr(req, key, _expect(key, values[key][0], (int,)))
+            setattr(req, key, _int32(key, values[key][0]))
     for key in ("temperature", "top_p"):
         if values.get(key):
             setattr(req, key, float(_expect(key, values[key][0], (float, int))))
     for key in ("stop_words", "bad_words"):
         if values.get(key):
-            words = [w.decode() if isinstance(w, bytes) else str(w) for w in values[key]]
-            setattr(req, key, [w for w in words if w])
+            setattr(req, key, [w for w in (_word(key, w) for w in values[key]) if w])
     return req
+
+
+def _int32(name: str, value: Any) -> int:
+    """An integer the INT32 tensor it is sent as holds (the client may send it as INT64)."""
+    n: int = _expect(name, value, (int,))
+    if not -(2**31) <= n < 2**31:
+        raise RequestError(f"input '{name}' is out of the INT32 range, got {n}", param=name)
+    return n
+
+
+def _word(name: str, word: Any) -> str:
+    if not isinstance(word, bytes):
+        return str(word)
+    try:
+        return word.decode()
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"input '{name}' holds a word that is not UTF-8", param=name) from exc
 
 
 def to_tensors(req: TritonRequest) -> list[tuple[str, str, list[Any]]]:

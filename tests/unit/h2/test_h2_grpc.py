@@ -121,7 +121,10 @@ def test_parse_timeout_units(value: bytes, seconds: float) -> None:
     assert g.parse_timeout(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", [b"", b"S", b"5", b"5x", b"abcS", b"-5S", b" 5S", b"1_0m"])
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"S", b"5", b"5x", b"abcS", b"-5S", b" 5S", b"1_0m", b"123456789S", b"1" * 400 + b"S"],
+)
 def test_bad_timeouts(value: bytes) -> None:
     with pytest.raises(g.GrpcError) as err:
         g.parse_timeout(value)
