@@ -187,3 +187,24 @@ def test_an_event_not_shaped_as_openai_has_no_text(event: str) -> None:
     """An upstream's event of another shape is no text (it used to raise AttributeError or
     KeyError in the relay and leave the gRPC call waiting)."""
     assert tw.openai_event_text(event) == ("", None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"max_tokens": [2**40]}, "max_tokens"),
+        ({"top_k": [-(2**31) - 1]}, "top_k"),
+        ({"stop_words": [b"ok", b"\xff\xfe"]}, "stop_words"),
+        ({"bad_words": [b"\xc3"]}, "bad_words"),
+    ],
+)
+def test_inputs_the_upstream_request_cannot_carry_are_the_requests_fault(
+    extra: dict[str, list[object]], param: str
+) -> None:
+    """An INT32 input beyond its range (a client may send INT64) or a word that is not UTF-8
+    is refused here (INVALID_ARGUMENT), not while the upstream request is built (where it
+    raised and the replica was blamed)."""
+    values: dict[str, list[object]] = {"text_input": [b"hi"], "max_tokens": [4], **extra}
+    with pytest.raises(RequestError) as info:
+        tw.from_tensors(values)  # type: ignore[arg-type]
+    assert info.value.param == param
