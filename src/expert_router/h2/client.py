@@ -81,9 +81,10 @@ class ClientCall(GrpcStream):
         if first:
             self._head = True
             self.metadata = meta
-            if http != b"200":
-                code = TRANSPORT_STATUS.get(int(http), grpc.StatusCode.UNKNOWN)
-                self._end(code, f"the server answered HTTP {http.decode()}")
+            if http != b"200":  # (a malformed one, "2OO", ends this call alone: UNKNOWN)
+                status_code = int(http) if len(http) == 3 and http.isdigit() else 0
+                code = TRANSPORT_STATUS.get(status_code, grpc.StatusCode.UNKNOWN)
+                self._end(code, f"the server answered HTTP {http[:3].decode('latin-1')!r}")
                 return
         if status is not None:
             self._end(status, details)
@@ -240,6 +241,7 @@ class ClientConnection(H2Connection):
     def usable(self) -> bool:
         return (
             not self.closed
+            and not self._ended  # we ended it (GOAWAY sent): closing, never reused
             and self.goaway_id is None
             and self.next_sid < _MAX_SID
             and len(self.streams) < self.peer_max_streams

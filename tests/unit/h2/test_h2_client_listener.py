@@ -109,3 +109,23 @@ async def test_messages_passed_on_at_once_are_credited_as_they_arrive() -> None:
     for _ in range(3 * LIMITS.stream_window // len(framed)):  # three windows' worth
         conn.data_received(f.frame(f.DATA, 0, 1, framed))
     assert t.stream_credit(1) > 2 * LIMITS.stream_window and call.unread == 0
+
+
+async def test_a_malformed_status_ends_that_call_alone() -> None:
+    """``:status: 2OO`` is a malformed response (RFC 9113, 8.3.2): that call ends UNKNOWN; the
+    connection (and every other call on it) goes on, and stays usable."""
+    conn = ClientConnection(LIMITS)
+    t = Transport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    conn.data_received(f.settings([]))
+    calls = [ClientCall(conn, sid, object) for sid in (1, 3)]
+    for call in calls:
+        conn.streams[call.sid] = call
+    conn.next_sid = 5
+    head = f.header_block([(b":status", b"2OO"), (b"content-type", b"application/grpc")])
+    conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, 3, head))
+    assert calls[1].error is not None and calls[1].error.status.name == "UNKNOWN"
+    assert calls[0].error is None and not calls[0].done
+    assert not conn.closed and conn.usable()
+    conn.abort(0, "ended by us")
+    assert not conn.usable()  # GOAWAY sent: never reused, even before the socket closes
