@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any, NoReturn, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from expert_router.h2 import frames as f
 from expert_router.h2.connection import H2Connection
@@ -79,6 +80,10 @@ class CallHandler(Protocol):
 
 
 HandlerFactory = Callable[["ServerCall"], CallHandler]
+
+
+UNPARSED = "a request message does not parse"
+"""grpc's servers answer INTERNAL too ("Exception deserializing request!"), logging nothing."""
 
 
 class _Abort(Exception):
@@ -152,7 +157,12 @@ class ServerCall(GrpcStream):
                 for raw in messages:
                     if self.closed:
                         break
-                    handler.on_message(parse(raw))
+                    try:
+                        request = parse(raw)
+                    except DecodeError:
+                        self.fail(grpc.StatusCode.INTERNAL, UNPARSED)
+                        break
+                    handler.on_message(request)
             except Exception as exc:
                 self._handler_failed(exc)
             if end_stream:
@@ -166,6 +176,9 @@ class ServerCall(GrpcStream):
 
     def _end_input(self) -> None:
         self._eof = True
+        if self._deframer.partial:  # the client half-closed inside a message (as grpc does)
+            self.fail(grpc.StatusCode.INTERNAL, "the request stream ended inside a message")
+            return
         handler = self.handler
         if handler is None:
             self._wake()
@@ -234,7 +247,10 @@ class ServerCall(GrpcStream):
             await self._wait()
         raw = self._queue.popleft()
         self.unread -= len(raw) + 5  # credited later: H2Stream.settle
-        return self.method.request.FromString(raw)
+        try:
+            return self.method.request.FromString(raw)
+        except DecodeError:
+            raise _Abort(grpc.StatusCode.INTERNAL, UNPARSED) from None
 
     def input_done(self) -> bool:
         """The client has half-closed and every request it sent was read."""

@@ -217,6 +217,24 @@ async def oversized_message(port: int) -> tuple[Raw, Answer]:
     return raw, answer
 
 
+def status_of_call(status: bytes, body: bytes, path: bytes = BIDI) -> Attack:
+    """A call whose one DATA frame (END_STREAM) carries ``body``: the call ends with
+    grpc-status ``status``, the connection serves on (as grpc's servers answer)."""
+
+    async def attack(port: int) -> tuple[Raw, Answer]:
+        data = f.frame(f.HEADERS, f.END_HEADERS, 1, request(path)) + f.frame(
+            f.DATA, f.END_STREAM, 1, body
+        )
+        raw, answer = await _one(port, data, lambda a: 1 in a.statuses)
+        assert answer.statuses[1] == status and answer.goaway is None, answer
+        await raw.send(call(3))  # the connection still serves
+        answer = await raw.until(lambda a: 3 in a.statuses)
+        assert answer.statuses[3] == b"0", answer
+        return raw, answer
+
+    return attack
+
+
 async def assembling(port: int) -> tuple[Raw, Answer]:
     """Five calls each sending all but the end of a 4 MiB message: 20 MiB still arriving."""
     raw = await Raw.connect(port)
@@ -379,6 +397,17 @@ CASES = [
     ),
     Case("oversized-grpc-message", oversized_message, "grpc-status RESOURCE_EXHAUSTED"),
     Case("messages-assembling", assembling, "grpc-status RESOURCE_EXHAUSTED on one call"),
+    Case(
+        "message-cut-by-end-stream",
+        status_of_call(b"13", message(b"\x08\x01\x10\x02")[:7]),
+        "grpc-status INTERNAL (grpc: end-of-stream mid-frame)",
+    ),
+    Case("message-prefix-alone", status_of_call(b"13", b"\x00\x00\x00"), "grpc-status INTERNAL"),
+    Case(
+        "message-not-protobuf",
+        status_of_call(b"13", message(b"\xff\xff\xff\xff")),
+        "grpc-status INTERNAL (grpc: Exception deserializing request)",
+    ),
 ]
 
 
