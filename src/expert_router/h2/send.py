@@ -117,13 +117,16 @@ class Sender:
 
     def _drop(self, stream: H2Stream) -> None:
         """Forget what is queued for ``stream`` and release a writer waiting for it to leave."""
-        if stream.pending is not None:
+        drained = stream.pending is not None
+        if drained:
             stream.pending = None
             if stream in self._blocked:
                 self._blocked.remove(stream)
         waiter, stream.drained = stream.drained, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if drained:
+            stream.on_drained()
 
     def info(self) -> dict[str, Any]:
         return {"streams": len(self.streams), "blocked": len(self._blocked)}

@@ -99,6 +99,7 @@ class ServerCall(GrpcStream):
     __slots__ = (
         "method", "_headers", "_metadata", "_queue", "_eof", "_head_sent",
         "_code", "_details", "task", "cancelled_", "handler", "_factory", "_timer",
+        "_delivering",
     )  # fmt: skip
 
     def __init__(
@@ -123,6 +124,7 @@ class ServerCall(GrpcStream):
         self.handler: CallHandler | None = None  # a method served on callbacks
         self._factory: HandlerFactory | None = None  # its handler, made once the call is open
         self._timer: asyncio.TimerHandle | None = None  # its deadline
+        self._delivering = False  # _deliver is running (further down this stack)
 
     # -- frames from the client ------------------------------------------------------------
     def on_open(self) -> None:
@@ -149,30 +151,59 @@ class ServerCall(GrpcStream):
         messages = self.messages(data)
         if messages is None:
             return 0
-        handler = self.handler
-        if handler is not None:  # each request to the handler at once: nothing held unread
-            self.unread = 0
-            parse = self.method.request.FromString
-            try:
-                for raw in messages:
-                    if self.closed:
-                        break
-                    try:
-                        request = parse(raw)
-                    except DecodeError:
-                        self.fail(grpc.StatusCode.INTERNAL, UNPARSED)
-                        break
-                    handler.on_message(request)
-            except Exception as exc:
-                self._handler_failed(exc)
+        if self.handler is not None:  # each request to the handler as it comes, unless
+            self._queue.extend(messages)  # its answers cannot leave (see _deliver)
+            self._deliver()
             if end_stream:
                 self._end_input()
-            return self.owed
+            return self.owed - self.unread
         self._queue.extend(messages)
         if end_stream:
             self._end_input()
         self._wake()
         return self.owed - self.unread
+
+    def _deliver(self) -> None:
+        """Hand the requests received to the handler, in order, while the call's answers can
+        leave. While they cannot (the client's window for them is spent, or it does not read
+        its socket), the rest wait here unread: their flow-control credit is kept, so the
+        client stops at its windows instead of making the server queue answers without end;
+        ``resume_input`` goes on once the answers have left."""
+        queue, handler, conn = self._queue, self.handler, self.conn
+        parse = self.method.request.FromString
+        self._delivering = True
+        try:
+            while queue and handler is not None and not self.closed:
+                if self.pending is not None or conn._paused:
+                    conn.held.add(self)
+                    return
+                raw = queue.popleft()
+                self.unread -= len(raw) + 5
+                try:
+                    request = parse(raw)
+                except DecodeError:
+                    self.fail(grpc.StatusCode.INTERNAL, UNPARSED)
+                    return
+                handler.on_message(request)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        finally:
+            self._delivering = False
+        conn.held.discard(self)
+        self.unread = 0  # nothing held (a compressed message's bytes are not its length)
+        if self._eof and not self.closed and handler is not None:
+            self._tell_input_end(handler)
+
+    def resume_input(self) -> None:
+        """The call's answers have left: the requests held meanwhile go on to the handler,
+        their credit back to the client (from inside ``_deliver``: its loop goes on)."""
+        if self._queue and not self.closed and not self._delivering:
+            self._deliver()
+            self.settle()
+
+    def on_drained(self) -> None:
+        self.resume_input()
 
     def _end_input(self) -> None:
         self._eof = True
@@ -182,7 +213,11 @@ class ServerCall(GrpcStream):
         handler = self.handler
         if handler is None:
             self._wake()
-        elif not self.closed:
+        elif not self.closed and not self._queue:  # (else once the held requests are in)
+            self._tell_input_end(handler)
+
+    def _tell_input_end(self, handler: CallHandler) -> None:
+        if not self.closed:
             try:
                 handler.on_input_end()
             except Exception as exc:
@@ -234,6 +269,7 @@ class ServerCall(GrpcStream):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.conn.held.discard(self)
         server = self.conn.server
         if self in server.calls:
             server.call_over(self)
@@ -373,6 +409,12 @@ class ServerConnection(H2Connection):
         super().__init__(server.limits)
         self.server = server
         self.refusing = False
+        self.held: set[ServerCall] = set()  # callback calls holding requests (_deliver)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        for call in list(self.held):
+            call.resume_input()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -85,6 +85,9 @@ class H2Stream:
     def on_lost(self, exc: BaseException | None) -> None:
         raise NotImplementedError
 
+    def on_drained(self) -> None:
+        """What was queued for this stream has left (its flow-control window reopened)."""
+
     def release_partial(self) -> int:
         """Drop a message still arriving, if any; returns its bytes (they were counted in
         the connection's ``assembling``)."""

@@ -176,3 +176,36 @@ async def test_a_stop_ends_callback_calls(served: Any) -> None:
         assert await call.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
         assert not server.calls
     assert log == ["message 1", "cancel"]
+
+
+async def test_requests_wait_unread_while_their_answers_cannot_leave(served: Any) -> None:
+    """A client that opens no window for its answers (SETTINGS_INITIAL_WINDOW_SIZE 0) and
+    goes on sending requests: past the first, they wait unread with their flow-control credit
+    kept (the client stops at its window, no answer piles up); once the window opens, every
+    request is answered, in order."""
+    from h2_wire import BIDI, Raw, request
+
+    from expert_router.h2 import frames as f
+
+    server, log, _ = served
+    preface = f.PREFACE + f.settings([(f.INITIAL_WINDOW_SIZE, 0)])
+    raw = await Raw.connect(server.port, preface)
+    raw.listen()
+    try:
+        async with asyncio.timeout(10):
+            body = b"".join(message(Msg(n=i).SerializeToString()) for i in range(50))
+            await raw.send(f.frame(f.HEADERS, f.END_HEADERS, 1, request(BIDI)))
+            await raw.send(f.frame(f.DATA, 0, 1, body))
+            await eventually(lambda: any(c.held for c in server.connections))
+            (conn,) = server.connections
+            call = conn.streams[1]
+            assert log == ["message 0"] and len(call._queue) == 49  # one answer waits
+            assert call.unread > 0 and call.pending is not None
+            await raw.send(f.settings([(f.INITIAL_WINDOW_SIZE, 1 << 20)]))  # the window opens
+            await eventually(lambda: len(log) == 50)
+            assert log == [f"message {i}" for i in range(50)] and not conn.held
+            await raw.send(f.frame(f.DATA, f.END_STREAM, 1, message(Msg(n=99).SerializeToString())))
+            await eventually(lambda: "input end" in log)
+            await eventually(lambda: _settled(server))
+    finally:
+        await raw.close()
