@@ -159,14 +159,23 @@ class TritonResponse:
 
 
 class _GrpcPieces:
-    __slots__ = ("_call", "_names", "_where")
+    __slots__ = ("_call", "_names", "_where", "_read_timeout")
 
-    def __init__(self, call: ClientCall, names: tw.TritonNames, where: str) -> None:
+    def __init__(
+        self, call: ClientCall, names: tw.TritonNames, where: str, read_timeout: float
+    ) -> None:
         self._call, self._names, self._where = call, names, where
+        self._read_timeout = read_timeout
 
     async def next(self) -> tuple[str, bool]:
         try:
-            raw = await self._call.read_raw()
+            async with asyncio.timeout(self._read_timeout):
+                raw = await self._call.read_raw()
+        except TimeoutError as exc:
+            self._call.cancel()
+            raise BackendTimeout(
+                f"{self._where}: no response for {self._read_timeout:g} s"
+            ) from exc
         except GrpcError as exc:
             raise rpc_error(self._where, exc) from exc
         return self.piece(raw)
@@ -236,6 +245,47 @@ class FirstMessageClock:
             relay.no_first()
 
 
+class SilenceWatch:
+    """The read timeout of one backend's relayed calls past their first message. One timer,
+    armed while any call is watched, looks at every call each ``timeout`` seconds: a call
+    that received nothing since the last look (and holds no message its listener could not
+    take: then the silence is ours) has been silent for ``timeout`` seconds at least, two at
+    most, and fails; the others are looked at again. A DATA frame only raises the call's
+    ``heard`` flag: no clock and no timer per message."""
+
+    __slots__ = ("timeout", "watched", "timer")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.watched: set[_NativeRelay] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def watch(self, relay: _NativeRelay) -> None:
+        self.watched.add(relay)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._look)
+
+    def unwatch(self, relay: _NativeRelay) -> None:
+        self.watched.discard(relay)
+
+    def _look(self) -> None:
+        self.timer = None
+        silent = []
+        for relay in self.watched:
+            call = relay.call
+            if call is None:
+                continue
+            if call.heard or call.unread:
+                call.heard = False
+            else:
+                silent.append(relay)
+        for relay in silent:
+            self.watched.discard(relay)
+            relay.silent()
+        if self.watched:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._look)
+
+
 class _NativeRelay:
     """A client's own request forwarded unchanged; the replica's messages go to the listener
     framed, as they arrive (the call's ``listen`` callbacks). The first one is checked (an
@@ -245,13 +295,14 @@ class _NativeRelay:
     On a connection already open the call starts at once and runs on callbacks alone; only
     a call that must wait for a connection takes a task."""
 
-    __slots__ = ("listener", "where", "task", "call", "clock", "first")
+    __slots__ = ("listener", "where", "task", "call", "clock", "first", "silence")
 
     def __init__(self, backend: TritonGrpcBackend, request: Any, listener: Listener) -> None:
         self.listener: Listener | None = listener
         self.where = f"grpc://{backend.target}"
         self.task: asyncio.Task[None] | None = None
         self.clock = backend.clock
+        self.silence = backend.silence
         self.first = True  # no message has reached the listener yet
         raw = request.SerializeToString()
         self.call = backend.channel().start_now(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
@@ -282,6 +333,13 @@ class _NativeRelay:
         self.first = False
         self._refuse(BackendTimeout(f"{self.where}: no first response in time"))
 
+    def silent(self) -> None:
+        """Nothing came for the read timeout (the watch let go of this call)."""
+        timeout = self.silence.timeout
+        self._fail(BackendTimeout(f"{self.where}: no response for {timeout:g} s"))
+        if self.call is not None:
+            self.call.cancel()
+
     def _refuse(self, exc: BackendError) -> None:
         """The request fails before its first message reached the listener: the call ends."""
         self._fail(exc)
@@ -308,12 +366,14 @@ class _NativeRelay:
             listener.on_head(200, "application/grpc")
             if self.call is not None:  # the next messages go straight to the listener
                 self.call.listener = _Through(listener.on_data, self.end)
+                self.silence.watch(self)
         return listener.on_data(framed)
 
     def end(self, error: GrpcError | None) -> None:
         listener, self.listener = self.listener, None
         if listener is None:
             return
+        self.silence.unwatch(self)
         if self.first:  # over before its first message
             self.first = False
             self.clock.stop(self)
@@ -343,6 +403,7 @@ class _NativeRelay:
 
     def cancel(self) -> None:
         self.listener = None
+        self.silence.unwatch(self)
         if self.first:
             self.first = False
             self.clock.stop(self)
@@ -361,6 +422,7 @@ class TritonGrpcBackend:
         self.names, self.template = t.names, t.template
         self.first_byte_timeout = settings.first_byte_timeout
         self.clock = FirstMessageClock(settings.first_byte_timeout)  # of relayed calls
+        self.silence = SilenceWatch(settings.read_timeout)  # the same, past their first
         self._channel: GrpcChannel | None = None
 
     def channel(self) -> GrpcChannel:
@@ -381,7 +443,7 @@ class TritonGrpcBackend:
         msg = kserve.infer_request(pb2, treq, self.names, rid)
         where = f"grpc://{self.target}"
         call, raw = await self._open(msg, where)
-        pieces = _GrpcPieces(call, self.names, where)
+        pieces = _GrpcPieces(call, self.names, where, self._s.read_timeout)
         try:
             first = pieces.piece(raw)
         except BackendProtocolError as exc:

@@ -49,7 +49,7 @@ class ClientCall(GrpcStream):
 
     __slots__ = (
         "response", "metadata", "_queue", "_head", "done", "error",
-        "listener",
+        "listener", "heard",
     )  # fmt: skip
 
     def __init__(self, conn: ClientConnection, sid: int, response: type[Any]) -> None:
@@ -61,6 +61,7 @@ class ClientCall(GrpcStream):
         self.done = False
         self.error: GrpcError | None = None
         self.listener: Listener | None = None
+        self.heard = False  # DATA came since a watcher last looked (and cleared it)
 
     # -- frames from the server ------------------------------------------------------------
     def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
@@ -94,6 +95,7 @@ class ClientCall(GrpcStream):
             self._wake()
 
     def on_data(self, data: bytes, end_stream: bool) -> int:
+        self.heard = True
         listener = self.listener
         d = self._deframer
         if (

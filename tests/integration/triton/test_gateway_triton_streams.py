@@ -103,6 +103,52 @@ async def test_a_silent_replica_times_out_before_its_first_message(
         await host.stop()
 
 
+class _Stalling(_Silent):
+    """A Triton replica that sends each request's first message, then nothing."""
+
+    async def ModelStreamInfer(  # noqa: N802
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        self.calls += 1
+        try:
+            async for req in request_iterator:
+                resp = kserve.text_response(pb2, req.model_name, req.id, "hi", NAMES, final=None)
+                yield pb2.ModelStreamInferResponse(infer_response=resp)
+                await asyncio.Event().wait()
+        finally:
+            self.cancelled.set()
+
+
+@pytest.mark.parametrize("unary", [False, True])
+async def test_a_replica_silent_after_its_first_message_times_out(
+    gateway: Callable[..., Any], unary: bool
+) -> None:
+    """``timeouts.read`` holds past the first message too: on the relayed stream (one timer
+    for all calls) and on the unary call's text path; the replica is freed and told."""
+    stalling = _Stalling()
+    host = GrpcServiceHost(stalling)
+    await host.start()
+    try:
+        overrides = {"timeouts": {"first_byte": 5, "read": 0.3}, "limits": {"retries": 0}}
+        async with gateway(f"grpc://{host.target}", **overrides) as (gw, ingress):
+            request = infer_request("r", "hello there", 4)
+            async with asyncio.timeout(5):
+                if unary:
+                    async with grpc.aio.insecure_channel(ingress.target) as channel:
+                        stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+                        with pytest.raises(grpc.aio.AioRpcError) as info:
+                            await stub.ModelInfer(request)
+                    assert "no response for 0.3 s" in (info.value.details() or "")
+                else:
+                    got = await _stream(ingress.target, [request])
+                    assert "no response for 0.3 s" in got["r"][-1].error_message
+            fleet = gw.gateway.fleet
+            assert sum(r.outstanding for r in fleet.replicas.values()) == 0
+        await asyncio.wait_for(stalling.cancelled.wait(), 5)
+    finally:
+        await host.stop()
+
+
 async def test_cancelling_a_stream_ends_every_request_in_it(
     emu: Emulator, gateway: Callable[..., Any]
 ) -> None:
