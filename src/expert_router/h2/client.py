@@ -270,13 +270,12 @@ class GrpcChannel:
         self._conns: list[ClientConnection] = []
         self._connecting: asyncio.Task[ClientConnection] | None = None
         self._closes = 0  # close() calls: a connect that spans one is not kept
-        self._head = [
+        self._pseudo = [
             (b":method", b"POST"),
             (b":scheme", b"http"),
             (b":authority", target.encode()),
-            (b"content-type", CONTENT_TYPE),
-            (b"te", b"trailers"),
         ]
+        self._fields = [(b"content-type", CONTENT_TYPE), (b"te", b"trailers")]  # after :path
         self._blocks: dict[bytes, bytes] = {}  # path -> its request header block
 
     async def _connection(self) -> ClientConnection:
@@ -374,9 +373,10 @@ class GrpcChannel:
         if deadline is None and not metadata:  # a path's own headers: encoded once
             block = self._blocks.get(path)
             if block is None:
-                block = self._blocks[path] = f.header_block([*self._head, (b":path", path)])
+                head = [*self._pseudo, (b":path", path), *self._fields]
+                block = self._blocks[path] = f.header_block(head)
         else:
-            headers = [*self._head, (b":path", path)]
+            headers = [*self._pseudo, (b":path", path), *self._fields]
             if deadline is not None:
                 headers.append((b"grpc-timeout", format_timeout(deadline)))
             headers += [(k.encode(), v.encode()) for k, v in metadata]

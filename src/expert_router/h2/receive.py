@@ -13,6 +13,7 @@ from typing import Any
 from hpack import HPACKError, OversizedHeaderListError
 
 from expert_router.h2 import frames as f
+from expert_router.h2.fields import content_length, request_problem, trailer_problem
 from expert_router.h2.headers import BlockDecoder
 from expert_router.h2.limits import H2Limits
 from expert_router.h2.send import Sender
@@ -70,6 +71,16 @@ class Receiver(Sender):
 
     def _remember(self, sid: int, how: int) -> None:
         raise NotImplementedError
+
+    def malformed(self, sid: int, why: str) -> None:
+        """A malformed request on stream ``sid`` (RFC 9113 8.1.1, 8.2, 8.3; ``why`` names the
+        rule): a stream error of type PROTOCOL_ERROR, the connection goes on."""
+        stream = self.streams.get(sid)
+        if stream is not None:
+            self._stream_error(stream, f.PROTOCOL_ERROR)
+        else:
+            self._control(f.rst_stream(sid, f.PROTOCOL_ERROR))
+            self._remember(sid, RESET_SENT)
 
     def refuse(self, sid: int) -> None:
         """RST_STREAM REFUSED_STREAM for a new stream: never processed, safe to retry."""
@@ -157,6 +168,12 @@ class Receiver(Sender):
         stream.recv_window = window
         stream.owed += size
         end = flags & _END_STREAM != 0
+        if stream.length >= 0:  # a declared content-length: the DATA must add up to it
+            left = stream.length - len(payload)
+            if left < 0 or end and left:
+                self.malformed(sid, "DATA not of the declared content-length")
+                return
+            stream.length = left
         if end:
             stream.remote_ended = True
         give = stream.on_data(payload, end)
@@ -255,9 +272,13 @@ class Receiver(Sender):
                 return
             if flags & _SELF_DEPENDENT:
                 raise error(f.PROTOCOL_ERROR, f"stream {sid} depends on itself")
-            if not end and not self.client_side:  # trailers must end the request (RFC 9113
-                self._stream_error(stream, f.PROTOCOL_ERROR)  # 8.1: malformed otherwise)
-                return
+            if not self.client_side:  # a request's trailers (RFC 9113 8.1)
+                why = "trailers without END_STREAM" if not end else trailer_problem(headers)
+                if why is None and stream.length > 0:
+                    why = "trailers before the declared content-length"
+                if why is not None:
+                    self.malformed(sid, why)
+                    return
             if end:
                 stream.remote_ended = True
             stream.on_headers(headers, end)
@@ -284,6 +305,13 @@ class Receiver(Sender):
         if sid & 1 != self._peer_parity or self.client_side:
             raise error(f.PROTOCOL_ERROR, f"stream {sid} opened by the wrong end")
         self.last_peer_sid = sid
+        length = content_length(headers)
+        why = request_problem(headers)
+        if why is None and (length == -1 or end and length):
+            why = "a content-length that is not the body's"
+        if why is not None:
+            self.malformed(sid, why)
+            return
         if len(self.streams) >= self.limits.max_concurrent_streams:  # not against the reset
             self.refuse(sid)  # budget: clients that open many calls before our SETTINGS
             return  # arrive are refused a burst, and retry
@@ -291,6 +319,8 @@ class Receiver(Sender):
         if stream is not None:
             self.streams[sid] = stream
             stream.remote_ended = end
+            if length is not None:
+                stream.length = length
             stream.on_open()
 
     def _rst_stream(self, sid: int, code: int) -> None:

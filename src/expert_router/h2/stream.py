@@ -38,7 +38,7 @@ class H2Stream:
 
     __slots__ = (
         "conn", "sid", "send_window", "pending", "drained", "closed", "_waiter",
-        "recv_window", "owed", "unread", "credit", "remote_ended",
+        "recv_window", "owed", "unread", "credit", "remote_ended", "length",
     )  # fmt: skip
 
     def __init__(self, conn: H2Connection, sid: int) -> None:
@@ -53,6 +53,7 @@ class H2Stream:
         self.unread = 0
         self.credit = 0  # credited, not yet announced with WINDOW_UPDATE
         self.remote_ended = False  # the peer sent END_STREAM
+        self.length = -1  # DATA bytes still due by the peer's content-length (-1: none said)
 
     async def _wait(self) -> None:
         """Sleep until ``_wake``: frames for this stream arrived, or it ended."""

@@ -145,7 +145,7 @@ async def test_corrupt_compressed_request_fails_only_its_call(
         conn.next_sid += 2
         call = ClientCall(conn, sid, Msg)
         conn.streams[sid] = call
-        head = [*channel._head, (b":path", UNARY), (b"grpc-encoding", b"gzip")]
+        head = [*channel._pseudo, (b":path", UNARY), *channel._fields, (b"grpc-encoding", b"gzip")]
         framed = b"\x01" + len(body).to_bytes(4, "big") + body
         conn.send(call, framed, True, conn.headers_frame(sid, head, False))
         return call

@@ -17,6 +17,9 @@ RECV_WINDOW, CONN_RECV_WINDOW = DEFAULT_LIMITS.stream_window, DEFAULT_LIMITS.con
 
 Frame = tuple[int, int, int, bytes]
 
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/x")]
+"""A well-formed request head (RFC 9113 8.3.1): a malformed one is reset, not opened."""
+
 
 class Transport:
     """Collects what the connection writes."""
@@ -130,7 +133,7 @@ def test_connection_start_announces_settings_and_window() -> None:
 def test_large_header_block_is_split_into_continuation(limit: int) -> None:
     conn, _ = connected()
     conn.peer_max_frame = limit
-    headers = [(b":status", b"200"), (b"x-big", b"v" * 45_000), (b"x-" + b"n" * 300, b"w" * 9000)]
+    headers = [*REQUEST, (b"x-big", b"v" * 45_000), (b"x-" + b"n" * 300, b"w" * 9000)]
     raw = conn.headers_frame(5, headers, True)
     frames = parse(raw)
     block = f.header_block(headers)
@@ -168,10 +171,10 @@ def test_table_size_change_is_acknowledged_in_the_next_block() -> None:
 
 def test_padded_and_prioritised_frames_are_read() -> None:
     conn, _ = connected()
-    block = f.header_block([(b":path", b"/x")])
+    block = f.header_block(REQUEST)
     payload = bytes([3]) + b"\x00\x00\x00\x00\x10" + block + b"pad"
     conn.data_received(f.frame(f.HEADERS, f.END_HEADERS | f.PADDED | f.PRIORITY_FLAG, 1, payload))
-    assert conn.opened == [(1, [(b":path", b"/x")], False)]
+    assert conn.opened == [(1, REQUEST, False)]
     s = opened(conn, 1)
     conn.data_received(f.frame(f.DATA, f.PADDED | f.END_STREAM, 1, b"\x02hi!xx"))
     assert s.events == [("data", b"hi!", True)]
@@ -481,7 +484,7 @@ def test_streams_past_the_limit_are_refused_and_cancels_budgeted() -> None:
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(f.PREFACE)
     t.take()
-    block = f.header_block([(b":path", b"/x")])
+    block = f.header_block(REQUEST)
     for sid in (1, 3, 5, 7, 9):
         conn.data_received(f.frame(f.HEADERS, f.END_HEADERS, sid, block))
     assert sorted(conn.streams) == [1, 3]
