@@ -45,6 +45,7 @@ class H2Connection(Receiver, asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self.decoder = BlockDecoder()
         self.decoder.max_header_list_size = limits.max_header_list_size
+        self._checked: dict[int, tuple[Any, str | None, int | None]] = {}  # receive._check
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # made outside a loop (a test): the first future looks it up

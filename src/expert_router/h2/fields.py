@@ -43,21 +43,23 @@ def _fields_problem(names: list[bytes], values: list[bytes]) -> str | None:
     return None
 
 
-def request_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why a request's header list is malformed, or None."""
+def check_request(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
+    """Why a request's header list is malformed (None: it is not), and the ``content-length``
+    it declares (None: none; -1: a malformed one)."""
     seen: set[bytes] = set()
     names: list[bytes] = []
     values: list[bytes] = []
     method = path = b""
+    length: int | None = None
     for name, value in headers:
         values.append(value)
         if name[:1] == b":":
             if names:
-                return "a pseudo-header after a regular field"
+                return "a pseudo-header after a regular field", length
             if name not in REQUEST_PSEUDO:
-                return "a pseudo-header that is not a request's"
+                return "a pseudo-header that is not a request's", length
             if name in seen:
-                return "a repeated pseudo-header"
+                return "a repeated pseudo-header", length
             seen.add(name)
             if name == b":method":
                 method = value
@@ -66,9 +68,17 @@ def request_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
             continue
         names.append(name)
         if name in CONNECTION_SPECIFIC:
-            return "a connection-specific field"
+            return "a connection-specific field", length
         if name == b"te" and value != b"trailers":
-            return "te other than trailers"
+            return "te other than trailers", length
+        if name == b"content-length" and length is None:
+            length = int(value) if value.isdigit() and len(value) < 19 else -1
+    return _request_problem(names, values, seen, method, path), length
+
+
+def _request_problem(
+    names: list[bytes], values: list[bytes], seen: set[bytes], method: bytes, path: bytes
+) -> str | None:
     why = _fields_problem(names, values)
     if why is not None:
         return why
@@ -83,6 +93,11 @@ def request_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def request_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's header list is malformed, or None."""
+    return check_request(headers)[0]
+
+
 def trailer_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
     """Why a request's trailers are malformed (8.1: no pseudo-header in them), or None."""
     names = [name for name, _ in headers]
@@ -95,7 +110,4 @@ def trailer_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     """The ``content-length`` a request declares (-1: a malformed one), or None."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() and len(value) < 19 else -1
-    return None
+    return check_request(headers)[1]

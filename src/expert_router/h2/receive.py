@@ -13,7 +13,7 @@ from typing import Any
 from hpack import HPACKError, OversizedHeaderListError
 
 from expert_router.h2 import frames as f
-from expert_router.h2.fields import content_length, request_problem, trailer_problem
+from expert_router.h2.fields import check_request, trailer_problem
 from expert_router.h2.headers import BlockDecoder
 from expert_router.h2.limits import H2Limits
 from expert_router.h2.send import Sender
@@ -28,6 +28,7 @@ _ON_CONNECTION = frozenset({f.SETTINGS, f.PING, f.GOAWAY})
 _NAMES = ("DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "PUSH_PROMISE", "PING",
           "GOAWAY", "WINDOW_UPDATE", "CONTINUATION")  # fmt: skip
 _BAD_BLOCK = (HPACKError, IndexError, TypeError, ValueError, UnicodeDecodeError)
+_MAX_CHECKED = 64  # header lists whose check is remembered (see _check)
 
 
 def error(code: int, message: str) -> ConnectionError_:
@@ -57,6 +58,7 @@ class Receiver(Sender):
     last_peer_sid: int
     _peer_parity: int
     _closed_ids: dict[int, int]
+    _checked: dict[int, tuple[Any, str | None, int | None]]
     _cont: list[Any] | None
     _paused: bool
     _unsent_control: int
@@ -71,6 +73,20 @@ class Receiver(Sender):
 
     def _remember(self, sid: int, how: int) -> None:
         raise NotImplementedError
+
+    def _check(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
+        """``fields.check_request`` of a new stream's headers, memoised by the list: the
+        decoder hands back the same list for a block it has seen (a client's calls often send
+        the same block), and the memo holds the list, so its id is not reused meanwhile."""
+        memo = self._checked
+        hit = memo.get(id(headers))
+        if hit is not None and hit[0] is headers:
+            return hit[1], hit[2]
+        why, length = check_request(headers)
+        if len(memo) >= _MAX_CHECKED:
+            memo.clear()
+        memo[id(headers)] = (headers, why, length)
+        return why, length
 
     def malformed(self, sid: int, why: str) -> None:
         """A malformed request on stream ``sid`` (RFC 9113 8.1.1, 8.2, 8.3; ``why`` names the
@@ -305,8 +321,7 @@ class Receiver(Sender):
         if sid & 1 != self._peer_parity or self.client_side:
             raise error(f.PROTOCOL_ERROR, f"stream {sid} opened by the wrong end")
         self.last_peer_sid = sid
-        length = content_length(headers)
-        why = request_problem(headers)
+        why, length = self._check(headers)
         if why is None and (length == -1 or end and length):
             why = "a content-length that is not the body's"
         if why is not None:
