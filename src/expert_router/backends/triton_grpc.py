@@ -281,8 +281,8 @@ class SilenceWatch:
                 silent.append(relay)
         for relay in silent:
             self.watched.discard(relay)
-            relay.silent()
-        if self.watched:
+            relay.silent()  # (a retry it starts may watch a new call: that arms the timer)
+        if self.watched and self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.timeout, self._look)
 
 

@@ -24,7 +24,7 @@ def _fields_problem(names: list[bytes], values: list[bytes]) -> str | None:
     checked whole, joined by LF (itself refused in both): two scans, not two per field."""
     joined = b"\n".join(values)
     if (
-        joined.count(b"\n") != len(values) - 1
+        joined.count(b"\n") != max(len(values) - 1, 0)  # (no field: no separator)
         or b"\r" in joined
         or b"\x00" in joined
         or joined[:1] in (b" ", b"\t")

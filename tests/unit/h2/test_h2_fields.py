@@ -68,6 +68,7 @@ def test_well_formed_requests_pass(headers: list[tuple[bytes, bytes]]) -> None:
 
 def test_trailers_and_content_length() -> None:
     assert trailer_problem([(b"grpc-status", b"0"), (b"x", b"y")]) is None
+    assert trailer_problem([]) is None  # an empty trailer section ends the request
     assert trailer_problem([(b":status", b"200")]) is not None
     assert trailer_problem([(b"X", b"y")]) is not None
     assert content_length(GOOD) is None
