@@ -115,7 +115,7 @@ class HttpResponder:
             self.send_error(cycle, exc, status_for(exc))  # error answer, not a cut stream
             return
         event = stream_error_event(exc)
-        if self.responding and not self.tail.endswith(b"\n\n"):
+        if not self.tail.endswith(b"\n\n"):
             event = b"\n\n" + event  # the upstream cut an event short: end it first
         if self.version == b"1.1":
             self._write(chunk(event) + _LAST)
