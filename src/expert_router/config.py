@@ -110,19 +110,23 @@ class ServerConfig(_Strict):
 
     head_timeout: float = Field(default=10.0, gt=0)
     """Seconds to receive a whole request head (slowloris); then 408 and close. nginx's
-    ``client_header_timeout`` is 60 s; a client on a LAN sends its head in one packet."""
+    ``client_header_timeout`` is 60 s; a client on a LAN sends its head in one packet. The
+    gRPC ingress gives a new connection as long to send its HTTP/2 preface."""
     body_timeout: float = Field(default=30.0, gt=0)
     """Longest silence while a request body is read; then 408 and close (nginx's
     ``client_body_timeout``, 60 s, measured the same way: between two reads)."""
     idle_timeout: float = Field(default=75.0, gt=0)
     """Seconds a kept-alive connection may wait for its next request (nginx's
-    ``keepalive_timeout``)."""
+    ``keepalive_timeout``); on the gRPC ingress, a connection with no call open (then GOAWAY
+    NO_ERROR: clients reconnect for their next call)."""
     drain_timeout: float = Field(default=30.0, ge=0)
     """On SIGTERM/SIGINT, seconds streams in flight may run on before they are ended."""
     max_connections: int = Field(default=4096, ge=1)
     """Open client connections per process. Beyond it requests get 503 (``/health``,
     ``/ready`` and ``/metrics`` are still answered) and connections past it plus a small
-    reserve are closed at once, so file descriptors remain for upstreams and probes."""
+    reserve are closed at once, so file descriptors remain for upstreams and probes. Each gRPC
+    ingress listener has as many: past it the oldest connection with no call open is closed,
+    and with none idle the newcomer is refused (GOAWAY, close: its calls fail UNAVAILABLE)."""
     max_head_bytes: int = Field(default=32 * 1024, ge=1024)
     """Request line plus headers; beyond, 431 (nginx: 4 buffers of 8 KB)."""
     max_headers: int = Field(default=100, ge=1)

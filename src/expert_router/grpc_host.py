@@ -27,8 +27,10 @@ class GrpcServiceHost:
         port: int = 0,
         reuse_port: bool = False,
         limits: H2Limits = DEFAULT_LIMITS,
+        max_connections: int | None = None,
     ) -> None:
         self.servicer = servicer
+        self.max_connections = max_connections  # open client connections (None: no cap)
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.limits = limits  # HTTP/2 and gRPC message limits (h2/limits.py)
         self._server: GrpcServer | None = None
@@ -48,6 +50,7 @@ class GrpcServiceHost:
             port=self.port,
             reuse_port=self.reuse_port,
             limits=self.limits,
+            max_connections=self.max_connections,
         )
         try:
             await server.start()

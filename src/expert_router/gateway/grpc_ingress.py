@@ -444,9 +444,16 @@ class GrpcIngress(GrpcServiceHost):
         limits = H2Limits(
             max_concurrent_streams=server.http2_max_streams,
             max_message=server.grpc_max_message_bytes,
+            preface_timeout=server.head_timeout,
+            idle_timeout=server.idle_timeout,
         )
         super().__init__(
-            IngressServicer(gw), host=host, port=port, reuse_port=reuse_port, limits=limits
+            IngressServicer(gw),
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            limits=limits,
+            max_connections=server.max_connections,
         )
 
 

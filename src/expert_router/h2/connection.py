@@ -229,6 +229,8 @@ class H2Connection(Receiver, asyncio.Protocol):
             return
         self._remember(stream.sid, how)
         self._drop(stream)
+        if not self.streams:
+            self.on_idle()
         self.assembling -= stream.release_partial()
         held, stream.owed = stream.owed, 0
         if held:
@@ -278,6 +280,9 @@ class H2Connection(Receiver, asyncio.Protocol):
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         """The peer takes no stream above ``last_stream_id``."""
+
+    def on_idle(self) -> None:
+        """The last open stream has left the table."""
 
     # -- sending ---------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:

@@ -73,6 +73,18 @@ class H2Limits:
     before it closes: closing with unread input makes the kernel reset the connection, and
     the peer may never read the GOAWAY (nginx's lingering close, shorter)."""
 
+    preface_timeout: float = 10.0
+    """Seconds a server gives a new connection to send the client's connection preface; a
+    silent one is then closed (the gateway's ``server.head_timeout``; nginx's
+    ``client_header_timeout``). A client end ignores it."""
+
+    idle_timeout: float | None = None
+    """Seconds a server keeps a connection with no stream open (from its last stream's end,
+    or its preface); then GOAWAY NO_ERROR and close, and the client reconnects for its next
+    call. None: kept while the peer keeps it, as grpc's ``max_connection_idle`` default (the
+    gateway sets ``server.idle_timeout``; nginx's ``keepalive_timeout``). PINGs do not count
+    as use. A client end ignores it."""
+
     closed_streams_kept: int = 1_024
     """How many closed stream ids are remembered with how they closed (to tell frames that
     were in flight, which are ignored, from frames on streams the peer knows are over, which
@@ -94,6 +106,8 @@ class H2Limits:
                 raise ValueError(f"{name} must be at least 1")
         if self.close_linger < 0:
             raise ValueError("close_linger must not be negative")
+        if self.preface_timeout <= 0 or self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ValueError("preface_timeout and idle_timeout must be positive")
         if self.reset_rate <= 0:
             raise ValueError("reset_rate must be positive")
 

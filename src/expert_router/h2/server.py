@@ -410,6 +410,8 @@ class ServerConnection(H2Connection):
         self.server = server
         self.refusing = False
         self.held: set[ServerCall] = set()  # callback calls holding requests (_deliver)
+        self.idle_since = 0.0  # loop time the connection last had no stream open
+        self._timer: asyncio.TimerHandle | None = None  # the preface or idle check
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -418,11 +420,60 @@ class ServerConnection(H2Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.server.connections.add(self)
+        server = self.server
+        server.connections[self] = None
+        cap = server.max_connections
+        if cap is not None and len(server.connections) > cap and not server.evict(self):
+            self.abort(f.NO_ERROR, "too many connections", False)  # its calls: UNAVAILABLE
+            return
+        loop = self.event_loop()
+        self.idle_since = loop.time()
+        self._timer = loop.call_at(self.idle_since + self.limits.preface_timeout, self._time_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
+
+    def on_idle(self) -> None:
+        """Armed lazily: a timer due before this idle period would end stays (it looks again
+        when it fires), so calls in a row on one connection arm none."""
+        loop = self.event_loop()
+        self.idle_since = now = loop.time()
+        limit = self.limits.idle_timeout
+        if limit is None or self._ended:
+            return
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= now + limit:
+                return
+            timer.cancel()  # the preface check, later than this idle period's end
+        self._timer = loop.call_at(now + limit, self._time_check)
+
+    def _time_check(self) -> None:
+        """The preface timeout, then the idle timeout (``H2Limits``): end a connection that
+        opened no stream for that long."""
+        self._timer = None
+        if self._ended or self.streams:
+            return
+        lim = self.limits
+        limit = lim.preface_timeout if self._preface else lim.idle_timeout
+        if limit is None:
+            return
+        due = self.idle_since + limit
+        loop = self.event_loop()
+        if loop.time() < due:
+            self._timer = loop.call_at(due, self._time_check)
+        elif self._preface:
+            self.abort(f.NO_ERROR, "no connection preface in time")
+        else:
+            self.abort(f.NO_ERROR, "idle")
+
+    def evictable(self) -> bool:
+        """Idle: no stream open and not ending (the oldest such makes room for a new one)."""
+        return not self.streams and not self._ended
 
     def goaway_graceful(self) -> None:
         """Tell the client no call after the ones it opened will be taken (GOAWAY NO_ERROR);
@@ -488,17 +539,29 @@ class GrpcServer:
         port: int = 0,
         reuse_port: bool = False,
         limits: H2Limits = DEFAULT_LIMITS,
+        max_connections: int | None = None,
     ) -> None:
         self.servicer = servicer
         self.limits = limits
+        self.max_connections = max_connections  # None: as many as the file limit allows
         self.methods = methods_of(pb2, service)
         self.callbacks: dict[str, HandlerFactory] = dict(getattr(servicer, "callbacks", {}))
         self.host, self.port, self.reuse_port = host, port, reuse_port
-        self.connections: set[ServerConnection] = set()
+        self.connections: dict[ServerConnection, None] = {}  # open ones, oldest first
         self.tasks: set[asyncio.Task[None]] = set()
         self.calls: set[ServerCall] = set()  # calls in flight served on callbacks
         self._no_calls: asyncio.Future[None] | None = None  # a drain waiting for them
         self._server: asyncio.Server | None = None
+
+    def evict(self, newcomer: ServerConnection) -> bool:
+        """Past ``max_connections``: close the oldest idle connection (GOAWAY NO_ERROR, its
+        file descriptor freed at once) to make room for ``newcomer``; False when every other
+        connection has a call open, and ``newcomer`` is the one refused."""
+        for conn in self.connections:
+            if conn is not newcomer and conn.evictable():
+                conn.abort(f.NO_ERROR, "connection limit: the oldest idle one closes", False)
+                return True
+        return False
 
     def call_over(self, call: ServerCall) -> None:
         self.calls.discard(call)

@@ -231,3 +231,35 @@ async def test_api_keys_guard_the_grpc_ingress(emu: Emulator, gateway: Callable[
             assert count_tokens(b"".join(result.as_numpy("text_output").ravel()).decode()) == 2
         finally:
             await client.close()
+
+
+async def test_the_grpc_ingress_bounds_connections_as_the_http_one(
+    emu: Emulator, gateway: Callable[..., Any]
+) -> None:
+    """``server.idle_timeout`` and ``server.max_connections`` hold on the gRPC ingress too: an
+    idle connection is closed (tritonclient reconnects for its next call) and a second one
+    makes the first, idle, one close."""
+    server = {"idle_timeout": 0.3, "max_connections": 1}
+    async with gateway(f"grpc://{emu.target}", server=server) as (_, ingress):
+        conns = ingress._server.connections  # type: ignore[union-attr]
+        client = grpcclient.InferenceServerClient(ingress.target)
+        own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own, not shared
+        other = grpcclient.InferenceServerClient(ingress.target, channel_args=own)
+        try:
+            for _ in range(2):
+                assert await client.is_server_live()
+                assert len(conns) == 1
+                for _ in range(100):  # closed once idle for 0.3 s
+                    if not conns:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not conns
+            assert await client.is_server_live()
+            (first,) = conns
+            start = asyncio.get_running_loop().time()
+            assert await other.is_server_live()  # past the cap: the idle first one made room
+            took = asyncio.get_running_loop().time() - start
+            assert first._ended and took < 0.3  # (ended before its idle timeout)
+        finally:
+            await client.close()
+            await other.close()
