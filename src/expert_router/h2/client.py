@@ -2,6 +2,10 @@
 connections open and multiplexes calls over them; a ``ClientCall`` reads the answer's
 messages as they arrive and cancels with RST_STREAM. Failures raise ``GrpcError`` with the
 status a grpc.aio client would report (UNAVAILABLE when the server could not be reached).
+
+A call the server did not take (RST_STREAM REFUSED_STREAM, or a stream above a GOAWAY's last
+id: RFC 9113 8.7, "not processed") is sent again once, on a connection that takes it, as
+grpc's transparent retry does; its caller sees one call.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from expert_router.h2.stream import RESET_SENT
 from expert_router.wire.grpc_status import TRANSPORT_STATUS
 
 EOF: Any = object()  # what ``ClientCall.read`` returns after the last message
+Replay = tuple[bytes, bytes]  # a call's request header block and its framed messages
 _MAX_SID = 2**31 - 1
 
 
@@ -49,10 +54,18 @@ class ClientCall(GrpcStream):
 
     __slots__ = (
         "response", "metadata", "_queue", "_head", "done", "error",
-        "listener", "heard",
+        "listener", "heard", "replay",
     )  # fmt: skip
 
-    def __init__(self, conn: ClientConnection, sid: int, response: type[Any]) -> None:
+    conn: ClientConnection
+
+    def __init__(
+        self,
+        conn: ClientConnection,
+        sid: int,
+        response: type[Any],
+        replay: Replay | None = None,
+    ) -> None:
         super().__init__(conn, sid)
         self.response = response
         self.metadata: list[tuple[str, str]] | None = None
@@ -62,6 +75,7 @@ class ClientCall(GrpcStream):
         self.error: GrpcError | None = None
         self.listener: Listener | None = None
         self.heard = False  # DATA came since a watcher last looked (and cleared it)
+        self.replay = replay  # what to send again if the server refuses it (once; see refused)
 
     # -- frames from the server ------------------------------------------------------------
     def on_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
@@ -82,6 +96,7 @@ class ClientCall(GrpcStream):
         if first:
             self._head = True
             self.metadata = meta
+            self.replay = None  # taken: never sent again
             if http != b"200":  # (a malformed one, "2OO", ends this call alone: UNKNOWN)
                 status_code = int(http) if len(http) == 3 and http.isdigit() else 0
                 code = TRANSPORT_STATUS.get(status_code, grpc.StatusCode.UNKNOWN)
@@ -137,12 +152,29 @@ class ClientCall(GrpcStream):
         self._end(status, details)
 
     def on_reset(self, code: int) -> None:
-        status = (
-            grpc.StatusCode.UNAVAILABLE
-            if code == f.REFUSED_STREAM
-            else (grpc.StatusCode.CANCELLED if code == f.CANCEL else grpc.StatusCode.INTERNAL)
-        )
-        self._end(status, f"the server reset the stream (HTTP/2 error {code})")
+        details = f"the server reset the stream (HTTP/2 error {code})"
+        if code == f.REFUSED_STREAM:
+            self.refused(details)
+            return
+        status = grpc.StatusCode.CANCELLED if code == f.CANCEL else grpc.StatusCode.INTERNAL
+        self._end(status, details)
+
+    def refused(self, details: str) -> None:
+        """The server took no part of the call (it has left its connection's table): sent
+        again on a connection that takes it, once; a second refusal ends it UNAVAILABLE."""
+        replay, self.replay = self.replay, None
+        channel = self.conn.channel
+        if replay is None or channel is None or self.done or self._head:
+            self._end(grpc.StatusCode.UNAVAILABLE, details)
+        else:
+            channel.send_again(self, replay)
+
+    def move(self, conn: ClientConnection, sid: int) -> None:
+        """Start afresh as stream ``sid`` of ``conn`` (``refused``: nothing was received), its
+        reader still waiting."""
+        waiter = self._waiter
+        GrpcStream.__init__(self, conn, sid)
+        self._waiter = waiter
 
     def on_lost(self, exc: BaseException | None) -> None:
         self._end(grpc.StatusCode.UNAVAILABLE, f"connection lost: {exc or 'closed by the peer'}")
@@ -224,9 +256,13 @@ class ClientConnection(H2Connection):
     """The client end of one connection."""
 
     client_side = True
+    streams: dict[int, ClientCall]  # type: ignore[assignment]
 
-    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, limits: H2Limits = DEFAULT_LIMITS, channel: GrpcChannel | None = None
+    ) -> None:
         super().__init__(limits)
+        self.channel = channel  # where a refused call is sent again (None: not sent again)
         # Set once the server's first SETTINGS came (its stream limit above all), or on close.
         self.ready: asyncio.Future[None] = self.future()
 
@@ -249,11 +285,17 @@ class ClientConnection(H2Connection):
             and len(self.streams) < self.peer_max_streams
         )
 
+    def new_sid(self) -> int:
+        """The id of the next stream this end opens."""
+        sid = self.next_sid
+        self.next_sid += 2
+        return sid
+
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         for sid, stream in list(self.streams.items()):
-            if sid > last_stream_id:  # never processed: safe to retry elsewhere
+            if sid > last_stream_id:  # never processed: safe to send again elsewhere
                 self._retire(stream, RESET_SENT)
-                stream.on_lost(ConnectionResetError(f"GOAWAY (HTTP/2 error {code})"))
+                stream.refused(f"connection lost: GOAWAY (HTTP/2 error {code})")
 
 
 class GrpcChannel:
@@ -269,6 +311,7 @@ class GrpcChannel:
         self.connect_timeout = connect_timeout
         self._conns: list[ClientConnection] = []
         self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._resending: set[asyncio.Task[None]] = set()  # refused calls waiting to connect
         self._closes = 0  # close() calls: a connect that spans one is not kept
         self._pseudo = [
             (b":method", b"POST"),
@@ -309,7 +352,7 @@ class GrpcChannel:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: ClientConnection(self.limits), self.host, self.port
+                    lambda: ClientConnection(self.limits, self), self.host, self.port
                 )
                 await asyncio.shield(conn.ready)  # calls must not exceed its stream limit
         except TimeoutError:
@@ -366,10 +409,6 @@ class GrpcChannel:
         deadline: float | None,
         half_close: bool,
     ) -> ClientCall:
-        sid = conn.next_sid
-        conn.next_sid += 2
-        call = ClientCall(conn, sid, response)
-        conn.streams[sid] = call
         if deadline is None and not metadata:  # a path's own headers: encoded once
             block = self._blocks.get(path)
             if block is None:
@@ -382,8 +421,42 @@ class GrpcChannel:
             headers += [(k.encode(), v.encode()) for k, v in metadata]
             block = f.cached_header_block(headers)
         body = message(requests[0]) if len(requests) == 1 else b"".join(map(message, requests))
-        conn.send(call, body, half_close, conn.block_frame(sid, block, False))
+        call = ClientCall(conn, conn.new_sid(), response, (block, body) if half_close else None)
+        self._send(call, block, body, half_close)
         return call
+
+    @staticmethod
+    def _send(call: ClientCall, block: bytes, body: bytes, half_close: bool) -> None:
+        """Open ``call``'s stream on its connection: its request's headers and messages."""
+        conn, sid = call.conn, call.sid
+        conn.streams[sid] = call
+        conn.send(call, body, half_close, conn.block_frame(sid, block, False))
+
+    def send_again(self, call: ClientCall, replay: Replay) -> None:
+        """Send a refused call again (``ClientCall.refused``): on another open connection
+        that takes it, else its own if it still does, else a new one."""
+        refuser = call.conn
+        for conn in (*(c for c in self._conns if c is not refuser), refuser):
+            if conn.usable():
+                call.move(conn, conn.new_sid())
+                self._send(call, *replay, True)
+                return
+        task = asyncio.get_running_loop().create_task(self._send_when_connected(call, replay))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _send_when_connected(self, call: ClientCall, replay: Replay) -> None:
+        try:
+            conn = await self._connection()
+        except GrpcError as exc:
+            call._end(exc.status, exc.details)
+            return
+        except asyncio.CancelledError:  # the channel closed
+            call._end(grpc.StatusCode.UNAVAILABLE, f"{self.target}: the channel was closed")
+            raise
+        if not call.done:  # (else cancelled meanwhile)
+            call.move(conn, conn.new_sid())
+            self._send(call, *replay, True)
 
     async def unary(
         self, path: bytes, request: Any, response: type[Any], *, deadline: float | None = None
@@ -409,6 +482,8 @@ class GrpcChannel:
 
     async def close(self) -> None:
         self._closes += 1
+        for task in list(self._resending):
+            task.cancel()
         conns, self._conns = self._conns, []
         for conn in conns:
             if conn.transport is not None:
