@@ -114,7 +114,10 @@ class Backend(Protocol):
     """One replica's protocol adapter."""
 
     def open(self, req: BackendRequest, listener: Listener) -> UpstreamCall:
-        """Send ``req``; report to ``listener`` (never before returning)."""
+        """Send ``req``; report to ``listener`` (never before returning). Raises
+        ``RequestError`` when ``req`` cannot be put in the replica's protocol: the client's
+        fault, answered 400 without blaming the replica (any other exception raised here is
+        the gateway's own fault: 500, the replica not blamed either)."""
         ...
 
     async def probe(self, path: str, timeout_s: float) -> int:

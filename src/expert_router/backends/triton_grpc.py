@@ -80,6 +80,19 @@ class Pieces(Protocol):
     def cancel(self) -> None: ...
 
 
+def translate(
+    req: BackendRequest, template: tw.PromptTemplate, model: str, rid: str
+) -> tuple[tw.TritonRequest, tw.OpenAIChunks]:
+    """An OpenAI request for a Triton replica: its tensors, and the encoder of the OpenAI
+    chunks its answer becomes. Built in ``open``, before anything is sent: a value the tensors
+    cannot carry raises ``RequestError`` there (the client's 400, the replica not blamed)."""
+    payload = json.loads(req.body)
+    treq = tw.openai_to_triton(payload, template)
+    treq.stream = req.stream
+    chat = req.path.endswith("chat/completions")
+    return treq, tw.OpenAIChunks(chat, str(payload.get("model") or model), rid)
+
+
 class TritonResponse:
     """A Triton answer in progress, read as OpenAI wire bytes (SSE or one JSON body)."""
 
@@ -433,14 +446,13 @@ class TritonGrpcBackend:
     def open(self, req: BackendRequest, listener: Listener) -> TaskCall | _NativeRelay:
         if req.native is not None and self.relays(req.native):
             return _NativeRelay(self, req.native, listener)
-        return TaskCall(self.start(req), listener)
-
-    async def start(self, req: BackendRequest) -> TritonResponse:
-        payload = json.loads(req.body)
-        treq = tw.openai_to_triton(payload, self.template)
-        treq.stream = req.stream
         rid = f"er-{next(_ids)}"
+        treq, enc = translate(req, self.template, self.names.model, rid)
         msg = kserve.infer_request(pb2, treq, self.names, rid)
+        return TaskCall(self.start(msg, treq, enc), listener)
+
+    async def start(self, msg: Any, treq: tw.TritonRequest, enc: tw.OpenAIChunks) -> TritonResponse:
+        """Send ``msg`` (``treq`` as a ``ModelInferRequest``) and wait for its first piece."""
         where = f"grpc://{self.target}"
         call, raw = await self._open(msg, where)
         pieces = _GrpcPieces(call, self.names, where, self._s.read_timeout)
@@ -451,10 +463,7 @@ class TritonGrpcBackend:
             raise BackendStatusError(
                 str(exc), status=400, body=error_bytes(str(exc), code="upstream_error")
             ) from exc
-        chat = req.path.endswith("chat/completions")
-        model = payload.get("model") or self.names.model
-        enc = tw.OpenAIChunks(chat, str(model), rid)
-        return TritonResponse(pieces, enc, first, treq.max_tokens, req.stream)
+        return TritonResponse(pieces, enc, first, treq.max_tokens, treq.stream)
 
     def relays(self, request: Any) -> bool:
         """Whether a client's request can be forwarded as it is: same model and tensor names,

@@ -17,7 +17,7 @@ import aiohttp
 from expert_router.backends.base import BackendRequest, BackendSettings, Listener
 from expert_router.backends.openai import unreachable
 from expert_router.backends.tasks import TaskCall
-from expert_router.backends.triton_grpc import TritonResponse, parse_target
+from expert_router.backends.triton_grpc import TritonResponse, parse_target, translate
 from expert_router.errors import (
     BackendProtocolError,
     BackendStatusError,
@@ -106,14 +106,13 @@ class TritonHttpBackend:
         )
 
     def open(self, req: BackendRequest, listener: Listener) -> TaskCall:
-        return TaskCall(self.start(req), listener)
+        treq, enc = translate(req, self.template, self.names.model, f"er-http-{next(_ids)}")
+        return TaskCall(self.start(treq, enc), listener)
 
-    async def start(self, req: BackendRequest) -> TritonResponse:
-        payload = json.loads(req.body)
-        treq = tw.openai_to_triton(payload, self.template)
-        treq.stream = req.stream
+    async def start(self, treq: tw.TritonRequest, enc: tw.OpenAIChunks) -> TritonResponse:
+        """Post ``treq`` to ``generate`` (``generate_stream``) and wait for its first piece."""
         body = {self.names[k]: v for k, v in generate_body(treq).items()}
-        suffix = "generate_stream" if req.stream else "generate"
+        suffix = "generate_stream" if treq.stream else "generate"
         url = f"{self.base}/v2/models/{self.names.model}/{suffix}"
         try:
             async with asyncio.timeout(self._s.first_byte_timeout):
@@ -136,16 +135,13 @@ class TritonHttpBackend:
                 status=resp.status,
                 body=error_bytes(message, type="upstream_error"),
             )
-        pieces = _HttpPieces(resp, self.names["text_output"], self.base, req.stream)
+        pieces = _HttpPieces(resp, self.names["text_output"], self.base, treq.stream)
         try:
             first = await pieces.next()
         except BaseException:
             resp.close()
             raise
-        rid = f"er-http-{next(_ids)}"
-        model = str(payload.get("model") or self.names.model)
-        enc = tw.OpenAIChunks(req.path.endswith("chat/completions"), model, rid)
-        return TritonResponse(pieces, enc, first, treq.max_tokens, req.stream)
+        return TritonResponse(pieces, enc, first, treq.max_tokens, treq.stream)
 
     async def probe(self, path: str, timeout_s: float) -> int:
         """200 when ``/v2/health/live`` and the model's ``ready`` both answer 200."""

@@ -23,6 +23,7 @@ from expert_router.errors import (
     BackendTooLarge,
     ExpertRouterError,
     NoCapacity,
+    RequestError,
     RoutingError,
 )
 from expert_router.gateway.access import log_access
@@ -199,7 +200,11 @@ class Cycle:
             self.t3 = perf_counter()
         breq = self.req.upstream(replica)
         self.t_sent = perf_counter()
-        self.call = replica.backend.open(breq, self)
+        try:
+            self.call = replica.backend.open(breq, self)
+        except RequestError as exc:  # the replica's protocol cannot carry it: the client's
+            self._fail(exc)
+            return
         if first:
             self.gw.metrics.overhead_seconds.observe(self.t_sent - self.t0)
 

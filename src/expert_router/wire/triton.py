@@ -216,7 +216,10 @@ def to_tensors(req: TritonRequest) -> list[tuple[str, str, list[Any]]]:
 
 
 def openai_to_triton(payload: Mapping[str, Any], template: PromptTemplate) -> TritonRequest:
-    """An OpenAI chat or completion request (already checked by the gateway) as tensors."""
+    """An OpenAI chat or completion request (its shape checked by the gateway) as tensors.
+    ``RequestError`` (the client's fault: 400, the replica not blamed) for a value the tensors
+    cannot carry: a token count that is not an integer in INT32 range, a sampling parameter
+    that is not a finite FP32 number."""
     if "messages" in payload:
         text = template.render(payload["messages"])
     else:
@@ -224,13 +227,15 @@ def openai_to_triton(payload: Mapping[str, Any], template: PromptTemplate) -> Tr
         text = (
             prompt if isinstance(prompt, str) else "".join(p for p in prompt if isinstance(p, str))
         )
-    max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens") or 256
-    req = TritonRequest(text, int(max_tokens), stream=bool(payload.get("stream", False)))
-    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
-        if isinstance(payload.get(src), int | float) and not isinstance(payload.get(src), bool):
-            setattr(req, dst, payload[src])
-    if isinstance(payload.get("min_tokens"), int):
-        req.min_length = payload["min_tokens"]
+    max_tokens = _openai_int(payload, "max_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _openai_int(payload, "max_completion_tokens", 1)
+    req = TritonRequest(text, 256 if max_tokens is None else max_tokens)
+    req.stream = payload.get("stream") is True
+    req.temperature = _openai_fp32(payload, "temperature")
+    req.top_p = _openai_fp32(payload, "top_p")
+    req.top_k = _openai_int(payload, "top_k", -(2**31))  # (-1: vLLM's "no top-k")
+    req.min_length = _openai_int(payload, "min_tokens", 0)
     if payload.get("ignore_eos") is True:
         req.end_id = -1  # no token has id -1: the end token is never matched
     stop = payload.get("stop")
@@ -239,6 +244,29 @@ def openai_to_triton(payload: Mapping[str, Any], template: PromptTemplate) -> Tr
     elif isinstance(stop, list):
         req.stop_words = [s for s in stop if isinstance(s, str) and s]
     return req
+
+
+_FP32_MAX = 3.4028234663852886e38
+
+
+def _openai_int(payload: Mapping[str, Any], key: str, least: int) -> int | None:
+    """``payload[key]`` as an INT32 tensor takes it (None: absent or null)."""
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**31:
+        raise RequestError(f"'{key}' must be an integer from {least} to {2**31 - 1}", param=key)
+    return value
+
+
+def _openai_fp32(payload: Mapping[str, Any], key: str) -> float | None:
+    """``payload[key]`` as an FP32 tensor takes it (None: absent or null)."""
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= _FP32_MAX:
+        raise RequestError(f"'{key}' must be a finite number", param=key)
+    return float(value)
 
 
 def triton_to_openai(req: TritonRequest, model: str | None = None) -> dict[str, Any]:

@@ -263,3 +263,54 @@ async def test_the_grpc_ingress_bounds_connections_as_the_http_one(
         finally:
             await client.close()
             await other.close()
+
+
+BAD_FOR_TENSORS = [
+    ({"max_tokens": "abc"}, "max_tokens"),  # a ValueError in int(), once blamed on the replica
+    ({"max_tokens": [1]}, "max_tokens"),
+    ({"max_tokens": 1.5}, "max_tokens"),  # (once served as 1)
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": 2**31}, "max_tokens"),  # past INT32: struct.error once
+    ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"min_tokens": 10**30}, "min_tokens"),
+    ({"top_k": 10**30}, "top_k"),
+    ({"temperature": 1e308}, "temperature"),  # past FP32: OverflowError once
+    ({"top_p": "high"}, "top_p"),
+]
+
+
+@pytest.mark.parametrize("kind", [0, 2], ids=["grpc-backend", "http-backend"])
+async def test_a_request_the_tensors_cannot_carry_is_the_clients_fault(
+    emu: Emulator, gateway: Callable[..., Any], kind: int
+) -> None:
+    """An OpenAI request to a Triton replica with a value its tensors cannot hold gets 400
+    naming the field, and the replica is not blamed: before, three such requests ejected the
+    only replica and every client got 503."""
+    async with gateway(_routes(emu)[kind]) as (gw, _), aiohttp.ClientSession() as s:
+        (replica,) = gw.gateway.fleet.replicas.values()
+        for extra, param in BAD_FOR_TENSORS:
+            async with s.post(gw.url + "/v1/completions", json={"prompt": "hi", **extra}) as r:
+                assert r.status == 400, (extra, await r.text())
+                err = (await r.json())["error"]
+            assert err["type"] == "invalid_request_error" and err["param"] == param, err
+        assert replica.healthy and replica.failures == 0 and replica.outstanding == 0
+        body = {"prompt": "hi", "max_tokens": 2, "ignore_eos": True, "temperature": 0.5}
+        async with s.post(gw.url + "/v1/completions", json=body) as r:
+            assert r.status == 200
+            assert count_tokens((await r.json())["choices"][0]["text"]) == 2
+
+
+async def test_a_fault_building_the_upstream_request_is_a_500_not_the_replicas(
+    emu: Emulator, gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise ZeroDivisionError  # a bug of ours while the request is put in tensors
+
+    async with gateway(_routes(emu)[0]) as (gw, _), aiohttp.ClientSession() as s:
+        (replica,) = gw.gateway.fleet.replicas.values()
+        monkeypatch.setattr(tw, "openai_to_triton", broken)
+        for _ in range(4):
+            async with s.post(gw.url + "/v1/completions", json={"prompt": "hi"}) as r:
+                assert r.status == 500
+                assert (await r.json())["error"]["code"] == "internal_error"
+        assert replica.healthy and replica.failures == 0 and replica.outstanding == 0

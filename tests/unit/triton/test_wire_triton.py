@@ -91,6 +91,30 @@ def test_openai_chat_goes_through_the_template() -> None:
     assert plain.text == "abc" and plain.stream is False and plain.end_id is None
 
 
+def test_openai_values_are_checked_against_their_tensors() -> None:
+    """What an INT32 or FP32 tensor can hold is accepted (null as absent, ``max_tokens``
+    before ``max_completion_tokens``); anything else is the client's RequestError, naming
+    the field, before a request is built."""
+    plain = tw.TEMPLATES["plain"]
+    ok = tw.openai_to_triton(
+        {"prompt": "a", "max_tokens": None, "max_completion_tokens": 2**31 - 1, "top_k": -1,
+         "temperature": 3.4e38, "top_p": 1, "min_tokens": 0},
+        plain,
+    )  # fmt: skip
+    assert (ok.max_tokens, ok.top_k, ok.temperature, ok.top_p, ok.min_length) == (
+        2**31 - 1, -1, 3.4e38, 1.0, 0
+    )  # fmt: skip
+    assert tw.openai_to_triton({"prompt": "a"}, plain).max_tokens == 256
+    for key, value in [
+        ("max_tokens", 0), ("max_tokens", True), ("max_tokens", 2.0), ("max_tokens", 2**31),
+        ("max_completion_tokens", "9"), ("min_tokens", -1), ("top_k", -(2**31) - 1),
+        ("temperature", 3.5e38), ("temperature", False), ("top_p", [0.5]),
+    ]:  # fmt: skip
+        with pytest.raises(RequestError) as err:
+            tw.openai_to_triton({"prompt": "a", key: value}, plain)
+        assert err.value.param == key, (key, value)
+
+
 def test_triton_to_openai_asks_for_exact_lengths() -> None:
     req = tw.TritonRequest("q", 9, min_length=9, top_k=3, stop_words=["x"])
     body = tw.triton_to_openai(req, "m")
