@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -55,9 +56,22 @@ def parse_target(url: str) -> tuple[str, tw.TritonTarget]:
         raise ConfigError(f"{url}: {exc}") from None
 
 
-def rpc_error(where: str, exc: GrpcError) -> BackendError:
-    """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable."""
+def rpc_error(where: str, exc: GrpcError, sent: int = -1) -> BackendError:
+    """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable.
+    ``sent``: the size of the request message; a RESOURCE_EXHAUSTED that names that size as
+    too large (grpc's "larger than max (N vs. M)") is the request's fault, 413, not the
+    replica's load (429, which puts the replica in back-off and retries on the others)."""
     code, details = exc.status, exc.details
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _too_large(details) == sent:
+        return BackendStatusError(
+            f"{where}: the request is larger than the replica takes: {details}",
+            status=413,
+            body=error_bytes(
+                f"the request is larger than the expert takes ({details})",
+                type="invalid_request_error",
+                code="request_too_large",
+            ),
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         if "Connection refused" in details:  # the lean client's connect failure
             return BackendRefused(f"{where}: connection refused")
@@ -70,6 +84,15 @@ def rpc_error(where: str, exc: GrpcError) -> BackendError:
         status=status,
         body=error_bytes(details, type="upstream_error", code=code.name.lower()),
     )
+
+
+_LARGER = re.compile(r"larger than max \((\d+) vs\. \d+\)")
+
+
+def _too_large(details: str) -> int | None:
+    """The message size a "larger than max" status names (grpc-core's words, and ours)."""
+    m = _LARGER.search(details)
+    return int(m.group(1)) if m else None
 
 
 class Pieces(Protocol):
@@ -308,7 +331,7 @@ class _NativeRelay:
     On a connection already open the call starts at once and runs on callbacks alone; only
     a call that must wait for a connection takes a task."""
 
-    __slots__ = ("listener", "where", "task", "call", "clock", "first", "silence")
+    __slots__ = ("listener", "where", "task", "call", "clock", "first", "silence", "sent")
 
     def __init__(self, backend: TritonGrpcBackend, request: Any, listener: Listener) -> None:
         self.listener: Listener | None = listener
@@ -318,6 +341,7 @@ class _NativeRelay:
         self.silence = backend.silence
         self.first = True  # no message has reached the listener yet
         raw = request.SerializeToString()
+        self.sent = len(raw)  # (a status naming this size as too large is the request's)
         self.call = backend.channel().start_now(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
         if self.call is None:
             self.task = asyncio.get_running_loop().create_task(self._connect(backend, raw))
@@ -328,7 +352,7 @@ class _NativeRelay:
         try:
             call = await backend.channel().start(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
         except GrpcError as exc:
-            self._fail(rpc_error(self.where, exc))
+            self._fail(rpc_error(self.where, exc, self.sent))
             return
         self.task = None
         self.call = call
@@ -392,7 +416,7 @@ class _NativeRelay:
             self.clock.stop(self)
             where = self.where
             listener.on_error(
-                rpc_error(where, error)
+                rpc_error(where, error, self.sent)
                 if error is not None
                 else BackendProtocolError(f"{where}: the stream ended without a response")
             )
@@ -475,9 +499,8 @@ class TritonGrpcBackend:
         (serialized; ``None`` when the stream ended first). Failures and the first-byte
         timeout raise ``BackendError``s, after cancelling the call."""
         try:
-            call = await self.channel().start(
-                STREAM_INFER, [request.SerializeToString()], pb2.ModelStreamInferResponse
-            )
+            raw = request.SerializeToString()
+            call = await self.channel().start(STREAM_INFER, [raw], pb2.ModelStreamInferResponse)
             try:
                 async with asyncio.timeout(self._s.first_byte_timeout):
                     return call, await call.read_raw()
@@ -487,7 +510,7 @@ class TritonGrpcBackend:
         except TimeoutError as exc:
             raise BackendTimeout(f"{where}: no first response in time") from exc
         except GrpcError as exc:
-            raise rpc_error(where, exc) from exc
+            raise rpc_error(where, exc, len(raw)) from exc
 
     async def probe(self, path: str, timeout_s: float) -> int:
         """200 when the server is live and the model ready, 503 otherwise (``path`` unused)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -314,3 +315,19 @@ async def test_a_fault_building_the_upstream_request_is_a_500_not_the_replicas(
                 assert r.status == 500
                 assert (await r.json())["error"]["code"] == "internal_error"
         assert replica.healthy and replica.failures == 0 and replica.outstanding == 0
+
+
+async def test_a_prompt_past_the_replicas_message_limit_is_413_and_pauses_nothing(
+    emu: Emulator, gateway: Callable[..., Any]
+) -> None:
+    """The replica's RESOURCE_EXHAUSTED "larger than max" for the request the gateway sent is
+    the request's size, not the replica's load: before, it was a 429 that put the replica in
+    back-off (and the request retried on the others, pausing each)."""
+    async with gateway(_routes(emu)[0]) as (gw, _), aiohttp.ClientSession() as s:
+        (replica,) = gw.gateway.fleet.replicas.values()
+        big = json.dumps({"prompt": "word " * 1_000_000, "max_tokens": 2}).encode()  # 5 MB
+        headers = {"Content-Type": "application/json"}
+        async with s.post(gw.url + "/v1/completions", data=io.BytesIO(big), headers=headers) as r:
+            assert r.status == 413, await r.text()
+            assert (await r.json())["error"]["code"] == "request_too_large"
+        assert not replica.paused and replica.healthy and replica.failures == 0

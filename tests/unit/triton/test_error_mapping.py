@@ -52,6 +52,21 @@ def test_other_codes_become_status_errors(code: grpc.StatusCode, status: int) ->
 
 
 @pytest.mark.parametrize(
+    "details",
+    ["Received message larger than max (5500119 vs. 4194304)",  # grpc-core's words (Triton)
+     "message larger than max (5500119 vs. 4194304)"],  # our server's
+)  # fmt: skip
+def test_a_request_past_the_replicas_message_limit_is_the_requests_fault(details: str) -> None:
+    """413, not retried and no back-off, when the size named is the request's; the same words
+    about another size (an answer too large for us) stay the replica's 429."""
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 5500119)
+    assert isinstance(err, BackendStatusError) and err.status == 413 and not err.retryable
+    assert b'"request_too_large"' in err.body and b'"invalid_request_error"' in err.body
+    other = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 77)
+    assert isinstance(other, BackendStatusError) and other.status == 429
+
+
+@pytest.mark.parametrize(
     ("exc", "code"),
     [
         (BackendUnavailable("refused"), grpc.StatusCode.UNAVAILABLE),
