@@ -487,10 +487,12 @@ class ServerConnection(H2Connection):
         if self.refusing:  # after our GOAWAY: never processed, the client may retry it
             self.refuse(sid)
             return None
-        path, ctype, timeout, encoding = b"", b"", b"", b"identity"
+        path, ctype, timeout, encoding, verb = b"", b"", b"", b"identity", b""
         for k, v in headers:
             if k == b":path":
                 path = v
+            elif k == b":method":
+                verb = v
             elif k == b"content-type":
                 ctype = v
             elif k == b"grpc-timeout":
@@ -498,6 +500,9 @@ class ServerConnection(H2Connection):
             elif k == b"grpc-encoding":
                 encoding = v
         method = self.server.methods.get(path)
+        if verb != b"POST":  # gRPC is POST only (grpc's servers answer 405 as well)
+            self.reject(sid, self.headers_frame(sid, [(b":status", b"405")], True))
+            return None
         if not ctype.startswith(CONTENT_TYPE):
             self.reject(sid, self.headers_frame(sid, [(b":status", b"415")], True))
             return None

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import hpack
 import pytest
-from h2_servers import Lean, start_aio
+from h2_servers import Aio, Lean, start_aio
 from h2_service import AIO_OPTIONS, LIMITS, PATH, AioStub, Echo, Msg, eventually
 from test_h2_lean_client import STREAM, UNARY, Collect, read_all
 
@@ -241,31 +241,51 @@ async def test_keepalive_pings_from_a_grpc_aio_server_are_answered(pings: list[i
     assert len(pings) >= 3
 
 
-async def test_non_grpc_request_gets_415(lean: Lean) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", lean.server.port)
+async def _first_answer(port: int, head: list[tuple[bytes, bytes]]) -> dict[bytes, bytes] | int:
+    """Send one request head on a new connection: the fields of the first HEADERS back, or
+    the code of an RST_STREAM that came first."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", UNARY),
-                (b":authority", b"x"), (b"content-type", b"text/plain")]  # fmt: skip
         writer.write(f.PREFACE + f.settings([]) + f.frame(f.HEADERS, 5, 1, f.header_block(head)))
         dec, buf = hpack.Decoder(), b""
         async with asyncio.timeout(5):
             while True:
                 buf += await reader.read(65536)
-                pos, found = 0, None
+                pos = 0
                 while len(buf) - pos >= 9:
                     hi, lo, kind, flags, sid = f.HEAD.unpack_from(buf, pos)
                     end = pos + 9 + (hi << 16 | lo)
                     if end > len(buf):
                         break
                     if kind == f.HEADERS:
-                        found = dict(dec.decode(buf[pos + 9 : end], raw=True))
+                        return dict(dec.decode(buf[pos + 9 : end], raw=True))
+                    if kind == f.RST_STREAM:
+                        return f.u32(buf[pos + 9 : end])
                     pos = end
-                if found is not None:
-                    break
-        assert found[b":status"] == b"415"
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def _head(method: bytes, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b":method", method), (b":scheme", b"http"), (b":path", UNARY),
+            (b":authority", b"x"), (b"content-type", content_type)]  # fmt: skip
+
+
+async def test_non_grpc_request_gets_415(lean: Lean) -> None:
+    found = await _first_answer(lean.server.port, _head(b"POST", b"text/plain"))
+    assert isinstance(found, dict) and found[b":status"] == b"415"
+
+
+async def test_a_method_other_than_post_is_refused(lean: Lean, aio_server: Aio) -> None:
+    """grpc (1.85) resets such a stream (INTERNAL_ERROR); we answer 405, which tells an HTTP
+    client why. Neither runs the method."""
+    for method in (b"GET", b"PUT"):
+        head = _head(method, b"application/grpc")
+        ours = await _first_answer(lean.server.port, head)
+        assert isinstance(ours, dict) and ours[b":status"] == b"405", (method, ours)
+        assert await _first_answer(aio_server.port, head) == f.INTERNAL_ERROR
+    assert not lean.servicer.seen and not aio_server.servicer.seen
 
 
 async def test_cancel_while_listening_ends_the_listener(lean: Lean, channel: GrpcChannel) -> None:
