@@ -63,6 +63,7 @@ class Gateway:
         self.classifier = classifier or load_classifier(config.classifier.model)
         self.metrics = GatewayMetrics(multiproc_dir)
         self.text_mode = config.classifier.text
+        self.classify_chars = config.classifier.max_chars
         self.max_body = config.limits.max_body_bytes
         self._keys = [k.encode() for k in config.api_keys]
         self._probes = probes
@@ -70,6 +71,11 @@ class Gateway:
         self.fleet: Fleet | None = None
         self.health: HealthChecker | None = None
         self.started = time.time()
+
+    def classify(self, text: str) -> PredictionLike:
+        """The prediction for a request's text, of which the classifier reads at most
+        ``classifier.max_chars`` characters (a shorter text is not copied)."""
+        return self.classifier.predict(text[: self.classify_chars])
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -139,7 +139,7 @@ class Cycle:
         gw = self.gw
         self.t1 = perf_counter()
         try:
-            self.pred = gw.classifier.predict(self.req.text)
+            self.pred = gw.classify(self.req.text)
             self.t2 = perf_counter()
             self._route()
         except Exception as exc:

@@ -91,7 +91,7 @@ def route(gw: Gateway, front: HttpFrontend, body: bytes) -> Answer:
         status, err, _ = error_for(exc)
         return Answer(status, err)
     t0 = time.perf_counter()
-    pred = gw.classifier.predict(classify_text(parsed, gw.text_mode))
+    pred = gw.classify(classify_text(parsed, gw.text_mode))
     classify_ms = (time.perf_counter() - t0) * 1000
     assert gw.fleet is not None
     d = gw.fleet.decide(pred)

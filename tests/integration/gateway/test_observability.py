@@ -87,3 +87,19 @@ async def test_metrics_route_ready_and_access_log(
             assert "expert_router_overhead_seconds_count 4.0" in body
             assert f'expert_router_in_flight{{replica="{a_name}"}} 0.0' in body
             assert other_cluster != cluster
+
+
+async def test_the_classifier_reads_at_most_max_chars_of_a_prompt(
+    gateway: Any, two_topics: Any
+) -> None:
+    """``classifier.max_chars`` bounds the text classified (its start); the rest still counts
+    for nothing in routing, so one huge prompt cannot hold the event loop."""
+    text, cluster, other_text, other_cluster = two_topics
+    prompt = text + " " + " ".join([other_text] * 200)  # mostly the other topic
+    async with serve_emulator("cpu-tiny") as a:
+        experts = {"*": [a.url]}
+        for max_chars, want in ((len(text), cluster), (32_768, other_cluster)):
+            cfg = make_config(experts, classifier={"max_chars": max_chars})
+            async with gateway(cfg) as g, aiohttp.ClientSession() as s:
+                async with s.post(g.url + "/v1/route", json={"prompt": prompt}) as resp:
+                    assert (await resp.json())["cluster"] == str(want), max_chars
