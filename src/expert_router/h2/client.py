@@ -164,7 +164,7 @@ class ClientCall(GrpcStream):
         again on a connection that takes it, once; a second refusal ends it UNAVAILABLE."""
         replay, self.replay = self.replay, None
         channel = self.conn.channel
-        if replay is None or channel is None or self.done or self._head:
+        if replay is None or channel is None or self.done:  # (no replay once a head came)
             self._end(grpc.StatusCode.UNAVAILABLE, details)
         else:
             channel.send_again(self, replay)

@@ -440,11 +440,11 @@ class ServerConnection(H2Connection):
     def on_idle(self) -> None:
         """Armed lazily: a timer due before this idle period would end stays (it looks again
         when it fires), so calls in a row on one connection arm none."""
-        loop = self.event_loop()
-        self.idle_since = now = loop.time()
         limit = self.limits.idle_timeout
         if limit is None or self._ended:
-            return
+            return  # (``idle_since`` matters to the idle check alone, past the preface)
+        loop = self.event_loop()
+        self.idle_since = now = loop.time()
         timer = self._timer
         if timer is not None:
             if timer.when() <= now + limit:
@@ -500,7 +500,7 @@ class ServerConnection(H2Connection):
             elif k == b"grpc-encoding":
                 encoding = v
         method = self.server.methods.get(path)
-        if verb != b"POST":  # gRPC is POST only (grpc's servers answer 405 as well)
+        if verb != b"POST":  # gRPC is POST only (grpc resets such a stream; 405 says why)
             self.reject(sid, self.headers_frame(sid, [(b":status", b"405")], True))
             return None
         if not ctype.startswith(CONTENT_TYPE):
