@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from expert_router.bench.workers import run_loop
+
 PROMPTS = (
     "Explain how a transformer language model turns a prompt into tokens and predicts the next.",
     "Write a short recipe for a tomato soup with basil, garlic and a little cream.",
@@ -317,12 +319,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import uvloop
-
-        result = uvloop.run(run(args))
-    except ImportError:
-        result = asyncio.run(run(args))
+    # Without the cyclic collector: with 1000 streams in flight, its pauses (up to 25 ms, ~0.2 s
+    # a run) landed on a random few dozen requests of whichever target this process measured,
+    # as much of the p99 as any proxy's own cost (docs/benchmarks.md, 2026-12-07 14:20).
+    result = run_loop(run(args))
     text = json.dumps(result)
     if args.out:
         Path(args.out).write_text(text)
