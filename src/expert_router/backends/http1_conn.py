@@ -122,6 +122,10 @@ class Http1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_watchdog()
+        # The parser holds this connection's bound methods: without it, the connection is
+        # freed by its reference count, not left to the cyclic collector (no callback comes
+        # after this one).
+        self.parser = None
         if self.state == IDLE or self.listener is None:
             return
         if self.state == BODY and not self.framed:  # the body was delimited by the close

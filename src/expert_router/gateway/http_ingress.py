@@ -62,6 +62,10 @@ IDLE, HEAD, BODY = range(3)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+SPENT = httptools.HttpRequestParser(SimpleNamespace())
+"""The parser of a closed connection: calls nothing back (see ``connection_lost``)."""
+
+
 class _Enough(Exception):
     """Raised in ``on_message_complete`` to stop llhttp: ``MAX_PIPELINED`` requests wait."""
 
@@ -151,6 +155,10 @@ class HttpConnection(HttpResponder, asyncio.Protocol):
             cycle.abort()
         if self.front.draining:
             self.front.check_quiet()
+        # The parser holds this connection's bound methods: a reference cycle that only the
+        # cyclic collector would free, whose collections under load walk every request in
+        # flight. No callback comes after this one; an inert parser breaks the cycle.
+        self.parser = SPENT
 
     def eof_received(self) -> bool:
         """The client closed its side: it is gone (nginx reads it so too); its request, if

@@ -1,0 +1,144 @@
+"""A closed connection leaves nothing to the cyclic collector, on either side of the gateway.
+
+Under load the collector's passes walk every request in flight (milliseconds with 1000
+streams, the loop stalled); the gateway triggers none while its connections are freed by
+their reference counts. Each case closes connections one way (the client hangs up, the
+upstream closes an idle keep-alive connection) and counts what the collector then finds among
+the objects of the gateway's code and its parsers (a library's own cycles, asyncio's
+transports among them, are not the gateway's to break).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import pytest
+from aiohttp import web
+from tritonclient.grpc import service_pb2 as pb2
+from tritonclient.grpc import service_pb2_grpc as pb2_grpc
+
+from expert_router.bench.calibrate import paced_app
+from expert_router.classify import load
+from expert_router.config import gateway_config_from_experts, validate_gateway_config
+from expert_router.emulator.grpc_server import TritonGrpcServer
+from expert_router.emulator.server import serve_emulator
+from expert_router.gateway import serve_gateway
+from expert_router.gateway.grpc_ingress import serve_grpc_ingress
+from expert_router.wire import kserve
+from expert_router.wire import triton as tw
+
+pytestmark = pytest.mark.integration
+
+OURS = ("expert_router.", "httptools.", "hpack.")
+"""Modules whose objects the count covers: the gateway's and the parsers it drives."""
+ROUNDS = 12
+BODY = json.dumps(
+    {
+        "model": "m",
+        "stream": True,
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "The goalkeeper saved a penalty."}],
+    }
+).encode()
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%b" % (len(BODY), BODY)
+)
+
+
+class Left:
+    objects: dict[str, int]
+
+
+@contextmanager
+def left_in_cycles() -> Iterator[Left]:
+    """``with left_in_cycles() as left:``: ``left.objects`` counts, by type, the objects of
+    ``OURS`` that the block left for the cyclic collector."""
+    left = Left()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
+    try:
+        yield left
+        gc.collect()
+        counts: dict[str, int] = {}
+        for obj in gc.garbage:
+            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            if name.startswith(OURS):
+                counts[name] = counts.get(name, 0) + 1
+        left.objects = counts
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+async def _http_request(port: int) -> None:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    writer.write(REQUEST)
+    await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)  # the whole streamed answer
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles() -> None:
+    # The upstream closes a keep-alive connection idle 50 ms: each request after a pause of
+    # 150 ms finds its pooled connection closed (the gateway's upstream side), and each
+    # client hangs up after its answer (the ingress side).
+    runner = web.AppRunner(paced_app(1.0, 1.0), access_log=None, keepalive_timeout=0.05)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    up = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    config = validate_gateway_config({"experts": {"*": {"replicas": [{"url": up}]}}})
+    try:
+        async with serve_gateway(config, port=0, probes=False) as gw:
+            await _http_request(gw.port)  # first use: lazy imports and caches
+            with left_in_cycles() as left:
+                for _ in range(ROUNDS):
+                    await _http_request(gw.port)
+                    await asyncio.sleep(0.15)
+                await asyncio.sleep(0.1)
+    finally:
+        await runner.cleanup()
+    assert left.objects == {}
+
+
+def _infer_request(rid: str) -> pb2.ModelInferRequest:
+    req = tw.TritonRequest("The goalkeeper saved a penalty.", 2, min_length=2)
+    msg = kserve.infer_request(pb2, req, tw.TritonNames(), rid)
+    msg.model_name = "ensemble"
+    return msg
+
+
+async def _grpc_call(target: str, rid: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:  # one connection, closed after
+        stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+        await asyncio.wait_for(stub.ModelInfer(_infer_request(rid)), 10)
+
+
+async def test_grpc_connections_closed_by_clients_and_upstreams_leave_no_cycles() -> None:
+    async with serve_emulator("cpu-tiny", tpot_ms=1.0, ttft_ms=1.0) as emulator:
+        expert = TritonGrpcServer(emulator)
+        # Closes a connection idle 50 ms: the gateway's upstream connections close between
+        # the calls below, as the clients' own do after each call.
+        expert.limits = dataclasses.replace(expert.limits, idle_timeout=0.05)
+        await expert.start()
+        try:
+            config = gateway_config_from_experts({"*": [f"grpc://{expert.target}"]})
+            async with (
+                serve_gateway(config, classifier=load(None), probes=False) as gw,
+                serve_grpc_ingress(gw.gateway) as ingress,
+            ):
+                await _grpc_call(ingress.target, "warm-up")
+                with left_in_cycles() as left:
+                    for i in range(ROUNDS):
+                        await _grpc_call(ingress.target, f"r{i}")
+                        await asyncio.sleep(0.15)
+                    await asyncio.sleep(0.1)
+        finally:
+            await expert.stop()
+    assert left.objects == {}
