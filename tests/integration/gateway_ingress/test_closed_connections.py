@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
 import pytest
 from aiohttp import web
+from test_fast_ingress import post
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
@@ -38,18 +38,7 @@ pytestmark = pytest.mark.integration
 OURS = ("expert_router.", "httptools.", "hpack.")
 """Modules whose objects the count covers: the gateway's and the parsers it drives."""
 ROUNDS = 12
-BODY = json.dumps(
-    {
-        "model": "m",
-        "stream": True,
-        "max_tokens": 2,
-        "messages": [{"role": "user", "content": "The goalkeeper saved a penalty."}],
-    }
-).encode()
-REQUEST = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\n\r\n%b" % (len(BODY), BODY)
-)
+REQUEST = post()  # a streamed chat completion, as the ingress tests send it
 
 
 class Left:
