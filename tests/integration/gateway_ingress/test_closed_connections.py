@@ -76,15 +76,17 @@ async def _http_request(port: int) -> None:
 
 async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles() -> None:
     # The upstream closes a keep-alive connection idle 50 ms: each request after a pause of
-    # 150 ms finds its pooled connection closed (the gateway's upstream side), and each
-    # client hangs up after its answer (the ingress side).
+    # 150 ms finds its pooled connection closed (the gateway's upstream side), each client
+    # hangs up after its answer (the ingress side), and each health probe, every 50 ms,
+    # closes its own connection.
     runner = web.AppRunner(paced_app(1.0, 1.0), access_log=None, keepalive_timeout=0.05)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     up = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    config = validate_gateway_config({"experts": {"*": {"replicas": [{"url": up}]}}})
+    experts = {"*": {"replicas": [{"url": up}]}}
+    config = validate_gateway_config({"experts": experts, "health": {"interval": 0.05}})
     try:
-        async with serve_gateway(config, port=0, probes=False) as gw:
+        async with serve_gateway(config, port=0) as gw:
             await _http_request(gw.port)  # first use: lazy imports and caches
             with left_in_cycles() as left:
                 for _ in range(ROUNDS):
