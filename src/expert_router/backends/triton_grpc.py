@@ -56,6 +56,17 @@ def parse_target(url: str) -> tuple[str, tw.TritonTarget]:
         raise ConfigError(f"{url}: {exc}") from None
 
 
+# At most 18 digits: a size past that is no request's, and ``int`` refuses more than 4300
+# digits with a ValueError (the status message is the upstream's to write).
+_LARGER = re.compile(r"larger than max \((\d{1,18}) vs\. \d+\)")
+
+
+def _too_large(details: str) -> int | None:
+    """The message size a "larger than max" status names (grpc-core's words, and ours)."""
+    m = _LARGER.search(details)
+    return int(m.group(1)) if m else None
+
+
 def rpc_error(where: str, exc: GrpcError, sent: int = -1) -> BackendError:
     """The ``BackendError`` for a failed RPC: retryable when the replica was unreachable.
     ``sent``: the size of the request message; a RESOURCE_EXHAUSTED that names that size as
@@ -84,15 +95,6 @@ def rpc_error(where: str, exc: GrpcError, sent: int = -1) -> BackendError:
         status=status,
         body=error_bytes(details, type="upstream_error", code=code.name.lower()),
     )
-
-
-_LARGER = re.compile(r"larger than max \((\d+) vs\. \d+\)")
-
-
-def _too_large(details: str) -> int | None:
-    """The message size a "larger than max" status names (grpc-core's words, and ours)."""
-    m = _LARGER.search(details)
-    return int(m.group(1)) if m else None
 
 
 class Pieces(Protocol):

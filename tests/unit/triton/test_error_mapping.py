@@ -66,6 +66,13 @@ def test_a_request_past_the_replicas_message_limit_is_the_requests_fault(details
     assert isinstance(other, BackendStatusError) and other.status == 429
 
 
+def test_a_size_past_any_request_in_a_status_message_stays_the_replicas_429() -> None:
+    """A faulty upstream's 5000-digit "size" (``int`` would raise past 4300 digits)."""
+    details = f"larger than max ({'9' * 5000} vs. 1)"
+    err = rpc_error("grpc://h:1", _rpc(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 5500119)
+    assert isinstance(err, BackendStatusError) and err.status == 429
+
+
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
