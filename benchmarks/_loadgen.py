@@ -37,12 +37,16 @@ PROMPTS = (
 
 @dataclass
 class Record:
-    """One request: times in ns (perf_counter_ns), 0 when not reached."""
+    """One request: times in ns (perf_counter_ns), 0 when not reached. ``up_recv_ns`` and
+    ``up_sent_ns``: when the upstream received the request and sent the first token, where it
+    says so (the paced upstream's ``paced_ns``; same clock, same machine)."""
 
     start_ns: int
     headers_ns: int = 0
     first_ns: int = 0
     end_ns: int = 0
+    up_recv_ns: int = 0
+    up_sent_ns: int = 0
     events: int = 0
     ok: bool = False
     error: str = ""
@@ -100,14 +104,16 @@ class OpenAIStreamer:
             body["prompt"] = prompt
         return body
 
-    def _has_token(self, payload: bytes) -> bool:
+    def _token(self, payload: bytes) -> dict[str, Any] | None:
+        """The event, when it carries a token."""
         try:
-            choice = json.loads(payload)["choices"][0]
+            event = json.loads(payload)
+            choice = event["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            return False
+            return None
         if self.chat:
-            return bool((choice.get("delta") or {}).get("content"))
-        return bool(choice.get("text"))
+            return event if (choice.get("delta") or {}).get("content") else None
+        return event if choice.get("text") else None
 
     async def request(self, user: int, seq: int) -> Record:
         url = self.urls[user % len(self.urls)] + self.path
@@ -127,8 +133,11 @@ class OpenAIStreamer:
                         continue  # read to the end, so the connection goes back to the pool
                     rec.events += 1
                     self.counters.events += 1
-                    if not rec.first_ns and self._has_token(payload):
+                    if not rec.first_ns and (event := self._token(payload)) is not None:
                         rec.first_ns = time.perf_counter_ns()
+                        stamp = event.get("paced_ns")
+                        if isinstance(stamp, list) and len(stamp) == 2:
+                            rec.up_recv_ns, rec.up_sent_ns = int(stamp[0]), int(stamp[1])
                 if not rec.ok and not rec.error:
                     rec.error = "stream ended without [DONE]" if rec.first_ns else "no token"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -208,6 +217,21 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def _legs(records: list[Record]) -> dict[str, Any]:
+    """A first token's time outside the upstream, split in its two legs (ms): ``forward``,
+    request sent -> upstream received it; ``return``, upstream sent the token -> client read
+    it; ``outside``, their sum (the first-token time less the upstream's own). The upstream's
+    pacing (its timers firing late) is in the first-token time and in none of these."""
+    fwd = [(r.up_recv_ns - r.start_ns) / 1e6 for r in records]
+    ret = [(r.first_ns - r.up_sent_ns) / 1e6 for r in records]
+    return {
+        "forward_ms": _stats(sorted(fwd)),
+        "return_ms": _stats(sorted(ret)),
+        "outside_ms": _stats(sorted(f + r for f, r in zip(fwd, ret, strict=True))),
+        "legs_n": len(records),
+    }
+
+
 async def _user(
     streamer: Streamer, user: int, c: Counters, stop: asyncio.Event, delay: float, think: float
 ) -> None:
@@ -273,6 +297,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ttft = sorted((r.first_ns - r.start_ns) / 1e6 for r in window if r.ok)
     ttfb = sorted((r.headers_ns - r.start_ns) / 1e6 for r in window if r.ok)
     errors = [r.error for r in counters.records if not r.ok]
+    legs = [r for r in window if r.ok and r.up_sent_ns]
     cpu = cpu1 - cpu0
     return {
         "protocol": args.protocol,
@@ -288,6 +313,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_errors": errors[:5],
         "ttft_ms": _stats(ttft),
         "headers_ms": _stats(ttfb),
+        **(_legs(legs) if legs else {}),
         "events_in_window": ev1 - ev0,
         "events_per_s": (ev1 - ev0) / ((w1_ns - w0_ns) / 1e9),
         "watched_cpu_s": cpu,

@@ -2,7 +2,9 @@
 
 Each request gets its first token exactly ``--ttft-ms`` after the server RECEIVES it, then one
 token every ``--tpot-ms`` (per-request timers, no batch iterations), in OpenAI SSE format, so a
-proxy's added first-token latency is not hidden under an emulator's batching phase. Serves
+proxy's added first-token latency is not hidden under an emulator's batching phase. The first
+token's event carries when the request arrived and when that token left (``paced_ns``), for
+the load generator to tell the legs of a first token apart. Serves
 ``--fleet`` ports (one process, one event loop); ``--cpus`` pins it with ``sched_setaffinity``.
 On SIGTERM it prints how late tokens left versus their deadlines (one JSON line on stderr).
 """
@@ -36,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace, lags: list[int]) -> None:
     from aiohttp import web
 
-    runner = web.AppRunner(paced_app(args.ttft_ms, args.tpot_ms, lags), access_log=None)
+    runner = web.AppRunner(paced_app(args.ttft_ms, args.tpot_ms, lags, stamp=True), access_log=None)
     await runner.setup()
     for i in range(args.fleet):
         await web.TCPSite(runner, "127.0.0.1", args.port + i, backlog=4096).start()

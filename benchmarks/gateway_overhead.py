@@ -118,6 +118,9 @@ GATEWAY_HISTOGRAMS = {
 }
 
 
+LEGS = ("forward", "return", "outside")  # _loadgen._legs: the first token outside the upstream
+
+
 def scrape_histograms(url: str) -> dict[str, dict[str, float]]:
     """Cumulative bucket counts (by ``le``), sum and count of the gateway's own histograms."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -186,6 +189,10 @@ def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users
             "events_per_cpu_s": _median(results, "events_per_cpu_s"),
             "first_errors": results[-1]["first_errors"],
         }
+        if all("outside_ms" in r for r in results):  # the paced upstream stamps its first token
+            for leg in LEGS:
+                for q in ("p50", "p99"):
+                    out[name][f"{leg}_{q}_ms"] = _median(results, f"{leg}_ms", q)
     if inside and "gateway" in out:
         out["gateway"]["inside"] = inside
     for name in ("gateway", "gateway-b", "litellm", "relay", "strict"):
@@ -228,8 +235,38 @@ def report(all_results: dict[int, dict[str, Any]]) -> list[str]:
                 f"{h['mean_ms']:.3f} ms, p50 <= {h['p50_le_ms']:g} ms, p99 <= {h['p99_le_ms']:g} ms"
             )
     lines.append("")
+    lines += legs(all_results)
     lines += ratios(all_results)
     return lines
+
+
+def legs(all_results: dict[int, dict[str, Any]]) -> list[str]:
+    """The first token outside the upstream, by leg: forward = request sent -> upstream received
+    it, return = upstream sent the token -> client read it, outside = both (the first-token time
+    less the upstream's own, so without its timers' lateness); + = added over direct."""
+    lines = []
+    for users, res in all_results.items():
+        d = res.get("direct")
+        if not d or "outside_p99_ms" not in d:
+            continue
+        if not lines:
+            lines += [
+                "first token outside the upstream (ms): forward = sent -> upstream received,"
+                " return = upstream sent -> client read, outside = both",
+                f"{'users':>6} {'target':<9}"
+                + "".join(f" {leg + ' p50':>11} {'p99':>6}" for leg in LEGS)
+                + f" {'+p50':>6} {'+p99':>6}",
+            ]
+        for name, r in res.items():
+            if "outside_p99_ms" not in r:
+                continue
+            cells = "".join(
+                f" {r[f'{leg}_p50_ms']:>11.2f} {r[f'{leg}_p99_ms']:>6.2f}" for leg in LEGS
+            )
+            added = [r[f"outside_{q}_ms"] - d[f"outside_{q}_ms"] for q in ("p50", "p99")]
+            plus = "".join(f" {a:>+6.2f}" if name != "direct" else f" {'-':>6}" for a in added)
+            lines.append(f"{users:>6} {name:<9}{cells}{plus}")
+    return lines + [""] if lines else []
 
 
 def _fmt(v: float | None) -> str:
@@ -259,6 +296,14 @@ def ratios(all_results: dict[int, dict[str, Any]]) -> list[str]:
                     f"      added p99 {add99:+.2f} ms vs nginx {n99:+.2f} ms: {ratio99}"
                     f" (target <= 1.5 x nginx's: {_verdict(ok99)})"
                 )
+                if "outside_p99_ms" in g and "outside_p99_ms" in n:
+                    o99 = g["outside_p99_ms"] - d["outside_p99_ms"]
+                    on99 = n["outside_p99_ms"] - d["outside_p99_ms"]
+                    ratio = f"ratio {o99 / on99:.2f}" if on99 > 0 else "nginx adds nothing"
+                    lines.append(
+                        f"      the same outside the upstream (its pacing taken out): {o99:+.2f}"
+                        f" ms vs nginx {on99:+.2f} ms: {ratio}"
+                    )
                 lines.append(
                     f"      events per CPU-second {g['events_per_cpu_s']:.0f} vs nginx "
                     f"{n['events_per_cpu_s']:.0f}: ratio {epc:.2f}"

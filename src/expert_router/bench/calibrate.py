@@ -29,10 +29,22 @@ _CHUNK = (
 _TEXT_CHUNK = b'data: {"object":"text_completion","choices":[{"index":0,"text":" the"}]}\n\n'
 
 
-def paced_app(ttft_ms: float, tpot_ms: float, lags: list[int] | None = None) -> Any:
+def _stamped(chunk: bytes, t_recv: int) -> bytes:
+    """``chunk``'s event with ``"paced_ns": [t_recv, now]`` as its first field."""
+    stamp = b'data: {"paced_ns":[%d,%d],' % (t_recv, time.perf_counter_ns())
+    return chunk.replace(b"data: {", stamp, 1)
+
+
+def paced_app(
+    ttft_ms: float, tpot_ms: float, lags: list[int] | None = None, stamp: bool = False
+) -> Any:
     """The paced server's ``aiohttp.web.Application``: token ``k`` of every request leaves at
     ``t_recv + ttft + k * tpot`` (per-request timers), plus ``/health`` and ``/v1/models``.
-    Each token's lag behind its deadline (ns) is appended to ``lags`` when given."""
+    Each token's lag behind its deadline (ns) is appended to ``lags`` when given. With
+    ``stamp``, the first token's event carries ``"paced_ns": [t_recv, t_sent]`` (``perf_counter``,
+    the machine's one monotonic clock), so that a client on the same machine can split its
+    first-token time into the way there, the server's own time and the way back, through any
+    proxy that relays the events as they are."""
     from aiohttp import web
 
     ttft_ns, tpot_ns = int(ttft_ms * 1e6), int(tpot_ms * 1e6)
@@ -57,7 +69,7 @@ def paced_app(ttft_ms: float, tpot_ms: float, lags: list[int] | None = None) -> 
                 await asyncio.sleep(delay / 1e9)
             if lags is not None:
                 lags.append(time.perf_counter_ns() - deadline)
-            await resp.write(chunk)
+            await resp.write(_stamped(chunk, t_recv) if stamp and k == 0 else chunk)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 

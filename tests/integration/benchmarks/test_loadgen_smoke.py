@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from procs import expert_router_cmd, free_port, running  # noqa: E402
@@ -63,6 +62,27 @@ def test_loadgen_against_the_emulator(tmp_path: Path) -> None:
     assert result["watched_cpu_s"] > 0
     assert result["rss_start_bytes"] > 10 * 2**20
     assert len(result["samples"]) == 2
+    assert "outside_ms" not in result  # the emulator does not stamp its events
+
+
+def test_loadgen_splits_a_stamped_first_token_in_its_legs(tmp_path: Path) -> None:
+    """Against the paced upstream (first token 20 ms after it receives a request, its event
+    stamped with both times), the load generator splits each first token: the way there and
+    back are each positive and, with the server's own 20 ms or more, account for it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    paced = [sys.executable, str(ROOT / "benchmarks" / "_paced_upstream.py"), "--port", str(port)]
+    paced += ["--ttft-ms", "20", "--tpot-ms", "5"]
+    with running(paced, tmp_path / "paced.log", health_url=f"{url}/health") as upstream:
+        result = _loadgen(url, 4, upstream.pid)
+    assert result["requests_failed"] == 0, result["first_errors"]
+    assert result["legs_n"] == result["ok_in_window"] > 0
+    ttft, outside = result["ttft_ms"], result["outside_ms"]
+    assert result["forward_ms"]["p50"] > 0 and result["return_ms"]["p50"] > 0
+    # per request: first token = outside + the server's own time, 20 ms (a timer of the loop's
+    # 1 ms clock may fire up to 1 ms early) or late by its lag
+    for q in ("p50", "p99", "max"):
+        assert outside[q] + 19 <= ttft[q] <= outside[q] + 20 + 15, (q, outside, ttft)
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["bytes", "strict"])

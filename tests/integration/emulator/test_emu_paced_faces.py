@@ -11,16 +11,14 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from emu_client import stream, words
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # triton_inputs
-from triton_inputs import inputs  # noqa: E402
+from polling import eventually
+from triton_inputs import inputs
 
 from expert_router.emulator.grpc_server import TritonGrpcServer
 from expert_router.emulator.paced import PacedEngine
@@ -40,13 +38,6 @@ async def _metrics(s: aiohttp.ClientSession, url: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name.split("{")[0]] = float(value)
     return out
-
-
-async def _until(cond: Any, limit: float = 3.0) -> None:
-    deadline = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -101,12 +92,12 @@ async def test_disconnect_cancels_and_metrics_count_running_requests() -> None:
         assert (m["vllm:num_requests_running"], m["vllm:num_requests_waiting"]) == (5, 0)
         for r in resps[:3]:
             r.close()
-        await _until(lambda: srv.engine.num_running == 2)
+        await eventually(lambda: srv.engine.num_running == 2)
         m = await _metrics(s, srv.url)
         assert m["vllm:request_aborted_total"] == 3 and m["vllm:num_requests_running"] == 2
         for r in resps[3:]:
             r.close()
-        await _until(lambda: srv.engine.num_running == 0)
+        await eventually(lambda: srv.engine.num_running == 0)
         assert srv.engine.cancelled_total == 5 and srv.engine.finished_total == 0
 
 
@@ -154,7 +145,7 @@ async def test_triton_grpc_stream_with_tritonclient() -> None:
                 left -= is_final
                 if not left:
                     break
-            await _until(lambda: srv.engine.num_running == 0)
+            await eventually(lambda: srv.engine.num_running == 0)
             assert srv.engine.finished_total == 2
         finally:
             await client.close()

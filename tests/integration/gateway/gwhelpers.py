@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -39,17 +38,6 @@ async def post(
 ) -> tuple[int, dict[str, str], bytes]:
     async with session.post(url, json=body, **kw) as resp:
         return resp.status, dict(resp.headers), await resp.read()
-
-
-async def wait_until(cond: Callable[[], bool], within: float = 2.0, step: float = 0.002) -> bool:
-    """Poll ``cond`` until it holds or ``within`` seconds pass; returns its last value."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    for _ in range(1_000_000):
-        if cond() or loop.time() > end:
-            break
-        await asyncio.sleep(step)
-    return cond()
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

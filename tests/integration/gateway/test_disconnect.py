@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, wait_until
+from gwhelpers import chat_body, make_config
+from polling import eventually
 
 from expert_router.emulator import serve_emulator
 
@@ -39,7 +40,7 @@ async def test_disconnect_cancels_upstream(
                 await resp.content.readany()  # the stream has started
             else:
                 pending = asyncio.create_task(session.post(url, json=body))
-                await wait_until(lambda: engine.num_running > 0, 5)
+                await eventually(lambda: engine.num_running > 0, 5)
             assert engine.num_running == 1
             before = engine.cancelled_total
             t0 = time.perf_counter()
@@ -50,7 +51,7 @@ async def test_disconnect_cancels_upstream(
                 with contextlib.suppress(asyncio.CancelledError):
                     await pending
             await session.close()
-            await wait_until(lambda: engine.cancelled_total > before, 2)
+            await eventually(lambda: engine.cancelled_total > before, 2)
             elapsed = time.perf_counter() - t0
             assert engine.cancelled_total == before + 1
             assert engine.num_running == 0

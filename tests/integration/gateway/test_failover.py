@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post, wait_until
+from gwhelpers import chat_body, make_config, post
+from polling import eventually
 
 from expert_router.emulator import serve_emulator
 from expert_router.emulator.presets import get_preset
@@ -47,7 +48,7 @@ async def test_replica_killed_mid_run_fails_over(gateway: Any, two_topics: Any) 
                 running = [
                     asyncio.create_task(stream_events(s, g.url, body, started)) for _ in range(6)
                 ]
-                assert await wait_until(lambda: len(started) == 6, 5)  # every stream under way
+                await eventually(lambda: len(started) == 6, 5)  # every stream under way
                 assert doomed.engine.num_running >= 1
                 await doomed.stop()  # killed with streams in flight
                 results = await asyncio.wait_for(asyncio.gather(*running), 10)
@@ -92,13 +93,13 @@ async def test_retry_before_first_byte_and_readmission(gateway: Any, two_topics:
             for _ in range(10):
                 status, _, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
                 assert status == 200  # connection refused -> retried on the live replica
-            assert await wait_until(lambda: not dead.healthy, 5)
+            await eventually(lambda: not dead.healthy, 5)
             async with s.get(g.url + "/ready") as resp:
                 assert resp.status == 200  # one healthy replica is enough
             revived = EmulatorServer(get_preset("cpu-tiny", tpot_ms=1), port=port)
             await revived.start()
             try:
-                assert await wait_until(lambda: dead.healthy, 5)
+                await eventually(lambda: dead.healthy, 5)
                 seen = set()
                 for _ in range(20):
                     _, hdrs, _ = await post(s, g.url + CHAT, chat_body(two_topics[0]))
@@ -134,7 +135,7 @@ async def test_all_replicas_down_is_503_then_ready_fails(gateway: Any, two_topic
     await doomed.stop()
     cfg = make_config({"*": [doomed.url]}, health={"interval": 0.05, "eject_after": 1})
     async with gateway(cfg) as g, aiohttp.ClientSession() as s:
-        assert await wait_until(lambda: not g.gateway.fleet.any_healthy(), 5)
+        await eventually(lambda: not g.gateway.fleet.any_healthy(), 5)
         async with s.get(g.url + "/ready") as resp:
             assert resp.status == 503
         status, hdrs, raw = await post(s, g.url + CHAT, chat_body(two_topics[0]))

@@ -11,7 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post, read_request, wait_until
+from gwhelpers import chat_body, make_config, post, read_request
+from polling import eventually
 
 from expert_router.emulator import serve_emulator
 
@@ -152,7 +153,7 @@ async def test_a_refused_connection_ejects_at_once_and_ready_says_so(gateway: An
     # nothing listens at ``url`` any more
     cfg = make_config({"*": [url]}, health={"eject_after": 3, "interval": 60})
     async with gateway(cfg) as g, aiohttp.ClientSession() as s:  # its first probe refused
-        assert await wait_until(lambda: not g.gateway.fleet.any_healthy(), 5)
+        await eventually(lambda: not g.gateway.fleet.any_healthy(), 5)
     async with gateway(cfg, probes=False) as g, aiohttp.ClientSession() as s:
         async with s.get(g.url + "/ready") as resp:
             assert resp.status == 200  # healthy until shown otherwise

@@ -8,7 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gwhelpers import chat_body, make_config, post, wait_until
+from gwhelpers import chat_body, make_config, post
+from polling import eventually
 
 from expert_router.emulator import serve_emulator
 
@@ -99,7 +100,7 @@ async def test_queue_timeout_and_full_queue_give_503(gateway: Any, two_topics: A
             await started.wait()
             waiting = asyncio.create_task(post(s, g.url + CHAT, chat_body(text)))
             fleet = g.gateway.fleet
-            assert await wait_until(lambda: fleet.waiting == 1)  # it is in the queue
+            await eventually(lambda: fleet.waiting == 1)  # it is in the queue
             status, hdrs, raw = await post(s, g.url + CHAT, chat_body(text))  # queue is full
             assert status == 503 and hdrs["Retry-After"] == "1"
             assert json.loads(raw)["error"]["code"] == "no_capacity"
@@ -109,4 +110,4 @@ async def test_queue_timeout_and_full_queue_give_503(gateway: Any, two_topics: A
             assert "waited 0.2s" in json.loads(raw)["error"]["message"]
             busy.cancel()
             replica = fleet.replicas[host(home.url)]
-            assert await wait_until(lambda: replica.outstanding == 0)
+            await eventually(lambda: replica.outstanding == 0)

@@ -5,9 +5,8 @@ server and grpc.aio's server run. Requests say what to do in ``op``."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -53,15 +52,6 @@ PATH = "/h2test.Echo/"
 BIG = 64 << 20
 AIO_OPTIONS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_length", BIG)]
 LIMITS = H2Limits(max_message=BIG)  # the lean ends' equivalent of AIO_OPTIONS
-
-
-async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
-    """Return once ``check()`` is true (polled); TimeoutError after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            if check():
-                return
-            await asyncio.sleep(0.01)
 
 
 class Echo:

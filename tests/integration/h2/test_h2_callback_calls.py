@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from h2_service import AIO_OPTIONS, SERVICE, AioStub, Msg, eventually, pb2
+from h2_service import AIO_OPTIONS, SERVICE, AioStub, Msg, pb2
+from polling import eventually
 
 from expert_router.h2.grpc import message
 from expert_router.h2.server import GrpcServer, ServerCall

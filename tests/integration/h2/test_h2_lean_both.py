@@ -14,7 +14,8 @@ import grpc
 import hpack
 import pytest
 from h2_servers import Aio, Lean, start_aio
-from h2_service import AIO_OPTIONS, LIMITS, PATH, AioStub, Echo, Msg, eventually
+from h2_service import AIO_OPTIONS, LIMITS, PATH, AioStub, Echo, Msg
+from polling import eventually
 from test_h2_lean_client import STREAM, UNARY, Collect, read_all
 
 from expert_router.h2 import frames as f

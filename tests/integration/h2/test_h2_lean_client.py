@@ -11,7 +11,8 @@ import time
 import grpc
 import pytest
 from h2_servers import Aio, start_aio
-from h2_service import PATH, Echo, Msg, aio_handler, eventually
+from h2_service import PATH, Echo, Msg, aio_handler
+from polling import eventually
 
 from expert_router.h2.client import EOF, ClientCall, GrpcChannel
 from expert_router.h2.grpc import GrpcError

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from h2_servers import Aio, Lean
-from h2_service import AIO_OPTIONS, PATH, SERVICE, AioStub, Echo, Msg, eventually, pb2
+from h2_service import AIO_OPTIONS, PATH, SERVICE, AioStub, Echo, Msg, pb2
+from polling import eventually
 
 from expert_router.h2.server import GrpcServer
 

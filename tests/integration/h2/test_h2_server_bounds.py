@@ -15,8 +15,9 @@ from dataclasses import replace
 
 import grpc
 import pytest
-from h2_service import AIO_OPTIONS, LIMITS, SERVICE, AioStub, Echo, Msg, eventually, pb2
+from h2_service import AIO_OPTIONS, LIMITS, SERVICE, AioStub, Echo, Msg, pb2
 from h2_wire import UNARY, Answer, Raw, call
+from polling import eventually
 
 from expert_router.h2 import frames as f
 from expert_router.h2.client import GrpcChannel

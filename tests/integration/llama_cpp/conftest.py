@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from procs import expert_router_cmd, free_port, running  # noqa: E402
 from tiny_gguf import write_tiny_llama  # noqa: E402

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nginx_stack import TPOT_MS, ScaleOut, start_nginx_over  # noqa: E402
 from procs import (  # noqa: E402

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # triton_inputs
-
-from triton_helpers import Emulator  # noqa: E402
+from triton_helpers import Emulator
 
 from expert_router.classify import Classifier, load
 from expert_router.config import GatewayConfig, gateway_config_from_experts
