@@ -217,6 +217,10 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+LEGS = ("forward", "return", "outside")
+"""The legs of a first token outside the upstream, each reported as ``<leg>_ms`` (``_legs``)."""
+
+
 def _legs(records: list[Record]) -> dict[str, Any]:
     """A first token's time outside the upstream, split in its two legs (ms): ``forward``,
     request sent -> upstream received it; ``return``, upstream sent the token -> client read
@@ -224,12 +228,9 @@ def _legs(records: list[Record]) -> dict[str, Any]:
     pacing (its timers firing late) is in the first-token time and in none of these."""
     fwd = [(r.up_recv_ns - r.start_ns) / 1e6 for r in records]
     ret = [(r.first_ns - r.up_sent_ns) / 1e6 for r in records]
-    return {
-        "forward_ms": _stats(sorted(fwd)),
-        "return_ms": _stats(sorted(ret)),
-        "outside_ms": _stats(sorted(f + r for f, r in zip(fwd, ret, strict=True))),
-        "legs_n": len(records),
-    }
+    out = [f + r for f, r in zip(fwd, ret, strict=True)]
+    legs = {f"{leg}_ms": _stats(sorted(v)) for leg, v in zip(LEGS, (fwd, ret, out), strict=True)}
+    return legs | {"legs_n": len(records)}
 
 
 async def _user(

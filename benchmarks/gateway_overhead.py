@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _loadgen import LEGS
 from _stack import (
     DEFAULT_LITELLM_VENV,
     Stack,
@@ -116,9 +117,6 @@ GATEWAY_HISTOGRAMS = {
     "overhead": "expert_router_overhead_seconds",  # arrival -> upstream request sent
     "upstream_ttft": "expert_router_upstream_ttft_seconds",  # sent -> first upstream chunk
 }
-
-
-LEGS = ("forward", "return", "outside")  # _loadgen._legs: the first token outside the upstream
 
 
 def scrape_histograms(url: str) -> dict[str, dict[str, float]]:
