@@ -296,6 +296,19 @@ class ClientConnection(H2Connection):
             if sid > last_stream_id:  # never processed: safe to send again elsewhere
                 self._retire(stream, RESET_SENT)
                 stream.refused(f"connection lost: GOAWAY (HTTP/2 error {code})")
+        if not self.streams:
+            self._leave()
+
+    def on_idle(self) -> None:
+        if self.goaway_id is not None:  # the last call the server took here has ended
+            self._leave()
+
+    def _leave(self) -> None:
+        """After the server's GOAWAY, with no call left open: close our end now, as grpc's
+        clients do, rather than hold the connection through the server's lingering close."""
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
 
 
 class GrpcChannel:

@@ -5,16 +5,15 @@ overlay's --model filled the way its initContainer fills it; probes, a stream, a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 from deploy_helpers import K8S, TARGET_LABELS, find, gateway_container, parse, queries, render
+from polling import eventually
 from procs import ServerProcess, expert_router_cmd, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -45,17 +44,15 @@ def _local_config(kdir: Path, expert_url: str, path: Path) -> Path:
 
 
 async def _wait(session: aiohttp.ClientSession, url: str, proc: ServerProcess) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < 60:
+    async def answers() -> bool:
         assert proc.alive(), proc.log_tail()
         try:
             async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
+                return resp.status == 200
         except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never answered 200; log:\n{proc.log_tail()}")
+            return False
+
+    await eventually(answers, within=60, step=0.1, say=lambda: f"{url}; log:\n{proc.log_tail()}")
 
 
 async def _stream(session: aiohttp.ClientSession, base: str) -> tuple[str, int]:

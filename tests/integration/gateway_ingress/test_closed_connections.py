@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
 import pytest
 from aiohttp import web
+from polling import eventually
 from test_fast_ingress import post
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 
+from expert_router.backends.http1_conn import Http1Connection
 from expert_router.bench.calibrate import paced_app
 from expert_router.classify import load
 from expert_router.config import gateway_config_from_experts, validate_gateway_config
@@ -75,9 +78,9 @@ async def _http_request(port: int) -> None:
 
 
 async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles() -> None:
-    # The upstream closes a keep-alive connection idle 50 ms: each request after a pause of
-    # 150 ms finds its pooled connection closed (the gateway's upstream side), each client
-    # hangs up after its answer (the ingress side), and each health probe, every 50 ms,
+    # The upstream closes a keep-alive connection idle 50 ms: each request waits until its
+    # pooled connection is closed, and so finds it closed (the gateway's upstream side); each
+    # client hangs up after its answer (the ingress side); each health probe, every 50 ms,
     # closes its own connection.
     runner = web.AppRunner(paced_app(1.0, 1.0), access_log=None, keepalive_timeout=0.05)
     await runner.setup()
@@ -87,12 +90,21 @@ async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles(
     config = validate_gateway_config({"experts": experts, "health": {"interval": 0.05}})
     try:
         async with serve_gateway(config, port=0) as gw:
+            assert gw.gateway.fleet is not None and gw.front is not None
+            (replica,) = gw.gateway.fleet.replicas.values()
+            pool: deque[Http1Connection] = replica.backend.idle  # type: ignore[attr-defined]
+            clients = gw.front.conns
+
+            def settled() -> bool:  # every connection of the last request closed, both sides
+                return not clients and bool(pool) and all(c.closed for c in pool)
+
             await _http_request(gw.port)  # first use: lazy imports and caches
+            await eventually(settled)
             with left_in_cycles() as left:
                 for _ in range(ROUNDS):
+                    assert len(pool) == 1 and pool[0].closed  # what this request finds
                     await _http_request(gw.port)
-                    await asyncio.sleep(0.15)
-                await asyncio.sleep(0.1)
+                    await eventually(settled)
     finally:
         await runner.cleanup()
     assert left.objects == {}
@@ -114,8 +126,8 @@ async def _grpc_call(target: str, rid: str) -> None:
 async def test_grpc_connections_closed_by_clients_and_upstreams_leave_no_cycles() -> None:
     async with serve_emulator("cpu-tiny", tpot_ms=1.0, ttft_ms=1.0) as emulator:
         expert = TritonGrpcServer(emulator)
-        # Closes a connection idle 50 ms: the gateway's upstream connections close between
-        # the calls below, as the clients' own do after each call.
+        # Closes a connection idle 50 ms: each call waits until the gateway's upstream
+        # connection is closed, as the client's own is after each call.
         expert.limits = dataclasses.replace(expert.limits, idle_timeout=0.05)
         await expert.start()
         try:
@@ -124,12 +136,20 @@ async def test_grpc_connections_closed_by_clients_and_upstreams_leave_no_cycles(
                 serve_gateway(config, classifier=load(None), probes=False) as gw,
                 serve_grpc_ingress(gw.gateway) as ingress,
             ):
+                assert gw.gateway.fleet is not None and ingress._server is not None
+                (replica,) = gw.gateway.fleet.replicas.values()
+                clients = ingress._server.connections
+
+                def settled() -> bool:  # every connection of the last call closed, both sides
+                    upstream = replica.backend._channel._conns  # type: ignore[attr-defined]
+                    return not clients and bool(upstream) and all(c.closed for c in upstream)
+
                 await _grpc_call(ingress.target, "warm-up")
+                await eventually(settled)
                 with left_in_cycles() as left:
                     for i in range(ROUNDS):
                         await _grpc_call(ingress.target, f"r{i}")
-                        await asyncio.sleep(0.15)
-                    await asyncio.sleep(0.1)
+                        await eventually(settled)
         finally:
             await expert.stop()
     assert left.objects == {}

@@ -1,7 +1,9 @@
 """A call the server did not take is sent again, once, as grpc's transparent retry: refused
-with RST_STREAM REFUSED_STREAM, or left above a GOAWAY's last stream id (RFC 9113 8.7). The
-server here is scripted on python-hyper's ``h2`` (a third party's reading of the RFC), so
-that it can refuse streams our own server never would.
+with RST_STREAM REFUSED_STREAM, or left above a GOAWAY's last stream id (RFC 9113 8.7); and
+a connection the server ended with GOAWAY is closed by the client once its last call is
+over. The server here is scripted on python-hyper's ``h2`` (a third party's reading of the
+RFC), so that it can refuse streams our own server never would; it never closes a
+connection itself.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import h2.events
 import pytest
 from h2_service import LIMITS, Msg
 from h2_wire import UNARY
+from polling import eventually
 
 from expert_router.h2 import frames as f
 from expert_router.h2.client import EOF, GrpcChannel
@@ -24,8 +27,9 @@ from expert_router.h2.grpc import GrpcError, message
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
-# What the script does with a request: "answer", "refuse" (RST_STREAM REFUSED_STREAM) or
-# "goaway" (GOAWAY NO_ERROR naming the streams before this one: this one was not processed).
+# What the script does with a request: "answer", "refuse" (RST_STREAM REFUSED_STREAM),
+# "goaway" (GOAWAY NO_ERROR naming the streams before this one: this one was not processed)
+# or "answer, goaway" (the answer, then GOAWAY NO_ERROR naming this stream: the last one).
 Script = Callable[[int], str]
 
 
@@ -43,6 +47,9 @@ class Scripted(asyncio.Protocol):
         self.server.connections += 1
         self.h2.initiate_connection()
         transport.write(self.h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.closed_by_client += 1
 
     def data_received(self, data: bytes) -> None:
         for event in self.h2.receive_data(data):
@@ -63,6 +70,8 @@ class Scripted(asyncio.Protocol):
             self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
             self.h2.send_data(sid, message(Msg(n=len(server.requests)).SerializeToString()))
             self.h2.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+            if what == "answer, goaway":
+                self.h2.close_connection(error_code=f.NO_ERROR, last_stream_id=sid)
 
 
 class ScriptedServer:
@@ -71,6 +80,7 @@ class ScriptedServer:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.connections = 0
+        self.closed_by_client = 0  # connections the client closed (this server closes none)
         self.requests: list[int] = []  # the stream id of each request, in arrival order
 
 
@@ -155,3 +165,51 @@ async def test_a_listener_sees_one_call_across_the_refusal() -> None:
         call.listen(Listener())
         assert await asyncio.wait_for(ended, 5) is None
     assert got == [message(Msg(n=2).SerializeToString())] and server.requests == [1, 3]
+
+
+async def test_the_client_leaves_a_connection_ended_after_its_last_call() -> None:
+    """GOAWAY naming the call just answered: no call is left, so the client closes its end
+    at once (as grpc's clients do) rather than hold the connection until the server's
+    lingering close; the next call opens a new connection."""
+    script = {1: "answer, goaway"}
+    async with scripted(lambda n: script.get(n, "answer")) as (server, channel):
+        assert (await channel.unary(UNARY, Msg(n=1), Msg, deadline=5)).n == 1
+        await eventually(lambda: server.closed_by_client == 1, within=0.5)
+        assert (await channel.unary(UNARY, Msg(n=2), Msg, deadline=5)).n == 2
+    assert server.connections == 2 and server.requests == [1, 1]
+
+
+async def test_a_call_open_at_the_goaway_ends_before_the_client_leaves() -> None:
+    """GOAWAY naming a call still being answered: the call goes on to its end on that
+    connection; then the client closes it."""
+
+    class GoawayMidAnswer(Scripted):
+        def request(self, sid: int) -> None:
+            self.server.requests.append(sid)
+            self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            self.h2.send_data(sid, message(Msg(n=7).SerializeToString()))
+            assert self.transport is not None
+            self.transport.write(self.h2.data_to_send() + f.goaway(sid, f.NO_ERROR, b""))
+            asyncio.get_running_loop().call_later(0.1, self.end, sid)
+
+        def end(self, sid: int) -> None:
+            self.h2.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+            assert self.transport is not None
+            self.transport.write(self.h2.data_to_send())
+
+    server = ScriptedServer(lambda n: "answer")
+    listener = await asyncio.get_running_loop().create_server(
+        lambda: GoawayMidAnswer(server), "127.0.0.1", 0
+    )
+    channel = GrpcChannel(f"127.0.0.1:{listener.sockets[0].getsockname()[1]}", limits=LIMITS)
+    try:
+        call = await channel.start(UNARY, [Msg(n=1).SerializeToString()], Msg)
+        assert (await call.read()).n == 7
+        (conn,) = channel._conns
+        await eventually(lambda: conn.goaway_id is not None)  # the answer's end has not come
+        assert server.closed_by_client == 0
+        assert await call.read() is EOF  # the call ended whole
+        await eventually(lambda: server.closed_by_client == 1, within=0.5)
+    finally:
+        await channel.close()
+        listener.close()

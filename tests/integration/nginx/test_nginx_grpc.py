@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import tritonclient.grpc.aio as grpcclient
+from polling import eventually
 from procs import ServerProcess, free_port, start_nginx
 from triton_inputs import inputs
 from tritonclient.utils import InferenceServerException
@@ -40,16 +41,15 @@ def _start_grpc_nginx(nginx: str, prefix: Path, upstreams: list[str]) -> tuple[s
 
 
 async def _wait_live(client: grpcclient.InferenceServerClient, proc: ServerProcess) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    async def live() -> bool:
         assert proc.alive(), proc.log_tail()
         try:
-            if await client.is_server_live():
-                return
+            return bool(await client.is_server_live())
         except InferenceServerException:
-            pass
-        assert time.monotonic() < deadline, f"nginx not proxying gRPC: {proc.log_tail()}"
-        await asyncio.sleep(0.05)
+            return False
+
+    say = lambda: f"nginx not proxying gRPC: {proc.log_tail()}"  # noqa: E731
+    await eventually(live, within=30, step=0.05, say=say)
 
 
 async def _stream(
@@ -133,16 +133,20 @@ async def test_unreachable_upstream_is_grpc_unavailable(nginx_bin: str, tmp_path
     target, proc = _start_grpc_nginx(nginx_bin, tmp_path / "nginx", [dead])
     client = grpcclient.InferenceServerClient(target)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        seen: list[str] = []
+
+        async def unavailable_through_nginx() -> bool:
             assert proc.alive(), proc.log_tail()
             try:
                 await client.is_server_live()
             except InferenceServerException as exc:
-                if exc.status() == "StatusCode.UNAVAILABLE" and "through nginx" in str(exc):
-                    break
-                assert time.monotonic() < deadline, str(exc)
-            await asyncio.sleep(0.05)
+                seen.append(str(exc))
+                return exc.status() == "StatusCode.UNAVAILABLE" and "through nginx" in str(exc)
+            return False
+
+        await eventually(
+            unavailable_through_nginx, within=30, step=0.05, say=lambda: "; ".join(seen[-1:])
+        )
     finally:
         await client.close()
         proc.stop()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from functools import partial
 
 import pytest
 import tritonclient.grpc.aio as grpcclient
+from polling import eventually
 from triton_helpers import inputs, stream_texts
 
 from expert_router.gateway.server import free_port
@@ -32,6 +34,13 @@ async def _start(*args: str, expect: str) -> asyncio.subprocess.Process:
     proc.kill()
     _, err = await proc.communicate()
     raise AssertionError(f"{args[0]} did not start: {seen!r} {err.decode()[-2000:]}")
+
+
+async def _ready(client: grpcclient.InferenceServerClient) -> bool:
+    try:
+        return bool(await client.is_model_ready("ensemble"))
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:
@@ -59,13 +68,7 @@ async def test_emulate_and_serve_speak_triton_grpc() -> None:
         for target in (f"127.0.0.1:{gport}", f"127.0.0.1:{sgport}"):
             client = grpcclient.InferenceServerClient(target)
             try:
-                for _ in range(100):  # the gRPC port may open a moment after the line
-                    try:
-                        if await client.is_model_ready("ensemble"):
-                            break
-                    except Exception:  # noqa: BLE001 - not up yet
-                        pass
-                    await asyncio.sleep(0.05)
+                await eventually(partial(_ready, client), step=0.05)  # (a moment after the line)
                 req = {"model_name": "ensemble", "inputs": inputs("bread", 4), "request_id": "1"}
                 got = await stream_texts(client, [req])
                 assert count_tokens("".join(t for t, _ in got["1"])) == 4

@@ -13,7 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from triton_helpers import Emulator, engine_idle, infer_request, inputs, stream_texts
+from polling import eventually
+from triton_helpers import Emulator, infer_request, inputs, stream_texts
 from tritonclient.grpc import service_pb2 as pb2
 from tritonclient.grpc import service_pb2_grpc as pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -181,8 +182,7 @@ async def test_client_leaving_frees_the_replica_and_the_engine(
             assert sum(r.outstanding for r in fleet.replicas.values()) == 1
             assert emu.server.engine.num_running == 1
             call.cancel()
-        await engine_idle(emu)
-        assert emu.server.engine.num_running == 0
+        await eventually(lambda: emu.server.engine.num_running == 0, within=2.0)
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
 
 
@@ -195,10 +195,8 @@ async def test_unary_call_past_its_deadline_frees_the_replica_and_the_engine(
             msg = infer_request("long", "a long answer please", 3000)
             stub = pb2_grpc.GRPCInferenceServiceStub(channel)
             call = asyncio.ensure_future(stub.ModelInfer(msg, timeout=1.0))
-            for _ in range(100):  # the answer is being generated when the deadline passes
-                if emu.server.engine.num_running:
-                    break
-                await asyncio.sleep(0.01)
+            # the answer is being generated when the deadline passes
+            await eventually(lambda: emu.server.engine.num_running, within=1.0)
             assert emu.server.engine.num_running == 1
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await call
@@ -213,8 +211,7 @@ async def test_unary_call_past_its_deadline_frees_the_replica_and_the_engine(
                 await empty(iter(()))
             assert e.value.code() == grpc.StatusCode.INTERNAL
             assert "request message missing" in (e.value.details() or "")
-        await engine_idle(emu)
-        assert emu.server.engine.num_running == 0
+        await eventually(lambda: emu.server.engine.num_running == 0, within=2.0)
         assert sum(r.outstanding for r in fleet.replicas.values()) == 0
 
 
@@ -250,11 +247,7 @@ async def test_the_grpc_ingress_bounds_connections_as_the_http_one(
             for _ in range(2):
                 assert await client.is_server_live()
                 assert len(conns) == 1
-                for _ in range(100):  # closed once idle for 0.3 s
-                    if not conns:
-                        break
-                    await asyncio.sleep(0.05)
-                assert not conns
+                await eventually(lambda: not conns, within=5.0, step=0.05)  # idle 0.3 s: closed
             assert await client.is_server_live()
             (first,) = conns
             start = asyncio.get_running_loop().time()

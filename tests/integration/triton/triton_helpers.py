@@ -3,7 +3,6 @@ from ``tests/integration/triton_inputs.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from expert_router.emulator.server import EmulatorServer
 from expert_router.wire import kserve
 from expert_router.wire import triton as tw
 
-__all__ = ["Emulator", "engine_idle", "infer_request", "inputs", "stream_texts"]
+__all__ = ["Emulator", "infer_request", "inputs", "stream_texts"]
 
 
 class Emulator:
@@ -62,11 +61,3 @@ async def stream_texts(
             if not left:
                 break
     return out
-
-
-async def engine_idle(emu: Emulator, seconds: float = 2.0) -> None:
-    """Wait until the emulator runs no request (``seconds`` at most; the caller asserts)."""
-    for _ in range(int(seconds / 0.01)):
-        if emu.server.engine.num_running == 0:
-            return
-        await asyncio.sleep(0.01)
