@@ -1,12 +1,14 @@
 """The first-message deadlines of a Triton backend's relayed calls: one timer for all, armed
 for the oldest call still waiting; each late call told once, in the order the calls started;
-a call that got its first message (or ended) is no longer held."""
+a call that got its first message (or ended) is no longer held. On a virtual clock: each
+step is at its exact time, however loaded the machine."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from virtual_time import run_virtual
 
 from expert_router.backends.triton_grpc import FirstMessageClock
 
@@ -21,7 +23,11 @@ class Call:
         self.late.append(self.name)
 
 
-async def test_late_calls_are_told_in_order_and_answered_ones_are_let_go() -> None:
+def test_late_calls_are_told_in_order_and_answered_ones_are_let_go() -> None:
+    run_virtual(_told_in_order())
+
+
+async def _told_in_order() -> None:
     late: list[str] = []
     clock = FirstMessageClock(0.2)
     a, b, c = Call("a", late), Call("b", late), Call("c", late)
@@ -36,6 +42,7 @@ async def test_late_calls_are_told_in_order_and_answered_ones_are_let_go() -> No
     assert list(clock.waiting) == [b, c]
     await asyncio.sleep(0.15)  # a's deadline passes: nobody is late, the timer moves to b's
     assert late == [] and clock.timer is not None and clock.timer is not timer
+    assert clock.timer.when() == pytest.approx(0.3)  # b's: started at 0.1, 0.2 to wait
     clock.stop(c)  # type: ignore[arg-type]
     await asyncio.sleep(0.15)
     assert late == ["b"] and not clock.waiting and clock.timer is None
@@ -46,8 +53,12 @@ async def test_late_calls_are_told_in_order_and_answered_ones_are_let_go() -> No
     assert late == ["b", "d"] and not clock.waiting
 
 
-async def test_a_late_call_that_starts_another_is_timed_too() -> None:
+def test_a_late_call_that_starts_another_is_timed_too() -> None:
     """A call told it is late may retry on another replica from that very callback."""
+    run_virtual(_retried())
+
+
+async def _retried() -> None:
     late: list[str] = []
     clock = FirstMessageClock(0.1)
 
