@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gwhelpers import chat_body, make_config
+from polling import eventually
 from test_serve_cli import start_serve
 
 from expert_router.emulator import serve_emulator
@@ -83,11 +84,18 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once() -> None:
             assert await asyncio.wait_for(proc.wait(), 15) == 0
 
         proc, url = await start_serve("--expert", f"*={up.url}")
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession() as s, aiohttp.ClientSession() as probe:
+            async with probe.get(url + "/ready") as ready:  # a kept-alive connection
+                assert ready.status == 200
+
+            async def draining() -> bool:  # the first signal was handled (on that connection)
+                async with probe.get(url + "/ready") as ready:
+                    return ready.status == 503
+
             body = chat_body("hello", stream=True, max_tokens=2000)
             async with s.post(url + CHAT, json=body) as resp:
                 await wait_for_first_event(resp)
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
+                await eventually(draining, within=5)  # two signals at once could merge in one
                 proc.send_signal(signal.SIGTERM)  # impatient: stop now
                 assert await asyncio.wait_for(proc.wait(), 5) == 128 + signal.SIGTERM
