@@ -421,7 +421,11 @@ async def test_connect_outliving_its_callers_is_not_reused(silent: Silent) -> No
         with pytest.raises(GrpcError) as err:
             await channel.unary(UNARY, Msg(), Msg, deadline=0.1)
         assert err.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
-        await asyncio.sleep(0.6)  # the connect timed out meanwhile
+        connect = channel._connecting
+        assert connect is not None  # the connect outlives its only caller
+        await asyncio.wait({connect}, timeout=5)  # and times out, with no caller left
+        assert connect.done()
+        del connect  # its failure is the channel's to read: nothing here keeps or reads it
         t0 = time.monotonic()
         with pytest.raises(GrpcError) as err:
             async with asyncio.timeout(5):
