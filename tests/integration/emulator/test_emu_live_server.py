@@ -9,17 +9,11 @@ import time
 import aiohttp
 import pytest
 from emu_client import stream, words
+from polling import eventually
 
 from expert_router.emulator import get_preset, serve_emulator, serve_fleet
 
 pytestmark = pytest.mark.integration
-
-
-async def until(cond, limit: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.002)
 
 
 async def test_batch_one_fixed_timing_within_ten_percent() -> None:
@@ -75,7 +69,7 @@ async def test_queueing_begins_exactly_at_max_batch_and_cancel_frees_the_slot() 
             streams = [
                 asyncio.ensure_future(_open_streams(s, srv.url, 1, 20, 500)) for _ in range(5)
             ]
-            await until(lambda: engine.num_running + engine.num_waiting == 5)
+            await eventually(lambda: engine.num_running + engine.num_waiting == 5)
             await asyncio.sleep(0.05)
             assert (engine.num_running, engine.num_waiting) == (3, 2)
             assert await _metric(s, srv.url, "vllm:num_requests_running") == 3
@@ -85,13 +79,13 @@ async def test_queueing_begins_exactly_at_max_batch_and_cancel_frees_the_slot() 
             # read one token of a running stream, then hang up
             await running[0].content.readline()
             running[0].close()
-            await until(lambda: engine.cancelled_total == 1, limit=0.5)
-            await until(lambda: engine.num_waiting == 1, limit=0.2)  # next iteration admits
+            await eventually(lambda: engine.cancelled_total == 1, within=0.5)
+            await eventually(lambda: engine.num_waiting == 1, within=0.2)  # next iteration admits
             assert engine.num_running == 3
             assert await _metric(s, srv.url, "vllm:request_aborted_total") == 1
             for r in responses:
                 r.close()
-            await until(lambda: engine.num_running + engine.num_waiting == 0)
+            await eventually(lambda: engine.num_running + engine.num_waiting == 0)
             assert engine.kv_reserved == 0
 
 
@@ -103,7 +97,7 @@ async def test_queueing_begins_exactly_at_kv_capacity() -> None:
             responses = await asyncio.gather(
                 *(_open_streams(s, srv.url, 1, 100, 200) for _ in range(4))
             )
-            await until(lambda: engine.num_running + engine.num_waiting == 4)
+            await eventually(lambda: engine.num_running + engine.num_waiting == 4)
             await asyncio.sleep(0.03)
             assert (engine.num_running, engine.num_waiting) == (3, 1)
             assert await _metric(s, srv.url, "vllm:gpu_cache_usage_perc") == pytest.approx(0.9)
@@ -172,7 +166,7 @@ async def test_stop_aborts_requests_in_flight_promptly() -> None:
             streaming = await s.post(srv.url + "/v1/completions", json={**body, "stream": True})
             await streaming.content.readline()
             plain = asyncio.ensure_future(s.post(srv.url + "/v1/completions", json=body))
-            await until(lambda: srv.engine.num_running == 2)
+            await eventually(lambda: srv.engine.num_running == 2)
             started = time.monotonic()
         assert time.monotonic() - started < 0.3
         with pytest.raises(aiohttp.ClientError):
