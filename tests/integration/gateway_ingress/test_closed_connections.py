@@ -14,8 +14,8 @@ import asyncio
 import dataclasses
 import gc
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import grpc
 import pytest
@@ -82,13 +82,9 @@ async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles(
     # pooled connection is closed, and so finds it closed (the gateway's upstream side); each
     # client hangs up after its answer (the ingress side); each health probe, every 50 ms,
     # closes its own connection.
-    runner = web.AppRunner(paced_app(1.0, 1.0), access_log=None, keepalive_timeout=0.05)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    up = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    experts = {"*": {"replicas": [{"url": up}]}}
-    config = validate_gateway_config({"experts": experts, "health": {"interval": 0.05}})
-    try:
+    async with _idle_closing_upstream() as up:
+        experts = {"*": {"replicas": [{"url": up.url}]}}
+        config = validate_gateway_config({"experts": experts, "health": {"interval": 0.05}})
         async with serve_gateway(config, port=0) as gw:
             assert gw.gateway.fleet is not None and gw.front is not None
             (replica,) = gw.gateway.fleet.replicas.values()
@@ -105,9 +101,48 @@ async def test_http_connections_closed_by_clients_and_upstreams_leave_no_cycles(
                     assert len(pool) == 1 and pool[0].closed  # what this request finds
                     await _http_request(gw.port)
                     await eventually(settled)
+    assert left.objects == {}
+
+
+async def test_the_aiohttp_adapter_leaves_no_cycles_either() -> None:
+    # The adapter of ``https://`` replicas (here over plain HTTP: ``aiohttp+http://``), a
+    # task per request on aiohttp's session: the same closes as above, probes aside.
+    async with _idle_closing_upstream() as up:
+        experts = {"*": {"replicas": [{"url": "aiohttp+" + up.url}]}}
+        config = validate_gateway_config({"experts": experts})
+        async with serve_gateway(config, port=0, probes=False) as gw:
+            assert gw.front is not None
+            clients = gw.front.conns
+
+            def settled() -> bool:  # the client's connection and the upstream's closed
+                return not clients and not up.server.connections
+
+            await _http_request(gw.port)
+            await eventually(settled)
+            with left_in_cycles() as left:
+                for _ in range(ROUNDS):
+                    await _http_request(gw.port)
+                    await eventually(settled)
+    assert left.objects == {}
+
+
+class _Upstream:
+    def __init__(self, runner: web.AppRunner) -> None:
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        assert runner.server is not None
+        self.server = runner.server
+
+
+@asynccontextmanager
+async def _idle_closing_upstream() -> AsyncIterator[_Upstream]:
+    """A paced upstream that closes a keep-alive connection idle for 50 ms."""
+    runner = web.AppRunner(paced_app(1.0, 1.0), access_log=None, keepalive_timeout=0.05)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield _Upstream(runner)
     finally:
         await runner.cleanup()
-    assert left.objects == {}
 
 
 def _infer_request(rid: str) -> pb2.ModelInferRequest:
