@@ -1,10 +1,16 @@
 /* The classifier's per-prompt hot path in C (expert_router.classify._native).
  *
- * ``ascii_ids(text, vocabulary)``: the vocabulary ids of an ASCII text's terms, one per
- * occurrence, in order; a term is a run of ASCII word characters ([A-Za-z0-9_], lower-cased),
- * looked up as bytes in ``vocabulary``. ``terms.TermCounter`` does the same with
- * ``bytes.translate`` and ``split`` (and takes every non-ASCII text itself); None when
- * ``text`` is not ASCII.
+ * ``term_ids(text, vocabulary)``: a text's terms, cut as the analyzer cuts them (runs of word
+ * characters: ``str.isalnum`` or ``_``, which is what ``\w`` matches). A run of two ASCII
+ * characters or more is lower-cased here and looked up as bytes in ``vocabulary``; its id, if
+ * any, goes to ``ids`` (one per occurrence, in order). A run holding a non-ASCII character
+ * goes, as it is, to ``wide``, for the caller to lower-case and cut with the analyzer's own
+ * regex (Unicode case mappings live in Python); ``wide`` is None when there is none. Returns
+ * ``(ids, wide)``, or None when the text holds a capital sigma, whose lower case depends on
+ * its neighbours: the caller then reads the whole text as the analyzer does. No non-word
+ * character lower-cases to a word character (the tests check every code point), so cutting
+ * before lower-casing finds the analyzer's terms. ``terms.TermCounter`` does the same in
+ * Python where this module is not built.
  *
  * ``distances(rows, ids, dims, csq1)`` sums the rows of a prompt's terms (``ids``, one per
  * occurrence) of ``rows`` (vocabulary x (dims + K), float32 or float64, C-contiguous), in
@@ -112,64 +118,126 @@ folded_distances(const double *acc, Py_ssize_t dims, PyObject *csq1)
     return out;
 }
 
+static inline int
+is_word_char(Py_UCS4 ch)
+{
+    return ch < 128 ? is_word((unsigned char)ch) : Py_UNICODE_ISALNUM(ch);
+}
+
+/* Look up the ASCII run [start, end) of ``text`` (lower-cased) in ``vocabulary``; append its
+ * id to ``ids`` when it is known. -1 on an error. */
+static inline int
+look_up_ascii(int kind, const void *data, Py_ssize_t start, Py_ssize_t end,
+              PyObject *vocabulary, PyObject *ids)
+{
+    PyObject *term = PyBytes_FromStringAndSize(NULL, end - start);
+    if (term == NULL) {
+        return -1;
+    }
+    char *out = PyBytes_AS_STRING(term);
+    for (Py_ssize_t j = start; j < end; j++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j);
+        *out++ = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    PyObject *id = PyDict_GetItemWithError(vocabulary, term); /* borrowed */
+    Py_DECREF(term);
+    if (id == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return PyList_Append(ids, id);
+}
+
+/* The cut of ``term_ids`` over a text of ``kind``; inlined with a constant kind for ASCII
+ * text, where no run is wide. */
+static inline PyObject *
+cut(PyObject *text, int kind, const void *data, Py_ssize_t n, PyObject *vocabulary)
+{
+    PyObject *ids = PyList_New(0), *wide = NULL;
+    if (ids == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    while (i < n) {
+        while (i < n && !is_word_char(PyUnicode_READ(kind, data, i))) {
+            i++;
+        }
+        Py_ssize_t start = i;
+        int ascii = 1;
+        for (; i < n; i++) {
+            Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+            if (ch < 128) {
+                if (!is_word((unsigned char)ch)) {
+                    break;
+                }
+                continue;
+            }
+            if (!Py_UNICODE_ISALNUM(ch)) {
+                break;
+            }
+            if (ch == 0x03A3) { /* a capital sigma: the caller reads the whole text */
+                Py_DECREF(ids);
+                Py_XDECREF(wide);
+                Py_RETURN_NONE;
+            }
+            ascii = 0;
+        }
+        if (i == start) {
+            break;
+        }
+        if (ascii) {
+            if (i - start < 2) {
+                continue; /* a term has two characters at least (the analyzer's \w\w+) */
+            }
+            if (look_up_ascii(kind, data, start, i, vocabulary, ids) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        if (wide == NULL && (wide = PyList_New(0)) == NULL) {
+            goto fail;
+        }
+        PyObject *run = PyUnicode_Substring(text, start, i);
+        if (run == NULL || PyList_Append(wide, run) < 0) {
+            Py_XDECREF(run);
+            goto fail;
+        }
+        Py_DECREF(run);
+    }
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        goto fail;
+    }
+    if (wide == NULL) {
+        wide = Py_None;
+        Py_INCREF(wide);
+    }
+    PyTuple_SET_ITEM(out, 0, ids);
+    PyTuple_SET_ITEM(out, 1, wide);
+    return out;
+fail:
+    Py_DECREF(ids);
+    Py_XDECREF(wide);
+    return NULL;
+}
+
 static PyObject *
-ascii_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+term_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "ascii_ids(text: str, vocabulary: dict) expected");
+        PyErr_SetString(PyExc_TypeError, "term_ids(text: str, vocabulary: dict) expected");
         return NULL;
     }
     PyObject *text = args[0], *vocabulary = args[1];
     if (PyUnicode_READY(text) < 0) {
         return NULL;
     }
-    if (!PyUnicode_IS_ASCII(text)) {
-        Py_RETURN_NONE;
-    }
-    const unsigned char *chars = PyUnicode_1BYTE_DATA(text);
+    const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    PyObject *ids = PyList_New(0);
-    if (ids == NULL) {
-        return NULL;
+    if (PyUnicode_IS_ASCII(text)) {
+        return cut(text, PyUnicode_1BYTE_KIND, data, n, vocabulary);
     }
-    Py_ssize_t i = 0;
-    while (i < n) {
-        while (i < n && !is_word(chars[i])) {
-            i++;
-        }
-        Py_ssize_t start = i;
-        while (i < n && is_word(chars[i])) {
-            i++;
-        }
-        if (i == start) {
-            break;
-        }
-        PyObject *term = PyBytes_FromStringAndSize(NULL, i - start);
-        if (term == NULL) {
-            goto fail;
-        }
-        char *out = PyBytes_AS_STRING(term);
-        for (Py_ssize_t j = start; j < i; j++) {
-            unsigned char c = chars[j];
-            *out++ = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
-        }
-        PyObject *id = PyDict_GetItemWithError(vocabulary, term); /* borrowed */
-        Py_DECREF(term);
-        if (id == NULL) {
-            if (PyErr_Occurred()) {
-                goto fail;
-            }
-            continue;
-        }
-        if (PyList_Append(ids, id) < 0) {
-            goto fail;
-        }
-    }
-    return ids;
-fail:
-    Py_DECREF(ids);
-    return NULL;
+    return cut(text, PyUnicode_KIND(text), data, n, vocabulary);
 }
 
 static PyObject *
@@ -223,9 +291,9 @@ done:
 }
 
 static PyMethodDef native_methods[] = {
-    {"ascii_ids", (PyCFunction)(void (*)(void))ascii_ids, METH_FASTCALL,
-     "ascii_ids(text, vocabulary) -> list[int] | None: the vocabulary ids of an ASCII\n"
-     "text's terms, one per occurrence (None: the text is not ASCII)."},
+    {"term_ids", (PyCFunction)(void (*)(void))term_ids, METH_FASTCALL,
+     "term_ids(text, vocabulary) -> tuple[list[int], list[str] | None] | None: the ids of a\n"
+     "text's ASCII terms and its runs holding other characters (see the module's source)."},
     {"distances", (PyCFunction)(void (*)(void))distances, METH_FASTCALL,
      "distances(rows, ids, dims, csq1) -> tuple[float, ...] | None: a prompt's squared\n"
      "distances to the centroids from the rows of its terms (see the module's source)."},

@@ -4,7 +4,9 @@ from typing import Any
 
 import numpy.typing as npt
 
-def ascii_ids(text: str, vocabulary: dict[bytes, int], /) -> list[int] | None: ...
+def term_ids(
+    text: str, vocabulary: dict[bytes, int], /
+) -> tuple[list[int], list[str] | None] | None: ...
 def distances(
     rows: npt.NDArray[Any], ids: list[int], dims: int, csq1: tuple[float, ...], /
 ) -> tuple[float, ...] | None: ...

@@ -1,10 +1,13 @@
 """Fast term lookup for inference: text -> vocabulary ids, the same terms as the analyzer.
 
-UTF-8 bytes are lower-cased and cut at ASCII non-word bytes with one ``bytes.translate`` and
-``split``; common non-word non-ASCII characters (curly quotes, dashes, nbsp, ...) become spaces;
-only runs still holding non-ASCII bytes go through the Unicode regex. Text with a capital sigma
-(whose lower case depends on context) or lone surrogates takes the exact regex path. ASCII text
-goes to ``_native.ascii_ids`` where the C module is built: the same cut and lookup, one call.
+Where the C module is built, ``_native.term_ids`` cuts any text into runs of word characters
+in one call and looks up its ASCII runs itself; only runs holding other characters come back,
+to be lower-cased and cut by the analyzer's regex here. Without it: UTF-8 bytes are
+lower-cased and cut at ASCII non-word bytes with one ``bytes.translate`` and ``split``; common
+non-word non-ASCII characters (curly quotes, dashes, nbsp, ...) become spaces; only runs still
+holding non-ASCII bytes go through the Unicode regex. Either way, text with a capital sigma
+(whose lower case depends on context) takes the exact regex path, as does text with lone
+surrogates in Python.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def _nonword_pattern() -> re.Pattern[bytes]:
 
 _NONWORD_SUB = _nonword_pattern().sub
 
-_ascii_ids: Callable[[str, dict[bytes, int]], list[int] | None] | None
+NativeIds = Callable[[str, dict[bytes, int]], tuple[list[int], list[str] | None] | None]
+_term_ids: NativeIds | None
 try:
-    from expert_router.classify._native import ascii_ids as _ascii_ids
+    from expert_router.classify._native import term_ids as _term_ids
 except ImportError:  # not built (no C compiler at install): translate and split below
-    _ascii_ids = None
+    _term_ids = None
 
 
 class TermCounter:
@@ -56,9 +60,11 @@ class TermCounter:
 
     def __init__(self, vocabulary: dict[str, int]) -> None:
         self._str_get = vocabulary.get
-        self._bytes = {t.encode(): i for t, i in vocabulary.items() if t.isascii()}
+        # A term has two characters at least (the analyzer's); a one-character entry is
+        # never looked up, on either path.
+        self._bytes = {t.encode(): i for t, i in vocabulary.items() if t.isascii() and len(t) > 1}
         self._bytes_get = self._bytes.get
-        self._native = _ascii_ids  # None: the Python cut for ASCII text too
+        self._native = _term_ids  # None: the Python cut
 
     def ids(self, text: str) -> list[int]:
         """Vocabulary ids of the terms of ``text``, repeated once per occurrence, any order.
@@ -66,11 +72,23 @@ class TermCounter:
         >>> TermCounter({"cat": 0, "café": 1}).ids("Cat, CAFÉ and cat!")
         [0, 0, 1]
         """
+        native = self._native
+        if native is None:
+            return self._cut(text)
+        got = native(text, self._bytes)
+        if got is None:  # a capital sigma
+            return self._exact(text)
+        ids, wide = got
+        if wide:  # runs of word characters holding non-ASCII ones, as the text has them
+            get = self._str_get
+            tokens = _UNICODE_WORDS(" ".join(wide).lower())
+            ids += [i for token in tokens if (i := get(token)) is not None]
+        return ids
+
+    def _cut(self, text: str) -> list[int]:
+        """``ids`` in Python: translate, split, and the regex for non-ASCII runs only."""
         ascii_only = text.isascii()
         if ascii_only:
-            native = self._native  # ASCII text: one C call (None only for other text)
-            if native is not None and (ids := native(text, self._bytes)) is not None:
-                return ids
             cut = text.encode().translate(_TABLE)
         elif "\u03a3" in text:
             return self._exact(text)

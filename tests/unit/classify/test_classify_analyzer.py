@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from collections import Counter
 
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from expert_router.classify.analyzer import STOP_WORDS, analyze, raw_tokens
-from expert_router.classify.terms import TermCounter, _ascii_ids, has_tokens
+from expert_router.classify.terms import TermCounter, _term_ids, has_tokens
 
 SKLEARN = CountVectorizer().build_analyzer()
 
@@ -87,10 +89,11 @@ def test_fast_lookup_on_tricky_cases() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200), st.lists(TEXT))
-def test_native_ascii_lookup_is_the_python_one(text: str, extra: list[str]) -> None:
-    """The C cut and lookup of ASCII text (``_native.ascii_ids``, where built) gives the ids
-    the Python path gives, in the same order."""
+@given(st.one_of(TEXT, st.text(alphabet=st.characters(max_codepoint=127), max_size=200)),
+       st.lists(TEXT))  # fmt: skip
+def test_native_lookup_is_the_python_one(text: str, extra: list[str]) -> None:
+    """The C cut and lookup (``_native.term_ids``, where built) gives the ids the Python path
+    gives: in the same order for ASCII text, the same multiset for any text."""
     vocab_terms = sorted({t for s in [text, *extra] for t in raw_tokens(s)} | {"a", "_", "9"})
     vocab = {t: i for i, t in enumerate(vocab_terms[1::2])}
     counter = TermCounter(vocab)
@@ -98,15 +101,38 @@ def test_native_ascii_lookup_is_the_python_one(text: str, extra: list[str]) -> N
         pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
     native = counter.ids(text)
     counter._native = None
-    assert native == counter.ids(text)
+    python = counter.ids(text)
+    if text.isascii():
+        assert native == python
+    assert Counter(native) == Counter(python)
 
 
-def test_native_ascii_lookup_refuses_bad_arguments() -> None:
-    if _ascii_ids is None:
+def test_the_c_cut_is_the_regexs_over_every_code_point() -> None:
+    """``term_ids`` cuts at what ``\\w`` does not match, then the runs are lower-cased: the
+    analyzer's terms only because no character outside ``\\w`` lower-cases to one inside."""
+    if _term_ids is None:
         pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
-    assert _ascii_ids("Cat cat-CAT x", {b"cat": 7}) == [7, 7, 7]
-    assert _ascii_ids("café", {b"caf": 1}) is None  # not ASCII: the Python path
-    assert _ascii_ids("", {}) == []
+    word = re.compile(r"\w").match
+    for code in range(128, sys.maxunicode + 1):
+        c = chr(code)
+        got = _term_ids(c + c, {})
+        if code == 0x03A3:
+            assert got is None
+            continue
+        assert got is not None
+        assert (got[1] == [c + c]) == bool(word(c)), hex(code)  # a run of two, or no run
+        low = c.lower()
+        if low != c and not word(c):
+            assert not any(word(x) for x in low), hex(code)
+
+
+def test_native_lookup_refuses_bad_arguments() -> None:
+    if _term_ids is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    assert _term_ids("Cat cat-CAT x", {b"cat": 7}) == ([7, 7, 7], None)
+    assert _term_ids("Café cat’s", {b"cat": 1}) == ([1], ["Café"])  # the wide run as it is
+    assert _term_ids("ΣΟΦΙΑ", {}) is None  # a capital sigma: the exact path
+    assert _term_ids("", {}) == ([], None)
     for args in [(b"cat", {}), ("cat", [b"cat"]), ("cat",), ("cat", {}, {})]:
         with pytest.raises(TypeError):
-            _ascii_ids(*args)  # type: ignore[arg-type]
+            _term_ids(*args)  # type: ignore[arg-type]
