@@ -59,6 +59,7 @@ check: lint typecheck test
 bench: $(DEV)
 	$(BIN)/python benchmarks/classify_latency.py
 	$(BIN)/python benchmarks/routing_quality.py
+	$(BIN)/python benchmarks/classify_truncation.py
 
 # Rebuild the bundled default router from the C4 sample (see docs/classifier.md); needs the
 # project's data folder beside the checkout (../shared/data), as `bench` does.
