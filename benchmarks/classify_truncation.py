@@ -47,9 +47,14 @@ def long_texts(data: Path, min_chars: int) -> dict[str, list[str]]:
     return out
 
 
-def agreement(clf: Classifier, texts: list[str], cut: Cut, n: int) -> float:
-    """The share of ``texts`` whose cut of ``n`` characters goes where the whole text goes."""
-    same = sum(clf.predict(cut(t, n)).cluster == clf.predict(t).cluster for t in texts)
+def clusters(clf: Classifier, texts: list[str]) -> list[int]:
+    return [clf.predict(t).cluster for t in texts]
+
+
+def agreement(clf: Classifier, texts: list[str], whole: list[int], cut: Cut, n: int) -> float:
+    """The share of ``texts`` whose cut of ``n`` characters goes where the whole text goes
+    (``whole``: the texts' own clusters)."""
+    same = sum(clf.predict(cut(t, n)).cluster == c for t, c in zip(texts, whole, strict=True))
     return same / len(texts)
 
 
@@ -86,8 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     head = f"{'cut':>7}  " + "  ".join(f"{w:>9}" for w in WAYS)
     for name, texts in (*sets.items(), ("all", every)):
         print(f"  {name}\n  {head}")
+        whole = clusters(clf, texts)
         for n in cuts:
-            shares = "  ".join(f"{agreement(clf, texts, cut, n):9.1%}" for cut in WAYS.values())
+            shares = "  ".join(
+                f"{agreement(clf, texts, whole, cut, n):9.1%}" for cut in WAYS.values()
+            )
             print(f"  {n:>7}  {shares}")
     print("one classification, hot (median us):")
     for n in (*cuts, None):

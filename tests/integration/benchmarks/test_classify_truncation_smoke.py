@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from classify_truncation import SETS, WAYS, agreement, main  # noqa: E402
+from classify_truncation import SETS, WAYS, agreement, clusters, main  # noqa: E402
 from expert_router.classify import load  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
@@ -52,5 +52,7 @@ def test_it_prints_each_set_each_cut_and_each_way(
 
 def test_a_cut_as_long_as_the_text_routes_as_the_text() -> None:
     texts = [TOPICS[0] * 8 + TOPICS[1] * 8, TOPICS[2] * 20]
-    assert agreement(load(None), texts, WAYS["head"], 10_000) == 1.0
-    assert agreement(load(None), texts, WAYS["tail"], 10_000) == 1.0
+    clf = load(None)
+    whole = clusters(clf, texts)
+    assert agreement(clf, texts, whole, WAYS["head"], 10_000) == 1.0
+    assert agreement(clf, texts, whole, WAYS["tail"], 10_000) == 1.0
