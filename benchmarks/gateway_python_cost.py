@@ -22,9 +22,13 @@ and it is what the load benchmark's CPU per event follows. Two floors are taken 
 the relay: a bare relay (``data_received`` writes what it read: the byte relay of
 ``gateway_overhead.py --targets relay``) and a strict one (httptools de-chunks, the chunk is
 framed again and written, no more). ``--stages`` also splits a cold request into its steps
-(timestamps between them; the wrappers that take them add a little). Prints, never asserts.
+(timestamps between them; the wrappers that take them add a little). ``--evict`` makes cold
+colder and the same on any machine: a buffer twice the last-level cache is streamed through
+the core before each item, so every step pays its misses from memory (what idling costs
+depends on what else the machine runs). Prints, never asserts.
 
     python benchmarks/gateway_python_cost.py [--rounds 5] [--profile] [--stages] [--sleep-ms 6]
+                                             [--evict]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httptools
+import numpy as np
 
 from expert_router.backends import BackendRequest
 from expert_router.backends.base import Listener
@@ -131,15 +136,31 @@ def _best(rounds: int, n: int, run: Any) -> float:
     return best
 
 
-def _cold(
-    items: int, sleep_s: float, cases: dict[str, Callable[[int], object]]
-) -> dict[str, float]:
+EVICT_BYTES = 64 * 2**20
+"""``--evict``: streamed before each cold item, twice this machine's 32 MiB last-level cache."""
+
+
+class Idle:
+    """What comes before each cold item: ``sleep_s`` of sleep, then (``evict``) a buffer of
+    ``EVICT_BYTES`` read through, which leaves none of the gateway's code or data cached."""
+
+    def __init__(self, sleep_s: float, evict: bool) -> None:
+        self.sleep_s = sleep_s
+        self.buffer = np.ones(EVICT_BYTES // 8) if evict else None
+
+    def __call__(self) -> None:
+        time.sleep(self.sleep_s)
+        if self.buffer is not None:
+            self.buffer.sum()
+
+
+def _cold(items: int, idle: Idle, cases: dict[str, Callable[[int], object]]) -> dict[str, float]:
     """Median seconds of each case's ``run(i)`` for ``i`` in ``range(items)``, each call after
-    ``sleep_s`` idle; the cases take turns, so that they meet the same machine."""
+    ``idle()``; the cases take turns, so that they meet the same machine."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(items):
         for name, run in cases.items():
-            time.sleep(sleep_s)
+            idle()
             t = time.perf_counter()
             run(i)
             times[name].append(time.perf_counter() - t)
@@ -283,8 +304,8 @@ class MarkingBackend(InstantBackend):
         return InstantCall()
 
 
-def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
-    """Median seconds of each step of a request served after ``sleep_s`` idle (``STEPS``)."""
+def _stages(gw: Gateway, idle: Idle, items: int) -> list[tuple[str, float]]:
+    """Median seconds of each step of a request served after ``idle()`` (``STEPS``)."""
     marks = _Marks()
     assert gw.fleet is not None
     for replica in gw.fleet.replicas.values():
@@ -301,7 +322,7 @@ def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
         order = ["in", *(name for name, _ in STEPS)]
         times: list[list[float]] = []
         for i in range(items):
-            time.sleep(sleep_s)
+            idle()
             marks.at.clear()
             marks.mark("in")
             conn.data_received(_request(i))
@@ -317,7 +338,7 @@ def _stages(gw: Gateway, sleep_s: float, items: int) -> list[tuple[str, float]]:
 async def measure(
     rounds: int,
     profile: bool,
-    sleep_s: float = 0.006,
+    idle: Idle,
     cold_items: int = 300,
     stages: bool = False,
 ) -> dict[str, float]:
@@ -379,7 +400,7 @@ async def measure(
         bare, strict = BareRelay(NullTransport()), StrictFloor(NullTransport(), head)
         cold = _cold(
             cold_items,
-            sleep_s,
+            idle,
             {
                 "cold_relay_us": lambda i: upstream.data_received(chunk),
                 "cold_strict_floor_us": lambda i: strict.data_received(chunk),
@@ -387,7 +408,7 @@ async def measure(
                 "cold_request_us": lambda i: conn.data_received(requests[i]),
             },
         )
-        steps = _stages(gw, sleep_s, cold_items) if stages else []
+        steps = _stages(gw, idle, cold_items) if stages else []
         if profile:
             prof = cProfile.Profile()
             prof.runcall(serve)
@@ -408,14 +429,17 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="cProfile one pass of the requests")
     p.add_argument("--sleep-ms", type=float, default=6.0, help="idle before each cold item")
     p.add_argument("--stages", action="store_true", help="split a cold request into its steps")
+    p.add_argument("--evict", action="store_true", help="flush the caches before each cold item")
     args = p.parse_args()
-    r = asyncio.run(measure(args.rounds, args.profile, args.sleep_ms / 1e3, stages=args.stages))
+    idle = Idle(args.sleep_ms / 1e3, args.evict)
+    r = asyncio.run(measure(args.rounds, args.profile, idle, stages=args.stages))
     print(f"relay:   {r['relay_us']:.2f} us of Python per relayed event (best of {args.rounds})")
     print(
         f"request: {r['request_us']:.1f} us per request of {EVENTS} events, whole lifecycle"
         f" ({r['request_us'] / EVENTS:.2f} us per event)"
     )
-    print(f"cold, after {args.sleep_ms:g} ms idle each (medians of 300, the cases in turn):")
+    flushed = " and the caches flushed" if args.evict else ""
+    print(f"cold, after {args.sleep_ms:g} ms idle{flushed} each (medians of 300, in turn):")
     print(
         f"  relayed event: {r['cold_relay_us']:.1f} us (strict floor: httptools + framing "
         f"{r['cold_strict_floor_us']:.1f} us; bare relay {r['cold_bare_floor_us']:.1f} us)"

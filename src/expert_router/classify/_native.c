@@ -1,9 +1,18 @@
 /* The classifier's per-prompt hot path in C (expert_router.classify._native).
  *
- * ``term_ids(text, vocabulary)``: a text's terms, cut as the analyzer cuts them (runs of word
+ * ``vocabulary_table(vocabulary)``: the ASCII terms of a vocabulary (``dict[bytes, int]``) as
+ * an open-addressing hash table for ``term_ids``, in a capsule. Each slot is 32 bytes, on a
+ * 32-byte boundary, and holds its term inline (up to ``INLINE`` bytes; longer ones point into
+ * a pool after the slots), so a lookup touches one cache line: a dict lookup touches four (its
+ * index, its entry, the key object, the value object), and on a core woken by the request each
+ * is a miss from memory (docs/benchmarks.md).
+ *
+ * ``term_ids(text, table)``: a text's terms, cut as the analyzer cuts them (runs of word
  * characters: ``str.isalnum`` or ``_``, which is what ``\w`` matches). A run of two ASCII
- * characters or more is lower-cased here and looked up as bytes in ``vocabulary``; its id, if
- * any, goes to ``ids`` (one per occurrence, in order). A run holding a non-ASCII character
+ * characters or more is looked up in ``table`` as it lower-cases (hashed, and compared with
+ * the slot's term, as it is read: no copy); its id, if any, goes to ``ids`` (one per
+ * occurrence, in order). The runs go in batches: the slots of a batch are all asked for
+ * (prefetched) before the first is compared, so that their misses overlap. A run holding a non-ASCII character
  * goes, as it is, to ``wide``, for the caller to lower-case and cut with the analyzer's own
  * regex (Unicode case mappings live in Python); ``wide`` is None when there is none. Returns
  * ``(ids, wide)``, or None when the text holds a capital sigma, whose lower case depends on
@@ -18,6 +27,7 @@
  * the first ``dims`` sums being the prompt's vector z and the last K its cross terms -2 z.c,
  * it returns the K squared distances ``max(csq1[k] + cross[k] / |z|, 0)`` of the unit vector
  * z / |z| to the centroids, as a tuple; None when |z| is 0 (the caller takes numpy's path).
+ * Every row is asked for (prefetched) before the first is summed, for the same reason.
  *
  * What Python and numpy spend here is their dispatch, and on a core woken by the request they
  * pay it cold (docs/benchmarks.md); one C call pays it once. The module is optional: without
@@ -27,6 +37,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #define STACK_COLUMNS 512 /* sums of up to this many columns live on the stack */
 
@@ -58,6 +70,22 @@ add_rows(const Py_buffer *view, int format, PyObject *ids, double *acc, Py_ssize
 {
     Py_ssize_t nrows = view->shape[0];
     Py_ssize_t n = PyList_GET_SIZE(ids);
+    /* Ask for every row before summing any: on a cold core each row is a miss from memory,
+     * and these go out together instead of one after the other. */
+    size_t row_bytes = (size_t)ncols * (format == 'f' ? sizeof(float) : sizeof(double));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(ids, i);
+        Py_ssize_t id = PyLong_CheckExact(item) ? PyLong_AsSsize_t(item) : -1;
+        if (id >= 0 && id < nrows) {
+            const char *row = (const char *)view->buf + (size_t)id * row_bytes;
+            for (size_t at = 0; at < row_bytes; at += 64) {
+                __builtin_prefetch(row + at);
+            }
+        }
+        else {
+            PyErr_Clear(); /* reported by the loop below */
+        }
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t id = PyLong_AsSsize_t(PyList_GET_ITEM(ids, i));
         if (id == -1 && PyErr_Occurred()) {
@@ -124,38 +152,214 @@ is_word_char(Py_UCS4 ch)
     return ch < 128 ? is_word((unsigned char)ch) : Py_UNICODE_ISALNUM(ch);
 }
 
-/* Look up the ASCII run [start, end) of ``text`` (lower-cased) in ``vocabulary``; append its
- * id to ``ids`` when it is known. -1 on an error. */
-static inline int
-look_up_ascii(int kind, const void *data, Py_ssize_t start, Py_ssize_t end,
-              PyObject *vocabulary, PyObject *ids)
+/* -- the vocabulary table ---------------------------------------------------------------- */
+
+#define TABLE_CAPSULE "expert_router.classify._native.vocabulary_table"
+#define INLINE 26 /* term bytes held in the slot itself */
+
+typedef struct {
+    uint32_t id1;  /* the term's id + 1; 0: an empty slot */
+    uint16_t len;  /* the term's length in bytes */
+    char key[INLINE]; /* the term, or (longer than INLINE) its offset into the pool */
+} Slot;
+
+typedef struct {
+    size_t mask;     /* slots - 1 (a power of two) */
+    size_t max_len;  /* the longest term: longer runs are not looked up */
+    Slot *slots;     /* 32-byte aligned */
+    char *pool;      /* the terms longer than INLINE, back to back */
+    void *memory;    /* what was allocated (slots and pool) */
+} Table;
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static inline uint64_t
+hash_end(uint64_t h)
 {
-    PyObject *term = PyBytes_FromStringAndSize(NULL, end - start);
-    if (term == NULL) {
-        return -1;
+    return h ^ (h >> 29); /* FNV's low bits alone index the table poorly */
+}
+
+static inline uint64_t
+hash_term(const char *s, size_t n)
+{
+    uint64_t h = FNV_OFFSET; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
     }
-    char *out = PyBytes_AS_STRING(term);
-    for (Py_ssize_t j = start; j < end; j++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, j);
-        *out++ = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    return hash_end(h);
+}
+
+static inline const char *
+slot_key(const Table *t, const Slot *slot)
+{
+    if (slot->len <= INLINE) {
+        return slot->key;
     }
-    PyObject *id = PyDict_GetItemWithError(vocabulary, term); /* borrowed */
-    Py_DECREF(term);
-    if (id == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+    uint64_t at;
+    memcpy(&at, slot->key, sizeof at);
+    return t->pool + at;
+}
+
+static inline Py_UCS4
+lower_ascii(Py_UCS4 c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* The id of the ASCII run [start, start + n) of a text, lower-cased, whose hash is ``h``; or -1.
+ */
+static inline long
+table_find(const Table *t, int kind, const void *data, Py_ssize_t start, size_t n, uint64_t h)
+{
+    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+        const Slot *slot = &t->slots[i];
+        if (slot->id1 == 0) {
+            return -1;
+        }
+        if (slot->len != n) {
+            continue;
+        }
+        const char *key = slot_key(t, slot);
+        size_t j = 0;
+        while (j < n && (Py_UCS4)(unsigned char)key[j] ==
+                            lower_ascii(PyUnicode_READ(kind, data, start + (Py_ssize_t)j))) {
+            j++;
+        }
+        if (j == n) {
+            return (long)slot->id1 - 1;
+        }
     }
-    return PyList_Append(ids, id);
+}
+
+static void
+table_free(PyObject *capsule)
+{
+    Table *t = PyCapsule_GetPointer(capsule, TABLE_CAPSULE);
+    if (t != NULL) {
+        PyMem_Free(t->memory);
+        PyMem_Free(t);
+    }
+}
+
+static PyObject *
+vocabulary_table(PyObject *module, PyObject *vocabulary)
+{
+    (void)module;
+    if (!PyDict_Check(vocabulary)) {
+        PyErr_SetString(PyExc_TypeError, "vocabulary_table(vocabulary: dict[bytes, int])");
+        return NULL;
+    }
+    size_t n = (size_t)PyDict_GET_SIZE(vocabulary), slots = 16, pool = 0, max_len = 0;
+    while (slots < 2 * n) { /* at most half full: short probes, and misses end soon */
+        slots <<= 1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(vocabulary, &pos, &key, &value)) {
+        if (!PyBytes_Check(key) || !PyLong_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "the vocabulary maps bytes to int");
+            return NULL;
+        }
+        size_t len = (size_t)PyBytes_GET_SIZE(key);
+        if (len > UINT16_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a term longer than 65535 bytes");
+            return NULL;
+        }
+        pool += len > INLINE ? len : 0;
+        max_len = len > max_len ? len : max_len;
+    }
+    Table *t = PyMem_Calloc(1, sizeof(Table));
+    size_t bytes = slots * sizeof(Slot) + 32 + pool;
+    void *memory = t != NULL ? PyMem_Calloc(1, bytes) : NULL;
+    if (memory == NULL) {
+        PyMem_Free(t);
+        return PyErr_NoMemory();
+    }
+    t->memory = memory;
+    t->slots = (Slot *)(((uintptr_t)memory + 31) & ~(uintptr_t)31);
+    t->pool = (char *)(t->slots + slots);
+    t->mask = slots - 1;
+    t->max_len = max_len;
+    size_t used = 0;
+    pos = 0;
+    while (PyDict_Next(vocabulary, &pos, &key, &value)) {
+        long id = PyLong_AsLong(value);
+        if ((id == -1 && PyErr_Occurred()) || id < 0 || id >= (long)UINT32_MAX) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "a term id outside 0..2**32-2");
+            goto fail;
+        }
+        const char *term = PyBytes_AS_STRING(key);
+        size_t len = (size_t)PyBytes_GET_SIZE(key);
+        size_t i = (size_t)hash_term(term, len) & t->mask;
+        while (t->slots[i].id1 != 0) { /* a dict has no equal keys: no duplicate to meet */
+            i = (i + 1) & t->mask;
+        }
+        Slot *slot = &t->slots[i];
+        slot->id1 = (uint32_t)id + 1;
+        slot->len = (uint16_t)len;
+        if (len <= INLINE) {
+            memcpy(slot->key, term, len);
+        }
+        else {
+            uint64_t at = used;
+            memcpy(slot->key, &at, sizeof at);
+            memcpy(t->pool + used, term, len);
+            used += len;
+        }
+    }
+    PyObject *capsule = PyCapsule_New(t, TABLE_CAPSULE, table_free);
+    if (capsule != NULL) {
+        return capsule;
+    }
+fail:
+    PyMem_Free(t->memory);
+    PyMem_Free(t);
+    return NULL;
+}
+
+#define BATCH 32 /* runs whose slots are asked for before the first is compared */
+
+typedef struct {
+    Py_ssize_t start;
+    size_t len;
+    uint64_t hash;
+} Run;
+
+/* Look up ``batch``'s runs (their slots already asked for), in order; each id found goes to
+ * ``ids``. -1 on an error. */
+static int
+look_up(const Table *table, int kind, const void *data, const Run *batch, int n, PyObject *ids)
+{
+    for (int r = 0; r < n; r++) {
+        long id = table_find(table, kind, data, batch[r].start, batch[r].len, batch[r].hash);
+        if (id < 0) {
+            continue;
+        }
+        PyObject *value = PyLong_FromLong(id);
+        if (value == NULL || PyList_Append(ids, value) < 0) {
+            Py_XDECREF(value);
+            return -1;
+        }
+        Py_DECREF(value);
+    }
+    return 0;
 }
 
 /* The cut of ``term_ids`` over a text of ``kind``; inlined with a constant kind for ASCII
  * text, where no run is wide. */
 static inline PyObject *
-cut(PyObject *text, int kind, const void *data, Py_ssize_t n, PyObject *vocabulary)
+cut(PyObject *text, int kind, const void *data, Py_ssize_t n, const Table *table)
 {
     PyObject *ids = PyList_New(0), *wide = NULL;
     if (ids == NULL) {
         return NULL;
     }
+    /* Two passes over each BATCH of ASCII runs: hash each and ask for its slot, then compare.
+     * On a cold core each slot is a miss from memory; asked for together, they overlap. */
+    Run batch[BATCH];
+    int batched = 0;
     Py_ssize_t i = 0;
     while (i < n) {
         while (i < n && !is_word_char(PyUnicode_READ(kind, data, i))) {
@@ -185,11 +389,22 @@ cut(PyObject *text, int kind, const void *data, Py_ssize_t n, PyObject *vocabula
             break;
         }
         if (ascii) {
-            if (i - start < 2) {
+            size_t len = (size_t)(i - start);
+            if (len < 2 || len > table->max_len) {
                 continue; /* a term has two characters at least (the analyzer's \w\w+) */
             }
-            if (look_up_ascii(kind, data, start, i, vocabulary, ids) < 0) {
-                goto fail;
+            uint64_t h = FNV_OFFSET;
+            for (Py_ssize_t j = start; j < i; j++) {
+                h = (h ^ lower_ascii(PyUnicode_READ(kind, data, j))) * FNV_PRIME;
+            }
+            h = hash_end(h);
+            __builtin_prefetch(&table->slots[(size_t)h & table->mask]);
+            batch[batched++] = (Run){start, len, h};
+            if (batched == BATCH) {
+                if (look_up(table, kind, data, batch, batched, ids) < 0) {
+                    goto fail;
+                }
+                batched = 0;
             }
             continue;
         }
@@ -202,6 +417,9 @@ cut(PyObject *text, int kind, const void *data, Py_ssize_t n, PyObject *vocabula
             goto fail;
         }
         Py_DECREF(run);
+    }
+    if (look_up(table, kind, data, batch, batched, ids) < 0) {
+        goto fail;
     }
     PyObject *out = PyTuple_New(2);
     if (out == NULL) {
@@ -224,20 +442,21 @@ static PyObject *
 term_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "term_ids(text: str, vocabulary: dict) expected");
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyCapsule_IsValid(args[1], TABLE_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "term_ids(text: str, table: vocabulary_table) expected");
         return NULL;
     }
-    PyObject *text = args[0], *vocabulary = args[1];
+    PyObject *text = args[0];
+    const Table *table = PyCapsule_GetPointer(args[1], TABLE_CAPSULE);
     if (PyUnicode_READY(text) < 0) {
         return NULL;
     }
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (PyUnicode_IS_ASCII(text)) {
-        return cut(text, PyUnicode_1BYTE_KIND, data, n, vocabulary);
+        return cut(text, PyUnicode_1BYTE_KIND, data, n, table);
     }
-    return cut(text, PyUnicode_KIND(text), data, n, vocabulary);
+    return cut(text, PyUnicode_KIND(text), data, n, table);
 }
 
 static PyObject *
@@ -291,8 +510,11 @@ done:
 }
 
 static PyMethodDef native_methods[] = {
+    {"vocabulary_table", (PyCFunction)vocabulary_table, METH_O,
+     "vocabulary_table(vocabulary: dict[bytes, int]) -> capsule: the table term_ids looks\n"
+     "terms up in (see the module's source)."},
     {"term_ids", (PyCFunction)(void (*)(void))term_ids, METH_FASTCALL,
-     "term_ids(text, vocabulary) -> tuple[list[int], list[str] | None] | None: the ids of a\n"
+     "term_ids(text, table) -> tuple[list[int], list[str] | None] | None: the ids of a\n"
      "text's ASCII terms and its runs holding other characters (see the module's source)."},
     {"distances", (PyCFunction)(void (*)(void))distances, METH_FASTCALL,
      "distances(rows, ids, dims, csq1) -> tuple[float, ...] | None: a prompt's squared\n"

@@ -45,18 +45,20 @@ def _nonword_pattern() -> re.Pattern[bytes]:
 
 _NONWORD_SUB = _nonword_pattern().sub
 
-NativeIds = Callable[[str, dict[bytes, int]], tuple[list[int], list[str] | None] | None]
+NativeIds = Callable[[str, object], tuple[list[int], list[str] | None] | None]
 _term_ids: NativeIds | None
+_vocabulary_table: Callable[[dict[bytes, int]], object] | None
 try:
     from expert_router.classify._native import term_ids as _term_ids
+    from expert_router.classify._native import vocabulary_table as _vocabulary_table
 except ImportError:  # not built (no C compiler at install): translate and split below
-    _term_ids = None
+    _term_ids = _vocabulary_table = None
 
 
 class TermCounter:
     """Maps text to the ids of its in-vocabulary terms, one id per occurrence."""
 
-    __slots__ = ("_bytes", "_bytes_get", "_native", "_str_get")
+    __slots__ = ("_bytes", "_bytes_get", "_native", "_str_get", "_table")
 
     def __init__(self, vocabulary: dict[str, int]) -> None:
         self._str_get = vocabulary.get
@@ -65,6 +67,8 @@ class TermCounter:
         self._bytes = {t.encode(): i for t, i in vocabulary.items() if t.isascii() and len(t) > 1}
         self._bytes_get = self._bytes.get
         self._native = _term_ids  # None: the Python cut
+        # The C lookup's own table: one cache line per term, where the dict touches four.
+        self._table = _vocabulary_table(self._bytes) if _vocabulary_table is not None else None
 
     def ids(self, text: str) -> list[int]:
         """Vocabulary ids of the terms of ``text``, repeated once per occurrence, any order.
@@ -75,7 +79,7 @@ class TermCounter:
         native = self._native
         if native is None:
             return self._cut(text)
-        got = native(text, self._bytes)
+        got = native(text, self._table)
         if got is None:  # a capital sigma
             return self._exact(text)
         ids, wide = got

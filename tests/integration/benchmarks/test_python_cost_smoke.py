@@ -14,13 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gateway_python_cost import measure  # noqa: E402
+from gateway_python_cost import Idle, measure  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
 
 
 def test_python_cost_measures_a_whole_lifecycle() -> None:
-    figures = asyncio.run(measure(rounds=1, profile=False, sleep_s=0.001, cold_items=5))
+    figures = asyncio.run(measure(rounds=1, profile=False, idle=Idle(0.001, False), cold_items=5))
     cold = {"cold_relay_us", "cold_strict_floor_us", "cold_bare_floor_us", "cold_request_us"}
     assert set(figures) == {"relay_us", "request_us", "garbage_per_request"} | cold
     # a request in a reference cycle waits for the cyclic collector: none may be left
@@ -35,7 +35,7 @@ def test_python_cost_splits_a_cold_request_into_its_steps() -> None:
 
     before = HttpConnection.on_headers_complete
     figures = asyncio.run(
-        measure(rounds=1, profile=False, sleep_s=0.001, cold_items=5, stages=True)
+        measure(rounds=1, profile=False, idle=Idle(0.0, evict=True), cold_items=5, stages=True)
     )
     steps = {k: v for k, v in figures.items() if k.startswith("step: ")}
     assert len(steps) == 13 and all(math.isfinite(v) and v >= 0 for v in steps.values())

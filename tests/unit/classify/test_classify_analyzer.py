@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
 import sys
 from collections import Counter
 
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from expert_router.classify.analyzer import STOP_WORDS, analyze, raw_tokens
-from expert_router.classify.terms import TermCounter, _term_ids, has_tokens
+from expert_router.classify.terms import TermCounter, _term_ids, _vocabulary_table, has_tokens
 
 SKLEARN = CountVectorizer().build_analyzer()
 
@@ -118,9 +120,10 @@ def test_the_c_cut_is_the_regexs_over_every_code_point() -> None:
     if _term_ids is None:
         pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
     word = re.compile(r"\w").match
+    empty = _table({})
     for code in range(128, sys.maxunicode + 1):
         c = chr(code)
-        got = _term_ids(c + c, {})
+        got = _term_ids(c + c, empty)
         if code == 0x03A3:
             assert got is None
             continue
@@ -131,13 +134,50 @@ def test_the_c_cut_is_the_regexs_over_every_code_point() -> None:
             assert not any(word(x) for x in low), hex(code)
 
 
+def _table(vocabulary: dict[bytes, int]) -> object:
+    assert _vocabulary_table is not None
+    return _vocabulary_table(vocabulary)
+
+
 def test_native_lookup_refuses_bad_arguments() -> None:
     if _term_ids is None:
         pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
-    assert _term_ids("Cat cat-CAT x", {b"cat": 7}) == ([7, 7, 7], None)
-    assert _term_ids("Café cat’s", {b"cat": 1}) == ([1], ["Café"])  # the wide run as it is
-    assert _term_ids("ΣΟΦΙΑ", {}) is None  # a capital sigma: the exact path
-    assert _term_ids("", {}) == ([], None)
-    for args in [(b"cat", {}), ("cat", [b"cat"]), ("cat",), ("cat", {}, {})]:
+    assert _term_ids("Cat cat-CAT x", _table({b"cat": 7})) == ([7, 7, 7], None)
+    assert _term_ids("Café cat’s", _table({b"cat": 1})) == ([1], ["Café"])  # the wide run as it is
+    assert _term_ids("ΣΟΦΙΑ", _table({})) is None  # a capital sigma: the exact path
+    assert _term_ids("", _table({})) == ([], None)
+    for args in [(b"cat", _table({})), ("cat", {b"cat": 1}), ("cat",), ("cat", _table({}), 1)]:
         with pytest.raises(TypeError):
             _term_ids(*args)  # type: ignore[arg-type]
+    for bad, error in [
+        ({"cat": 1}, TypeError),  # str keys
+        ({b"cat": 1.0}, TypeError),
+        ({b"cat": -1}, ValueError),
+        ({b"cat": 2**32}, ValueError),
+        ({b"x" * 70_000: 1}, ValueError),
+        ([b"cat"], TypeError),
+    ]:
+        with pytest.raises(error):
+            _table(bad)  # type: ignore[arg-type]
+
+
+def test_the_native_table_finds_what_the_dict_finds() -> None:
+    """``vocabulary_table``'s open addressing against the dict it is built from, on a large
+    vocabulary (probes that wrap around the table) with terms held inline, in its pool (over
+    26 bytes) and longer than a run is lower-cased on the stack (over 256), each looked up in
+    any case mix, beside runs that only share a prefix or a hash bucket with a term."""
+    if _term_ids is None:
+        pytest.skip("expert_router.classify._native is not built (no C compiler at install)")
+    rng = random.Random(12)
+    letters = string.ascii_lowercase + string.digits + "_"
+    lengths = [rng.choice([2, 3, 5, 8, 13, 26, 27, 40, 256, 257, 600]) for _ in range(20_000)]
+    terms = list(dict.fromkeys("".join(rng.choices(letters, k=n)) for n in lengths))
+    vocabulary = {t.encode(): i for i, t in enumerate(terms[::2])}
+    table = _table(vocabulary)
+    for chunk in range(0, len(terms), 500):
+        words = terms[chunk : chunk + 500]
+        words += [w[:-1] for w in words[:50] if len(w) > 2] + [w + "q" for w in words[:50]]
+        rng.shuffle(words)
+        text = " ".join(w.upper() if rng.random() < 0.3 else w for w in words)
+        want = [vocabulary[w.encode()] for w in words if w.encode() in vocabulary]
+        assert _term_ids(text, table) == (want, None)
