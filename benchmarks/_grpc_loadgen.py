@@ -43,6 +43,7 @@ class TritonGrpcStreamer:
         max_tokens: int,
         c: Counters,
         api_key: str | None = None,
+        prompts: tuple[str, ...] = PROMPTS,
     ) -> None:
         import grpc
         from tritonclient.grpc import service_pb2 as pb2
@@ -57,11 +58,13 @@ class TritonGrpcStreamer:
         self.names = tw.TritonNames("ensemble")
         self.max_tokens = max_tokens
         self.counters = c
+        self.prompts = prompts
         self._ids = itertools.count(1)
 
     async def request(self, user: int, seq: int) -> Record:
         tw, kserve, grpc = self.tw, self.kserve, self.grpc
-        prompt = f"{PROMPTS[(user + seq) % len(PROMPTS)]} (user {user}, request {seq})"
+        prompts = self.prompts
+        prompt = f"{prompts[(user + seq) % len(prompts)]} (user {user}, request {seq})"
         req = tw.TritonRequest(prompt, self.max_tokens, min_length=self.max_tokens)
         msg = kserve.infer_request(self.pb2, req, self.names, str(next(self._ids)))
         rec = Record(start_ns=time.perf_counter_ns())

@@ -35,6 +35,18 @@ PROMPTS = (
 )
 
 
+def prompts_of(tokens: int) -> tuple[str, ...]:
+    """The prompts users send: ``PROMPTS`` (about 18 words) for 0; else the bundled prompt
+    set's documents cut to ``tokens`` tokens (the paper's base prompt is 335; the set's
+    documents hold 400-640), as a client with real prompts sends them."""
+    if tokens <= 0:
+        return PROMPTS
+    from expert_router.bench.workload import load_documents
+    from expert_router.tokenizer import truncate
+
+    return tuple(truncate(doc, tokens) for doc in load_documents(None))
+
+
 @dataclass
 class Record:
     """One request: times in ns (perf_counter_ns), 0 when not reached. ``up_recv_ns`` and
@@ -77,8 +89,10 @@ class OpenAIStreamer:
         max_tokens: int,
         c: Counters,
         api_key: str | None = None,
+        prompts: tuple[str, ...] = PROMPTS,
     ):
         self.urls = [u.rstrip("/") for u in urls]
+        self.prompts = prompts
         self.chat = route == "chat"
         self.path = "/v1/chat/completions" if self.chat else "/v1/completions"
         self.model = model
@@ -90,7 +104,8 @@ class OpenAIStreamer:
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
     def _body(self, user: int, seq: int) -> dict[str, Any]:
-        prompt = f"{PROMPTS[(user + seq) % len(PROMPTS)]} (user {user}, request {seq})"
+        prompts = self.prompts
+        prompt = f"{prompts[(user + seq) % len(prompts)]} (user {user}, request {seq})"
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
@@ -258,6 +273,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         args.max_tokens,
         counters,
         os.environ.get("LOADGEN_API_KEY"),
+        prompts_of(args.prompt_tokens),
     )
     stop = asyncio.Event()
     ramp = args.ramp_s
@@ -333,6 +349,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="emulated")
     p.add_argument("--users", type=int, default=1)
     p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--prompt-tokens", type=int, default=0, help="0: ~18-word prompts")
     p.add_argument("--ramp-s", type=float, default=0.0, help="spread user starts over this")
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--think-ms", type=float, default=0.0, help="pause U(0, this) between")

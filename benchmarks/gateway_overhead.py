@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=16, help="per request, many users")
     p.add_argument("--max-tokens-1", type=int, default=1, help="per request, 1 user")
     p.add_argument("--route", choices=("chat", "completions"), default="chat")
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=0,
+        help="prompts of the bundled set cut to this many tokens (0: ~18-word prompts)",
+    )
     p.add_argument("--window-s", type=float, default=None, help="measured seconds per case")
     p.add_argument("--rounds", type=int, default=1, help="repeat; medians are reported")
     p.add_argument("--targets", default="direct,nginx,gateway,litellm")
@@ -96,6 +102,7 @@ def _case_args(args: argparse.Namespace, users: int) -> tuple[list[str], float]:
     ramp = 0.0 if users == 1 else max(2.0, request_s * 1.5)
     warmup = 1.0 if users == 1 else ramp + request_s
     cli = ["--users", str(users), "--max-tokens", str(max_tokens), "--route", args.route]
+    cli += ["--prompt-tokens", str(args.prompt_tokens)]
     cli += ["--protocol", args.protocol, "--ramp-s", str(ramp), "--warmup-s", str(warmup)]
     think = args.think_ms if args.think_ms is not None else 0.0 if users == 1 else args.tpot_ms
     cli += ["--think-ms", str(think)]
@@ -453,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"gateway_overhead: upstream={args.upstream} protocol={args.protocol} fleet={args.fleet} "
         f"tpot={args.tpot_ms}ms ttft={args.ttft_ms}ms max_tokens={args.max_tokens} "
-        f"route={args.route} rounds={args.rounds} workers={args.workers} pin={args.pin} "
+        f"route={args.route} prompt_tokens={args.prompt_tokens} rounds={args.rounds} "
+        f"workers={args.workers} pin={args.pin} "
         f"({time.time() - started:.0f} s)"
     )
     print(f"load average (1/5/15 min): start {load_start}, end {load_end} on {os.cpu_count()} CPUs")

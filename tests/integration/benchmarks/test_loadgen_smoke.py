@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from procs import expert_router_cmd, free_port, running  # noqa: E402
 
-from _loadgen import percentile  # noqa: E402
+from _loadgen import PROMPTS, percentile, prompts_of  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
 
@@ -28,6 +28,16 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 100) == 100.0
     assert percentile([7.0], 99) == 7.0
     assert percentile([], 50) != percentile([], 50)  # nan
+
+
+def test_prompts_are_the_short_ones_or_the_bundled_set_cut() -> None:
+    from expert_router.tokenizer import count_tokens
+
+    assert prompts_of(0) == PROMPTS
+    cut = prompts_of(335)
+    assert len(cut) > 100 and len(set(cut)) == len(cut)
+    assert all(count_tokens(p) <= 335 for p in cut)
+    assert sum(count_tokens(p) == 335 for p in cut) > len(cut) // 2  # the set's texts are longer
 
 
 def _emulator(port: int) -> list[str]:
