@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from procs import (  # noqa: E402
     ServerProcess,
     ensure_nginx,
-    expert_router_cmd,
-    free_port,
-    free_port_block,
 )
+from procs import expert_router_cmd as expert_router_cmd  # noqa: E402  (for the benchmarks)
+from procs import free_port as free_port  # noqa: E402
+from procs import free_port_block as free_port_block  # noqa: E402
 
 from expert_router.gateway.nginx_conf import NginxOptions, render_nginx_conf  # noqa: E402
 

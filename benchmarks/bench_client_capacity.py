@@ -60,7 +60,7 @@ def measure(
         records = run_loop(_with_loop_monitor(coro, lags))
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     relative_recv(records, t0_ns)
-    out = {"all": timing_errors(records, ttft_ms=ttft_ms, tpot_ms=tpot_ms)}
+    out: dict[str, Any] = {"all": timing_errors(records, ttft_ms=ttft_ms, tpot_ms=tpot_ms)}
     for turn, name in ((0, "base"), (1, "continuation")):
         subset = [r for r in records if r.turn == turn]
         out[name] = timing_errors(subset, ttft_ms=ttft_ms, tpot_ms=tpot_ms)

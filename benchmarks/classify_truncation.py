@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"  {n:>7}  {shares}")
     print("one classification, hot (median us):")
-    for n in (*cuts, None):
-        label = f"first {n} characters" if n else f"whole text (median {chars:.0f})"
-        print(f"  {label:>32}: {cost_us(clf, every, n):8.1f}")
+    lengths: list[int | None] = [*cuts, None]  # None: the whole text
+    for length in lengths:
+        label = f"first {length} characters" if length else f"whole text (median {chars:.0f})"
+        print(f"  {label:>32}: {cost_us(clf, every, length):8.1f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -45,7 +47,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def user(
-    s: aiohttp.ClientSession, url: str, stop: float, window: tuple[float, float], acc: dict
+    s: aiohttp.ClientSession,
+    url: str,
+    stop: float,
+    window: tuple[float, float],
+    acc: dict[str, Any],
 ) -> None:
     body = {"prompt": "benchmark prompt", "max_tokens": 300, "ignore_eos": True, "stream": True}
     while time.perf_counter() < stop:
@@ -69,8 +75,8 @@ async def user(
             acc["tpots"].append((last - first) / (n - 1))
 
 
-async def load(urls: list[str], streams: int, seconds: float, pid: int) -> dict:
-    acc: dict = {"tokens": 0, "tpots": []}
+async def load(urls: list[str], streams: int, seconds: float, pid: int) -> dict[str, Any]:
+    acc: dict[str, Any] = {"tokens": 0, "tpots": []}
     now = time.perf_counter()
     warm = 2.0
     window = (now + warm, now + warm + seconds)
@@ -124,6 +130,7 @@ def main() -> None:
         print(f"\nOne emulator process, 8 experts, fixed TPOT {TPOT_MS} ms, cores {cores}")
         print(f"{'streams':>8} {'offered tok/s':>14} {'streamed tok/s':>15} {'TPOT ms':>8}"
               f" {'TPOT err':>9} {'emulator CPU':>13} {'client CPU':>11}")  # fmt: skip
+        runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]
         try:
             import uvloop
 

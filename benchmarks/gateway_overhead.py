@@ -167,7 +167,9 @@ def histogram_summary(before: dict[str, float], after: dict[str, float]) -> dict
     }
 
 
-def measure(args: argparse.Namespace, stack: Stack, targets: list[Target], users: int) -> dict:
+def measure(
+    args: argparse.Namespace, stack: Stack, targets: list[Target], users: int
+) -> dict[str, Any]:
     cli, timeout = _case_args(args, users)
     runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     inside: dict[str, dict[str, float]] = {}
@@ -249,7 +251,7 @@ def legs(all_results: dict[int, dict[str, Any]]) -> list[str]:
     """The first token outside the upstream, by leg: forward = request sent -> upstream received
     it, return = upstream sent the token -> client read it, outside = both (the first-token time
     less the upstream's own, so without its timers' lateness); + = added over direct."""
-    lines = []
+    lines: list[str] = []
     for users, res in all_results.items():
         d = res.get("direct")
         if not d or "outside_p99_ms" not in d:
@@ -332,7 +334,7 @@ def _floor(users: int, res: dict[str, Any]) -> list[str]:
     n, g = res.get("nginx"), res.get("gateway")
     if users == 1:
         return []
-    lines = []
+    lines: list[str] = []
     floors = (
         ("relay", "a uvloop byte relay, no parsing: a Python proxy's floor"),
         ("strict", "the same relay reading both sides with httptools, responses framed again"),

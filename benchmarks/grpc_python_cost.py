@@ -137,7 +137,7 @@ async def measure(rounds: int, requests: int, profile: bool) -> dict[str, float]
         tail = f.header_block([(b"grpc-status", b"0")])
         answer = _answer()
         bodies = [_request(i) for i in range(requests)]
-        state = {"sid": 1, "took": 0.0}
+        state: dict[str, Any] = {"sid": 1, "took": 0.0}
         phases = [0.0, 0.0, 0.0]
         clock = time.perf_counter
 

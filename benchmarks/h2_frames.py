@@ -56,14 +56,16 @@ def answer() -> bytes:
     resp.infer_response.id = "er-123456"
     resp.infer_response.raw_output_contents.append(b"\x05\x00\x00\x00" + b" word" * 29)
     del out
-    return resp.SerializeToString()
+    data: bytes = resp.SerializeToString()
+    return data
 
 
 def request() -> bytes:
     req = pb2.ModelInferRequest(model_name="ensemble", id="er-123456")
     req.inputs.add(name="text_input", datatype="BYTES", shape=[1, 1])
     req.raw_input_contents.append(b"\x90\x00\x00\x00" + b"p" * 144)
-    return req.SerializeToString()
+    data: bytes = req.SerializeToString()
+    return data
 
 
 def data_frames(sid: int, body: bytes, n: int) -> list[bytes]:

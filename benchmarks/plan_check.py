@@ -140,7 +140,7 @@ def start_spread(run: Path) -> float:
         for row in pq.read_table(path, columns=["turn", "start"]).to_pylist()
         if row["turn"] == 0
     ]
-    return max(starts) - min(starts)
+    return float(max(starts) - min(starts))
 
 
 def emulator_iterations(urls: list[str]) -> dict[str, int]:

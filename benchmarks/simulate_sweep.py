@@ -14,6 +14,7 @@ import contextlib
 import io
 import tempfile
 import time
+from typing import Any
 
 from expert_router.bench.summary import summarize
 from expert_router.cli.main import main as cli
@@ -35,7 +36,7 @@ def main() -> None:
         preset = get_preset(name)
         sim_s = sum_s = virtual = 0.0
         tokens = 0
-        last: dict = {}
+        last: dict[str, Any] = {}
         for n in USERS:
             t0 = time.perf_counter()
             records = simulate_repetitions(
