@@ -4,7 +4,7 @@ Prompts are C4 documents cut to N tokens with the project's shared token count
 (``expert_router.tokenizer``), as the user simulator builds them. Prints p50/p99 per call
 (time.perf_counter_ns around every call, after a warm-up) next to the targets; never asserts.
 Then the same calls **cold**: each after streaming a buffer twice the last-level cache through
-the core (``EVICT_BYTES``), as a gateway woken by a request finds its caches after the rest
+the core (``_cold.CacheFlush``), as a gateway woken by a request finds its caches after the rest
 of the machine ran (docs/benchmarks.md): what the classifier costs there is its cache misses
 (the vocabulary lookups, the rows of its terms), not its instructions.
 
@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from _cold import CacheFlush  # noqa: E402
 from expert_router.classify import Classifier, load  # noqa: E402
 from expert_router.tokenizer import count_tokens, truncate  # noqa: E402
 
@@ -72,18 +73,14 @@ def per_call(clf: Classifier, prompts: list[str], iters: int) -> tuple[float, fl
     return float(np.percentile(us, 50)), float(np.percentile(us, 99)), float(us.mean())
 
 
-EVICT_BYTES = 64 * 2**20
-"""Streamed before each cold call: twice this machine's 32 MiB last-level cache."""
-
-
 def cold_call(clf: Classifier, prompts: list[str], calls: int) -> float:
     """Median microseconds of ``clf.predict`` with the caches flushed before each call."""
-    buffer = np.ones(EVICT_BYTES // 8)
+    flush = CacheFlush()
     predict = clf.predict
     samples = []
     for i in range(calls):
         p = prompts[i % len(prompts)]
-        buffer.sum()
+        flush()
         t0 = time.perf_counter_ns()
         predict(p)
         samples.append(time.perf_counter_ns() - t0)

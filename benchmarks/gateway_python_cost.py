@@ -47,8 +47,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import httptools
-import numpy as np
 
+from _cold import CacheFlush
 from expert_router.backends import BackendRequest
 from expert_router.backends.base import Listener
 from expert_router.backends.http1 import Http1Call
@@ -136,22 +136,18 @@ def _best(rounds: int, n: int, run: Any) -> float:
     return best
 
 
-EVICT_BYTES = 64 * 2**20
-"""``--evict``: streamed before each cold item, twice this machine's 32 MiB last-level cache."""
-
-
 class Idle:
-    """What comes before each cold item: ``sleep_s`` of sleep, then (``evict``) a buffer of
-    ``EVICT_BYTES`` read through, which leaves none of the gateway's code or data cached."""
+    """What comes before each cold item: ``sleep_s`` of sleep, then (``evict``) the caches
+    flushed (``_cold.CacheFlush``), which leaves none of the gateway's code or data cached."""
 
     def __init__(self, sleep_s: float, evict: bool) -> None:
         self.sleep_s = sleep_s
-        self.buffer = np.ones(EVICT_BYTES // 8) if evict else None
+        self.flush = CacheFlush() if evict else None
 
     def __call__(self) -> None:
         time.sleep(self.sleep_s)
-        if self.buffer is not None:
-            self.buffer.sum()
+        if self.flush is not None:
+            self.flush()
 
 
 def _cold(items: int, idle: Idle, cases: dict[str, Callable[[int], object]]) -> dict[str, float]:

@@ -147,14 +147,17 @@ def emulator_iterations(urls: list[str]) -> dict[str, int]:
     """The emulated engines' iterations, and how many ran so late (past the driver's catch-up,
     50 ms) that the engine's clock was reset: a late iteration stretches the emulated TPOT,
     so a live run with many measures the machine, not the model."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     counts = {"total": 0, "late": 0}
     names = {"emulator:iterations_total": "total", "emulator:late_iterations_total": "late"}
     for base in urls:
         with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-            for line in resp.read().decode().splitlines():
-                name = line.split("{", 1)[0]
-                if name in names:
-                    counts[names[name]] += int(float(line.rsplit(" ", 1)[1]))
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names:
+                    counts[names[sample.name]] += int(sample.value)
     return counts
 
 

@@ -43,8 +43,8 @@ def read(path: Path) -> tuple[list[str], list[int]]:
 
 def nearest(x: np.ndarray, centroids: np.ndarray) -> list[int]:
     d = (x * x).sum(1)[:, None] + (centroids**2).sum(1) - 2.0 * x @ centroids.T
-    nearest: list[int] = d.argmin(axis=1).tolist()
-    return nearest
+    clusters: list[int] = d.argmin(axis=1).tolist()
+    return clusters
 
 
 def train_time(path: Path, k: int) -> float:

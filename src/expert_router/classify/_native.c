@@ -12,14 +12,14 @@
  * characters or more is looked up in ``table`` as it lower-cases (hashed, and compared with
  * the slot's term, as it is read: no copy); its id, if any, goes to ``ids`` (one per
  * occurrence, in order). The runs go in batches: the slots of a batch are all asked for
- * (prefetched) before the first is compared, so that their misses overlap. A run holding a non-ASCII character
- * goes, as it is, to ``wide``, for the caller to lower-case and cut with the analyzer's own
- * regex (Unicode case mappings live in Python); ``wide`` is None when there is none. Returns
- * ``(ids, wide)``, or None when the text holds a capital sigma, whose lower case depends on
- * its neighbours: the caller then reads the whole text as the analyzer does. No non-word
- * character lower-cases to a word character (the tests check every code point), so cutting
- * before lower-casing finds the analyzer's terms. ``terms.TermCounter`` does the same in
- * Python where this module is not built.
+ * (prefetched) before the first is compared, so that their misses overlap. A run holding a
+ * non-ASCII character goes, as it is, to ``wide``, for the caller to lower-case and cut with
+ * the analyzer's own regex (Unicode case mappings live in Python); ``wide`` is None when there
+ * is none. Returns ``(ids, wide)``, or None when the text holds a capital sigma, whose lower
+ * case depends on its neighbours: the caller then reads the whole text as the analyzer does.
+ * No non-word character lower-cases to a word character (the tests check every code point),
+ * so cutting before lower-casing finds the analyzer's terms. ``terms.TermCounter`` does the
+ * same in Python where this module is not built.
  *
  * ``distances(rows, ids, dims, csq1)`` sums the rows of a prompt's terms (``ids``, one per
  * occurrence) of ``rows`` (vocabulary x (dims + K), float32 or float64, C-contiguous), in
@@ -174,20 +174,19 @@ typedef struct {
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
+/* A term's hash (FNV-1a, then its high bits folded in: FNV's low bits alone index the table
+ * poorly): ``hash_add`` over its bytes from FNV_OFFSET, then ``hash_end``. The table is built
+ * from bytes and read from text, one byte (lower-cased) at a time, with these two. */
 static inline uint64_t
-hash_end(uint64_t h)
+hash_add(uint64_t h, Py_UCS4 c)
 {
-    return h ^ (h >> 29); /* FNV's low bits alone index the table poorly */
+    return (h ^ c) * FNV_PRIME;
 }
 
 static inline uint64_t
-hash_term(const char *s, size_t n)
+hash_end(uint64_t h)
 {
-    uint64_t h = FNV_OFFSET; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
-    }
-    return hash_end(h);
+    return h ^ (h >> 29);
 }
 
 static inline const char *
@@ -292,7 +291,11 @@ vocabulary_table(PyObject *module, PyObject *vocabulary)
         }
         const char *term = PyBytes_AS_STRING(key);
         size_t len = (size_t)PyBytes_GET_SIZE(key);
-        size_t i = (size_t)hash_term(term, len) & t->mask;
+        uint64_t h = FNV_OFFSET;
+        for (size_t j = 0; j < len; j++) {
+            h = hash_add(h, (unsigned char)term[j]);
+        }
+        size_t i = (size_t)hash_end(h) & t->mask;
         while (t->slots[i].id1 != 0) { /* a dict has no equal keys: no duplicate to meet */
             i = (i + 1) & t->mask;
         }
@@ -395,7 +398,7 @@ cut(PyObject *text, int kind, const void *data, Py_ssize_t n, const Table *table
             }
             uint64_t h = FNV_OFFSET;
             for (Py_ssize_t j = start; j < i; j++) {
-                h = (h ^ lower_ascii(PyUnicode_READ(kind, data, j))) * FNV_PRIME;
+                h = hash_add(h, lower_ascii(PyUnicode_READ(kind, data, j)));
             }
             h = hash_end(h);
             __builtin_prefetch(&table->slots[(size_t)h & table->mask]);
