@@ -29,6 +29,7 @@ class Stats:
     probes: dict[int, int] = field(default_factory=dict)
     requests: dict[int, int] = field(default_factory=dict)
     rids: dict[str, Record] = field(default_factory=dict)
+    released: dict[str, asyncio.Event] = field(default_factory=dict)  # see ``Exchange.released``
 
 
 class FakeUpstream:
@@ -77,7 +78,8 @@ class FakeUpstream:
             return await self.get(writer, port, target.decode("latin-1"))
         self.stats.requests[port] = self.stats.requests.get(port, 0) + 1
         tokens = {k.decode(): v.decode() for k, v in _TOKEN.findall(body)}
-        record = self.stats.rids.setdefault(tokens.get("rid", ""), Record())
+        rid = tokens.get("rid", "")
+        record = self.stats.rids.setdefault(rid, Record())
         name = tokens.get("fault", "none")
         if b" once" in body and record.attempts:
             name = "none"
@@ -87,7 +89,8 @@ class FakeUpstream:
             stream = json.loads(body).get("stream") is True
         except ValueError:
             stream = False
-        ex = Exchange(reader, writer, port, target.decode("latin-1"), stream, record)
+        released = self.stats.released.setdefault(rid, asyncio.Event())
+        ex = Exchange(reader, writer, port, target.decode("latin-1"), stream, record, released)
         return await FAULTS.get(name, healthy)(ex)
 
     async def get(self, writer: asyncio.StreamWriter, port: int, target: str) -> bool:
@@ -95,6 +98,9 @@ class FakeUpstream:
         if path == "/health":
             self.stats.probes[port] = self.stats.probes.get(port, 0) + 1
             data: Any = {"status": "ok"}
+        elif path == "/release" and query.startswith("rid="):
+            self.stats.released.setdefault(query[4:], asyncio.Event()).set()
+            data = {"released": query[4:]}
         elif path == "/stats" and query.startswith("rid="):
             data = self.stats.rids.get(query[4:], Record()).__dict__
         elif path == "/stats":

@@ -70,6 +70,10 @@ class Upstream:
         data: dict[str, Any] = json.loads(body)
         return data
 
+    def release(self, rid: str) -> None:
+        """Tell the fault waiting on request id ``rid`` that the client has its answer."""
+        http_get(f"{self.urls[0]}/release?rid={rid}")
+
     def probes(self) -> dict[str, int]:
         _, body = http_get(f"{self.urls[0]}/stats")
         probes: dict[str, int] = json.loads(body)["probes"]

@@ -77,6 +77,7 @@ def fault_case(
             if written > 16 * MAX_RESPONSE:
                 ctx.problems.append(f"the gateway read {written >> 20} MB of an endless answer")
         if fault == "idle_bytes":
+            up.release(ident)  # the client has the answer: the connection is idle in the pool
             idle_checks(ctx, ident)
         for _ in range(follow):
             follow_up(ctx)

@@ -40,6 +40,8 @@ class Exchange:
     path: str
     stream: bool
     record: Record
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by ``GET /release?rid=``: the client has the whole answer (``idle_bytes``)."""
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -217,9 +219,15 @@ def error_status(status: int) -> Callable[[Exchange], Awaitable[bool]]:
 
 
 async def idle_bytes(ex: Exchange) -> bool:
-    """A healthy answer; once the gateway has it, bytes on the now idle connection."""
+    """A healthy answer; once the client has it, bytes on the connection, now idle in the
+    gateway's pool (the gateway pools a connection before it relays the answer's end, so the
+    test's ``release`` after reading the answer means idle; never released: nothing sent)."""
     await healthy(ex)
-    await asyncio.sleep(0.05)  # the answer has left; the connection sits in the gateway's pool
+    try:
+        async with asyncio.timeout(HOLD):
+            await ex.released.wait()
+    except TimeoutError:
+        return False
     await ex.send(SMUGGLED)
     ex.record.junk_written = True
     return True
