@@ -45,6 +45,20 @@ class PendingHistogram:
 
     __slots__ = ("child", "bounds", "counts", "total")
 
+    @staticmethod
+    def fits(child: Any) -> bool:
+        """Whether ``child`` keeps the private fields ``flush`` adds to (its bucket bounds,
+        bucket values and sum, as prometheus_client has since 0.4); a release without them
+        gets its observations at once instead."""
+        bounds, buckets = getattr(child, "_upper_bounds", None), getattr(child, "_buckets", None)
+        return (
+            isinstance(bounds, list)
+            and isinstance(buckets, list)
+            and len(bounds) == len(buckets)
+            and all(hasattr(b, "inc") for b in buckets)
+            and hasattr(getattr(child, "_sum", None), "inc")
+        )
+
     def __init__(self, child: Any) -> None:
         self.child = child
         self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # ends with +Inf
@@ -194,7 +208,7 @@ class GatewayMetrics:
     def per_request(self, child: Any) -> Observer:
         """``child`` (a histogram without labels, or one label child) as the request path
         observes it: pending until the next read in one process, direct with workers."""
-        if not self.defer:
+        if not self.defer or not PendingHistogram.fits(child):
             return child  # type: ignore[no-any-return]
         pending = PendingHistogram(child)
         self._pending.append(pending)

@@ -59,3 +59,14 @@ def test_with_workers_every_update_goes_to_prometheus_client_at_once(tmp_path: P
     m.count_request("0", "r0", 200)
     assert m._requests_pending == {}
     assert m.requests.labels("0", "r0", "200")._value.get() == 1.0
+
+
+def test_a_prometheus_client_without_the_private_fields_gets_observations_at_once() -> None:
+    """``PendingHistogram`` adds to prometheus_client's private fields: a release that renamed
+    them must not lose observations (nor fail at the first scrape)."""
+    m = GatewayMetrics()
+    child = Histogram("renamed_seconds", "-", buckets=FAST, registry=None)
+    assert PendingHistogram.fits(child)
+    del child._upper_bounds  # what a release that renamed it would look like
+    assert not PendingHistogram.fits(child)
+    assert m.per_request(child) is child
