@@ -47,7 +47,7 @@ class GPUSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    device: str = Field("", description="the device name the measurements reported")
+    device: str = Field(default="", description="the device name the measurements reported")
     memory_gb: float = Field(gt=0, description="device memory as CUDA reports it, 1e9 bytes")
     sms: int = Field(gt=0, description="streaming multiprocessors")
     hbm_bytes_per_s: float = Field(gt=0, description="datasheet peak (floors only)")

@@ -28,7 +28,9 @@ class Preset(BaseModel):
     name: str
     description: str = ""
     model_name: str = Field(description="name served by /v1/models")
-    gpu: str | GPUSpec = Field("h100", description="built-in spec name, spec YAML path, or inline")
+    gpu: str | GPUSpec = Field(
+        default="h100", description="built-in spec name, spec YAML path, or inline"
+    )
     model: str | ModelShape
     weight_dtype: DType = "fp16"
     kv_dtype: DType = "fp16"

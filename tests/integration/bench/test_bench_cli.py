@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ PNGS = ("ttft.png", "tpot.png", "user_throughput.png", "p99_response_time.png",
         "session_throughput.png", "time_buckets.png")  # fmt: skip
 
 
-def test_bench_sweep_and_report(tmp_path, emulator_url):
+def test_bench_sweep_and_report(tmp_path: Path, emulator_url: str) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     argv = ["bench", "--target", emulator_url, "--users", "1,4", "--workers", "1", *SMALL]
     assert main([*argv, "--out", str(a)]) == 0
@@ -52,7 +53,9 @@ def test_bench_sweep_and_report(tmp_path, emulator_url):
     assert all((out / p).is_file() for p in PNGS)
 
 
-def test_dead_server_is_one_line_before_any_run(tmp_path, capsys):
+def test_dead_server_is_one_line_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         port = s.getsockname()[1]
@@ -65,7 +68,9 @@ def test_dead_server_is_one_line_before_any_run(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_sweep_whose_requests_all_fail_exits_1_with_the_reasons(tmp_path, emulator_url, capsys):
+def test_a_sweep_whose_requests_all_fail_exits_1_with_the_reasons(
+    tmp_path: Path, emulator_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "fails"
     argv = ["bench", "--target", emulator_url, "--users", "2,4", "--workers", "1", *SMALL]
     # answers longer than the emulated model's context: every request is refused with a 400
@@ -80,7 +85,7 @@ def test_a_sweep_whose_requests_all_fail_exits_1_with_the_reasons(tmp_path, emul
     assert "Failed requests by reason" in page and "maximum context length" in page
 
 
-def test_workers_shard_users(tmp_path, emulator_url):
+def test_workers_shard_users(tmp_path: Path, emulator_url: str) -> None:
     out = tmp_path / "sharded"
     argv = ["bench", "--target", emulator_url, "--users", "5", "--workers", "2", *SMALL]
     assert main([*argv, "--out", str(out)]) == 0
@@ -92,7 +97,7 @@ def test_workers_shard_users(tmp_path, emulator_url):
     assert min(base_starts) >= 0 and max(base_starts) - min(base_starts) < 1.0
 
 
-def test_calibrate_reports_timing_error(tmp_path):
+def test_calibrate_reports_timing_error(tmp_path: Path) -> None:
     out = tmp_path / "cal"
     argv = ["bench", "--calibrate", "--users", "1,8", "--calib-ttft-ms", "30",
             "--calib-tpot-ms", "10", "--workers", "1", *SMALL, "--out", str(out)]  # fmt: skip

@@ -129,6 +129,7 @@ def test_gateway_b_runs_from_the_source_tree_it_is_given(tmp_path: Path) -> None
         with running(_emulator(port), tmp_path / "emulator.log", health_url=f"{url}/health"):
             target = stack.gateway([url], "cpu-tiny", src=src)
             environ = Path(f"/proc/{target.pid}/environ").read_bytes().split(b"\0")
+            assert target.pid is not None
             result = _loadgen(target.urls[0], 4, target.pid)
     finally:
         stack.close()

@@ -52,7 +52,7 @@ def _settings(out: Path) -> DemoSettings:
     return DemoSettings(out=out, preset_overrides=FAST, live=LIVE, simulate=SIM, configs=("A", "D"))
 
 
-def test_demo_writes_the_report_and_stops_everything(tmp_path):
+def test_demo_writes_the_report_and_stops_everything(tmp_path: Path) -> None:
     result = run_demo(_settings(tmp_path / "demo"))
     out = tmp_path / "demo"
     for name in ("index.html", "report.html", "sweep.csv", "ttft.png", "session_throughput.png",
@@ -78,7 +78,9 @@ def test_demo_writes_the_report_and_stops_everything(tmp_path):
     assert not _server_threads() and not multiprocessing.active_children()
 
 
-def test_interrupted_demo_stops_its_servers(tmp_path, monkeypatch):
+def test_interrupted_demo_stops_its_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[str] = []
 
     def interrupted(target: str, *args: object, **kwargs: object) -> None:
@@ -93,7 +95,7 @@ def test_interrupted_demo_stops_its_servers(tmp_path, monkeypatch):
     assert not _server_threads()
 
 
-def test_stack_stops_servers_on_error():
+def test_stack_stops_servers_on_error() -> None:
     with pytest.raises(RuntimeError, match="boom"), ServerStack() as stack:
         urls = stack.fleet(["cpu-tiny", "cpu-tiny"])
         gateway = stack.gateway({"0": [urls[0]], "*": [urls[1]]})
@@ -104,7 +106,7 @@ def test_stack_stops_servers_on_error():
     stack.close()  # idempotent
 
 
-def test_ctrl_c_on_the_command_exits_cleanly(tmp_path):
+def test_ctrl_c_on_the_command_exits_cleanly(tmp_path: Path) -> None:
     """SIGINT to the real command while it runs the live sweep: exit 130, ports closed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     out = str(tmp_path / "d")

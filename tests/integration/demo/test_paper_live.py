@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from expert_router.cli.main import main
 pytestmark = pytest.mark.integration
 
 
-def test_tiny_live_study(tmp_path, capsys):
+def test_tiny_live_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "live"
     argv = ["experiment", "paper", "--live", "--configs", "A,B", "--distribution", "uniform",
             "--users", "1,3", "--repeat", "1", "--output-tokens", "4", "--base-tokens", "40",

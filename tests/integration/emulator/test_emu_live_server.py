@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -50,7 +51,9 @@ async def test_batch_one_model_timing_within_ten_percent() -> None:
     assert statistics.median(r.ttft for r in runs) == pytest.approx(predicted_ttft, rel=0.10)
 
 
-async def _open_streams(s: aiohttp.ClientSession, url: str, n: int, prompt: int, max_tokens: int):  # type: ignore[no-untyped-def]
+async def _open_streams(
+    s: aiohttp.ClientSession, url: str, n: int, prompt: int, max_tokens: int
+) -> list[aiohttp.ClientResponse]:
     body = {"prompt": words(prompt), "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     return [await s.post(url + "/v1/completions", json=body) for _ in range(n)]
 
@@ -177,7 +180,9 @@ async def test_stop_aborts_requests_in_flight_promptly() -> None:
 
 
 async def test_paged_policy_preempts_yet_streams_every_token() -> None:
-    overrides = dict(kv_policy="paged", kv_tokens=160, max_batch=8, tpot_ms=2, ttft_ms=2)
+    overrides: dict[str, Any] = dict(
+        kv_policy="paged", kv_tokens=160, max_batch=8, tpot_ms=2, ttft_ms=2
+    )
     async with serve_emulator("cpu-tiny", **overrides) as srv, aiohttp.ClientSession() as s:
         body = {"prompt": words(16), "max_tokens": 100, "ignore_eos": True}
         results = await asyncio.gather(*(stream(s, srv.url, body) for _ in range(3)))

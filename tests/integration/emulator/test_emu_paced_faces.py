@@ -26,7 +26,7 @@ from expert_router.emulator.server import EmulatorServer, serve_emulator
 from expert_router.tokenizer import count_tokens
 
 pytestmark = pytest.mark.integration
-PACED = {"pacing": "per-request", "ttft_ms": 10.0, "tpot_ms": 40.0}
+PACED: dict[str, Any] = {"pacing": "per-request", "ttft_ms": 10.0, "tpot_ms": 40.0}
 
 
 async def _metrics(s: aiohttp.ClientSession, url: str) -> dict[str, float]:

@@ -23,7 +23,8 @@ CHAT = "/v1/chat/completions"
 
 async def first_event_then_rest(resp: aiohttp.ClientResponse, first: asyncio.Event) -> list[str]:
     """Read a stream's events; ``first`` is set once the first one arrived."""
-    decoder, events = SSEDecoder(), []
+    decoder = SSEDecoder()
+    events: list[str] = []
     async for data in resp.content.iter_any():
         events.extend(decoder.feed(data))
         if events:

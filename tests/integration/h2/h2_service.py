@@ -88,8 +88,8 @@ class Echo:
             await context.abort(grpc.StatusCode[code], details)
         if op == "bigmeta":  # ``n`` bytes of initial metadata; the size of x-big received
             await context.send_initial_metadata([("x-big", "v" * request.n)])
-            got = [len(v) for k, v in context.invocation_metadata() if k == "x-big"]
-            return Msg(text=str(got))
+            sizes = [len(v) for k, v in context.invocation_metadata() if k == "x-big"]
+            return Msg(text=str(sizes))
         if op == "sleep":
             await self._sleep()
         if op == "hold":

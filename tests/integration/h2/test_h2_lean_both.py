@@ -29,9 +29,9 @@ BIDI, CLIENT_STREAM = (PATH + "Bidi").encode(), (PATH + "ClientStream").encode()
 
 
 @pytest.fixture
-async def channel(lean: Lean) -> GrpcChannel:
+async def channel(lean: Lean) -> AsyncIterator[GrpcChannel]:
     ch = GrpcChannel(lean.target, connect_timeout=2, limits=LIMITS)
-    yield ch  # type: ignore[misc]
+    yield ch
     await ch.close()
 
 

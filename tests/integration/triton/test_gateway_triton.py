@@ -259,7 +259,7 @@ async def test_the_grpc_ingress_bounds_connections_as_the_http_one(
             await other.close()
 
 
-BAD_FOR_TENSORS = [
+BAD_FOR_TENSORS: list[tuple[dict[str, Any], str]] = [
     ({"max_tokens": "abc"}, "max_tokens"),  # a ValueError in int(), once blamed on the replica
     ({"max_tokens": [1]}, "max_tokens"),
     ({"max_tokens": 1.5}, "max_tokens"),  # (once served as 1)

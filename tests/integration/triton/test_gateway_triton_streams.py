@@ -107,7 +107,8 @@ async def test_a_silent_replica_times_out_before_its_first_message(
 class _Stalling(_Silent):
     """A Triton replica that sends each request's first message, then nothing."""
 
-    async def ModelStreamInfer(  # noqa: N802
+    # grpc takes a stream method as a coroutine (``_Silent``'s) or as an async generator
+    async def ModelStreamInfer(  # type: ignore[override]  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
         self.calls += 1

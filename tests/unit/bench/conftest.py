@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -43,5 +43,5 @@ def make_record(
 
 
 @pytest.fixture
-def rec():  # type: ignore[no-untyped-def]
+def rec() -> Callable[..., RequestRecord]:
     return make_record

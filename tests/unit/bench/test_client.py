@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from expert_router.bench.client import Counters, parse_server_timing, run_users
 from expert_router.bench.protocols import ClientSettings, make_client
+from expert_router.bench.records import RequestRecord
 from expert_router.bench.workload import UserPlan, WorkloadConfig
 from expert_router.errors import ConfigError
 from expert_router.tokenizer import count_tokens
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CFG = WorkloadConfig(base_tokens=20, continuation_tokens=40, output_tokens=5, jitter=0)
 
 
@@ -26,7 +30,7 @@ def _event(text: str) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
-async def _start(handler, models=None):
+async def _start(handler: Handler, models: Handler | None = None) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
     app.router.add_post("/v1/completions", handler)
@@ -39,7 +43,7 @@ async def _start(handler, models=None):
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-def _plans(n):
+def _plans(n: int) -> list[UserPlan]:
     return [
         UserPlan(user=u, cluster=u % 2, base=f"base prompt of user {u}", base_tokens=5,
                  continuation_target=40, pad=" more words about the same topic " * 10)
@@ -47,23 +51,23 @@ def _plans(n):
     ]  # fmt: skip
 
 
-async def _run(url, n=2, **kw):
+async def _run(url: str, n: int = 2, **kw: Any) -> list[RequestRecord]:
     return await run_users(
         _plans(n), CFG, protocol="openai", settings=ClientSettings(url, **kw), users=n,
         repetition=0, t0_ns=time.perf_counter_ns(),
     )  # fmt: skip
 
 
-def test_parse_server_timing():
+def test_parse_server_timing() -> None:
     assert parse_server_timing("classify;dur=0.5, route;dur=0.25") == {
         "classify": 0.5, "route": 0.25}  # fmt: skip
     assert parse_server_timing('x;desc="a";dur="1.5", y, z;dur=bad') == {"x": 1.5}
 
 
-async def test_stream_records_tokens_headers_and_history():
+async def test_stream_records_tokens_headers_and_history() -> None:
     bodies = []
 
-    async def handler(request):
+    async def handler(request: web.Request) -> web.StreamResponse:
         bodies.append(await request.json())
         resp = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "x-expert-router-cluster": "1",
@@ -86,6 +90,7 @@ async def test_stream_records_tokens_headers_and_history():
     cont = next(r for r in records if r.user == 1 and r.turn == 1)
     assert base.output_tokens == 3 and len(base.token_times) == 3
     assert base.token_times[1] == base.token_times[2]  # same chunk, same arrival time
+    assert base.first_token is not None
     assert base.start <= base.first_token <= base.end and base.first_token == base.token_times[0]
     assert base.max_tokens == 5  # asked for 5, got 3: reported, not hidden
     assert (base.routed_cluster, base.replica, base.cluster) == (1, "gpu-0", 1)
@@ -105,10 +110,10 @@ async def test_stream_records_tokens_headers_and_history():
     assert count_tokens(follow["messages"][2]["content"]) == 40 - 5 - 3
 
 
-async def test_completions_endpoint_sends_a_prompt():
+async def test_completions_endpoint_sends_a_prompt() -> None:
     bodies = []
 
-    async def handler(request):
+    async def handler(request: web.Request) -> web.StreamResponse:
         bodies.append(await request.json())
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -133,8 +138,8 @@ async def test_completions_endpoint_sends_a_prompt():
         (b"data: {not json\n\n", 200, "unparseable"),
     ],
 )
-async def test_failures_become_error_records(payload, status, message):
-    async def handler(request):
+async def test_failures_become_error_records(payload: bytes, status: int, message: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
         if status != 200:
             return web.Response(status=status, body=payload, content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -152,7 +157,7 @@ async def test_failures_become_error_records(payload, status, message):
     assert all(r.http_status == status for r in records)
 
 
-async def test_unreachable_server_gives_error_records():
+async def test_unreachable_server_gives_error_records() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -166,20 +171,22 @@ async def test_unreachable_server_gives_error_records():
     assert (counters.done, counters.errors, counters.active) == (6, 6, 0)
 
 
-def test_unknown_protocol():
+def test_unknown_protocol() -> None:
     with pytest.raises(ConfigError, match="openai"):
         make_client("carrier-pigeon", ClientSettings("http://x"))
 
 
-async def test_connections_are_opened_before_the_start():
+async def test_connections_are_opened_before_the_start() -> None:
     """Given time before the start, every user's first request reuses a warmed connection."""
     warmed, used = set(), set()
 
-    async def models(request):
+    async def models(request: web.Request) -> web.Response:
+        assert request.transport is not None
         warmed.add(request.transport.get_extra_info("peername"))
         return web.json_response({"object": "list", "data": []})
 
-    async def handler(request):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
         used.add(request.transport.get_extra_info("peername"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
 from expert_router.bench import metrics as m
+from expert_router.bench.records import RequestRecord
 
 
-def test_ttft_tpot_count_tokens_not_chunks(rec):
+def test_ttft_tpot_count_tokens_not_chunks(rec: Callable[..., RequestRecord]) -> None:
     # Tokens at 0.5, then a chunk of two tokens at 0.7, then one at 0.9.
     r = rec(start=0.0, times=[0.5, 0.7, 0.7, 0.9], end=1.0)
     assert m.ttft(r) == pytest.approx(0.5)
@@ -19,7 +21,7 @@ def test_ttft_tpot_count_tokens_not_chunks(rec):
     assert m.ttft(rec(times=[])) is None
 
 
-def test_lists_skip_failed_requests_and_split_turns(rec):
+def test_lists_skip_failed_requests_and_split_turns(rec: Callable[..., RequestRecord]) -> None:
     records = [
         rec(user=0, turn=0, start=0.0, times=[0.5, 0.7, 0.7, 0.9], end=1.0),
         rec(user=0, turn=1, start=1.0, times=[1.2, 1.5], end=1.5),
@@ -37,7 +39,7 @@ def test_lists_skip_failed_requests_and_split_turns(rec):
     assert m.throughput(records) == pytest.approx(4.0)
 
 
-def test_describe_and_percentiles():
+def test_describe_and_percentiles() -> None:
     d = m.describe([1.0, 2.0, 3.0, 4.0])
     assert d["n"] == 4 and d["mean"] == 2.5 and d["min"] == 1.0 and d["max"] == 4.0
     assert d["sd"] == pytest.approx(math.sqrt(1.25))  # population sd
@@ -50,7 +52,7 @@ def test_describe_and_percentiles():
     assert m.nearest_rank([], 99) is None
 
 
-def test_session_throughput_small(rec):
+def test_session_throughput_small(rec: Callable[..., RequestRecord]) -> None:
     records = [
         rec(user=0, start=0.0, end=2.0, times=[1.0] * 10),
         rec(user=1, start=1.0, end=4.0, times=[2.0] * 10),
@@ -64,7 +66,9 @@ def test_session_throughput_small(rec):
     assert s.tokens_per_s == pytest.approx(7.0)
 
 
-def test_session_throughput_drops_users_beyond_p99_and_failed_users(rec):
+def test_session_throughput_drops_users_beyond_p99_and_failed_users(
+    rec: Callable[..., RequestRecord],
+) -> None:
     records = [
         rec(user=i, start=i * 0.01, end=i * 0.01 + 1.0, times=[0.5] * 10) for i in range(100)
     ]
@@ -81,7 +85,7 @@ def test_session_throughput_drops_users_beyond_p99_and_failed_users(rec):
     assert m.session_throughput([]).tokens_per_s is None
 
 
-def test_time_buckets(rec):
+def test_time_buckets(rec: Callable[..., RequestRecord]) -> None:
     records = [
         rec(user=0, start=0.0, times=[0.5, 1.5, 1.5, 2.9], end=3.0),
         rec(user=1, start=0.0, times=[0.1, 3.2], end=3.5),
@@ -102,7 +106,7 @@ def test_time_buckets(rec):
         m.time_buckets(records, 0.0)
 
 
-def test_token_shortfalls_and_gateway_overhead(rec):
+def test_token_shortfalls_and_gateway_overhead(rec: Callable[..., RequestRecord]) -> None:
     records = [rec(times=[0.1] * 3, max_tokens=4), rec(times=[0.1] * 4, max_tokens=4)]
     assert m.token_shortfalls(records) == 1
     st = {"classify": 0.1, "route": 0.05, "upstream": 3.0}

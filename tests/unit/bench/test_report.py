@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from expert_router.bench.records import RequestRecord
 from expert_router.bench.report import load_sweep, users_dir, write_comparison, write_sweep
 from expert_router.bench.store import write_run
 from expert_router.bench.summary import summarize
@@ -15,12 +19,12 @@ PNGS = ("ttft.png", "tpot.png", "user_throughput.png", "p99_response_time.png",
         "session_throughput.png", "time_buckets.png")  # fmt: skip
 
 
-def _rows(path):
+def _rows(path: Path) -> list[dict[str, str]]:
     with (path / "sweep.csv").open() as fh:
         return list(csv.DictReader(fh))
 
 
-def _summaries(rec, slow=1.0):
+def _summaries(rec: Callable[..., RequestRecord], slow: float = 1.0) -> list[dict[str, Any]]:
     out = []
     for users in (1, 3):
         records = [
@@ -32,7 +36,7 @@ def _summaries(rec, slow=1.0):
     return out
 
 
-def test_write_sweep(tmp_path, rec):
+def test_write_sweep(tmp_path: Path, rec: Callable[..., RequestRecord]) -> None:
     summaries = _summaries(rec)
     for s in summaries:
         write_run(users_dir(tmp_path, s["users"]), [], s)
@@ -50,7 +54,7 @@ def test_write_sweep(tmp_path, rec):
     assert [s["users"] for s in load_sweep(tmp_path)] == [1, 3]
 
 
-def test_comparison_overlays_configs(tmp_path, rec):
+def test_comparison_overlays_configs(tmp_path: Path, rec: Callable[..., RequestRecord]) -> None:
     write_comparison(tmp_path, {"router": _summaries(rec), "baseline": _summaries(rec, 2.0)})
     rows = _rows(tmp_path)
     assert [r["config"] for r in rows] == ["router", "router", "baseline", "baseline"]
@@ -59,6 +63,6 @@ def test_comparison_overlays_configs(tmp_path, rec):
     assert all(p in html for p in PNGS) and "baseline" in html
 
 
-def test_load_sweep_errors(tmp_path):
+def test_load_sweep_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="summary.json"):
         load_sweep(tmp_path)

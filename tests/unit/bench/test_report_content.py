@@ -9,6 +9,7 @@ import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -22,6 +23,8 @@ from expert_router.experiment.paper import Protocol, simulate_config
 from expert_router.experiment.studies import V1
 
 TINY = dict(output_tokens=20, base_tokens=40, continuation_tokens=70, jitter=4, window_s=1.0)
+# per repetition count: the report folder, each configuration's summaries, its run folder
+Runs = dict[int, tuple[Path, dict[str, list[dict[str, Any]]], dict[str, Path]]]
 NUMBER = re.compile(r"^(–|\d[\d,]*(\.\d+)?( ± \d[\d,]*(\.\d+)?)?)$")
 
 
@@ -57,9 +60,9 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Path, dict, dict]]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """A and D simulated (users 1 and 8), once with one repetition and once with two."""
-    out: dict[int, tuple[Path, dict, dict]] = {}
+    out: Runs = {}
     for repeat in (1, 2):
         root = tmp_path_factory.mktemp(f"rep{repeat}")
         protocol = Protocol(users=(1, 8), repeat=repeat, **TINY)  # type: ignore[arg-type]
@@ -72,7 +75,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Path, dict
     return out
 
 
-def test_report_tells_the_story(runs: dict[int, tuple[Path, dict, dict]]) -> None:
+def test_report_tells_the_story(runs: Runs) -> None:
     root, series, _ = runs[1]
     text = html.unescape((root / "report.html").read_text())
     # the headline: one sentence per metric, computed from the data
@@ -92,7 +95,7 @@ def test_report_tells_the_story(runs: dict[int, tuple[Path, dict, dict]]) -> Non
     assert "error bars are the 95 %" not in text and "±" not in "".join(Page(text).cells)
 
 
-def test_numbers_have_fixed_precision_and_units(runs: dict[int, tuple[Path, dict, dict]]) -> None:
+def test_numbers_have_fixed_precision_and_units(runs: Runs) -> None:
     for repeat in (1, 2):
         root, series, _ = runs[repeat]
         text = (root / "report.html").read_text()
@@ -108,7 +111,7 @@ def test_numbers_have_fixed_precision_and_units(runs: dict[int, tuple[Path, dict
     assert "error bars are the 95 %" in (runs[2][0] / "report.html").read_text()
 
 
-def test_links_resolve(runs: dict[int, tuple[Path, dict, dict]]) -> None:
+def test_links_resolve(runs: Runs) -> None:
     root, _, dirs = runs[1]
     page = Page((root / "report.html").read_text())
     local = [h for h in page.links if not h.startswith(("http:", "https:", "#"))]
@@ -118,7 +121,7 @@ def test_links_resolve(runs: dict[int, tuple[Path, dict, dict]]) -> None:
         assert (root / href).is_file(), href
 
 
-def test_index_has_headline_what_ran_and_links(runs: dict[int, tuple[Path, dict, dict]]) -> None:
+def test_index_has_headline_what_ran_and_links(runs: Runs) -> None:
     root, series, dirs = runs[2]
     index = write_index(root, "study", [Part("the normal mix", root / "report.html", series, dirs)])
     text = html.unescape(index.read_text())
@@ -132,7 +135,7 @@ def test_index_has_headline_what_ran_and_links(runs: dict[int, tuple[Path, dict,
             assert (root / href).is_file(), href
 
 
-def test_console_table_uses_the_report_columns(runs: dict[int, tuple[Path, dict, dict]]) -> None:
+def test_console_table_uses_the_report_columns(runs: Runs) -> None:
     root, series, _ = runs[1]
     console = Console(width=200, record=True)
     console.print(sweep_table(series))
@@ -144,7 +147,7 @@ def test_console_table_uses_the_report_columns(runs: dict[int, tuple[Path, dict,
         assert f"{label}</th>" in page
 
 
-def _summary(users: int, ttft: float) -> dict:
+def _summary(users: int, ttft: float) -> dict[str, Any]:
     return {"users": users, "ttft": {"base": {"mean": ttft}}, "repetitions": 1}
 
 

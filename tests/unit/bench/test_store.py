@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from expert_router.bench.records import RequestRecord
 from expert_router.bench.store import (
     read_records,
     read_summary,
@@ -16,7 +19,7 @@ from expert_router.bench.store import (
 from expert_router.errors import ConfigError
 
 
-def test_round_trip(tmp_path, rec):
+def test_round_trip(tmp_path: Path, rec: Callable[..., RequestRecord]) -> None:
     records = [
         rec(user=0, start=0.25, end=2.0, times=[0.5, 0.5000013, 1.9999999], cluster=3,
             replica="gpu-1", routed_cluster=3, server_timing={"classify": 0.12}, http_status=200),
@@ -38,7 +41,7 @@ def test_round_trip(tmp_path, rec):
     assert read_summary(tmp_path / "run")["users"] == 2
 
 
-def test_large_run_is_compact(tmp_path, rec):
+def test_large_run_is_compact(tmp_path: Path, rec: Callable[..., RequestRecord]) -> None:
     records = [
         rec(user=u, start=0.0, end=130.0, times=[0.1 * k + u * 1e-4 for k in range(1200)])
         for u in range(200)
@@ -48,7 +51,7 @@ def test_large_run_is_compact(tmp_path, rec):
     assert (tmp_path / "records.parquet").stat().st_size < 240_000 * 2
 
 
-def test_errors_name_the_file(tmp_path):
+def test_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="records"):
         read_records(tmp_path / "missing.parquet")
     (tmp_path / "summary.json").write_text("{}")
@@ -56,7 +59,9 @@ def test_errors_name_the_file(tmp_path):
         read_summary(tmp_path)
 
 
-def test_directory_with_one_file_per_repetition(tmp_path, rec):
+def test_directory_with_one_file_per_repetition(
+    tmp_path: Path, rec: Callable[..., RequestRecord]
+) -> None:
     for rep in (0, 1, 10):
         write_records(tmp_path / rep_records_file(rep), [rec(repetition=rep, times=[0.5])])
     assert [r.repetition for r in read_records(tmp_path)] == [0, 1, 10]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
+from expert_router.bench.records import RequestRecord
 from expert_router.bench.summary import HEADLINE, interval, mean_tree, summarize
 
 
-def test_interval_by_hand():
+def test_interval_by_hand() -> None:
     iv = interval([2.0, 4.0, 6.0])
     assert iv["n"] == 3 and iv["mean"] == 4.0 and iv["sd"] == pytest.approx(2.0)
     half = 4.302652729911275 * 2.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
@@ -19,7 +21,7 @@ def test_interval_by_hand():
     assert interval([])["mean"] is None
 
 
-def test_mean_tree():
+def test_mean_tree() -> None:
     a = {"x": 1, "y": [1.0, 2.0], "z": {"k": 2.0}, "name": "a", "none": None}
     b = {"x": 3, "y": [3.0], "z": {"k": 4.0, "j": 1.0}, "name": "b", "none": 5.0}
     assert mean_tree([a, b]) == {
@@ -31,7 +33,7 @@ def test_mean_tree():
     }
 
 
-def _run(rec, rep, scale):
+def _run(rec: Callable[..., RequestRecord], rep: int, scale: float) -> list[RequestRecord]:
     # Two users, each base + continuation; every time scaled by ``scale``.
     out = []
     for u in range(2):
@@ -47,7 +49,7 @@ def _run(rec, rep, scale):
     return out
 
 
-def test_summarize_one_repetition(rec):
+def test_summarize_one_repetition(rec: Callable[..., RequestRecord]) -> None:
     s = summarize(_run(rec, 0, 1.0), users=2, window_s=1.0)
     for key in ("users", "ttft", "tpot", "user_throughput", "p99_response_time",
                 "session_throughput", "errors", "response_time", "time_buckets",
@@ -72,7 +74,7 @@ def test_summarize_one_repetition(rec):
     assert s["gateway_overhead"]["entries"]["classify"]["n"] == 2
 
 
-def test_summarize_aggregates_repetitions(rec):
+def test_summarize_aggregates_repetitions(rec: Callable[..., RequestRecord]) -> None:
     records = _run(rec, 0, 1.0) + _run(rec, 1, 2.0)
     s = summarize(records, users=2, window_s=1.0)
     assert s["repetitions"] == 2 and s["totals"]["requests"] == 8
@@ -85,7 +87,7 @@ def test_summarize_aggregates_repetitions(rec):
     assert set(HEADLINE) == set(s["across_repetitions"])
 
 
-def test_summarize_counts_errors_and_empty(rec):
+def test_summarize_counts_errors_and_empty(rec: Callable[..., RequestRecord]) -> None:
     records = [rec(start=0.0, end=0.5, times=[], status="error", error="boom", max_tokens=4)]
     s = summarize(records, users=1)
     assert s["errors"] == 1 and s["error_rate"] == 1.0 and s["error_messages"] == {"boom": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from expert_router.bench.tokens import BUILTIN, load_counter
@@ -12,7 +14,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 
 @pytest.fixture
-def word_tokenizer(tmp_path):
+def word_tokenizer(tmp_path: Path) -> str:
     """A whitespace word-level tokenizer: one token per word or punctuation mark."""
     vocab = {"[UNK]": 0, "hello": 1, "world": 2, "apple": 3, ",": 4}
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
@@ -22,12 +24,12 @@ def word_tokenizer(tmp_path):
     return str(path)
 
 
-def test_builtin_is_the_default():
+def test_builtin_is_the_default() -> None:
     assert load_counter(None) is BUILTIN
     assert BUILTIN.count("Hello, world") == 3 and BUILTIN.truncate("Hello, world", 2) == "Hello,"
 
 
-def test_hf_counter(word_tokenizer):
+def test_hf_counter(word_tokenizer: str) -> None:
     c = load_counter(word_tokenizer)
     assert c.count("hello   world, unknownword") == 4
     assert c.count("") == 0
@@ -35,7 +37,7 @@ def test_hf_counter(word_tokenizer):
     assert c.truncate("hello", 5) == "hello" and c.truncate("hello", 0) == ""
 
 
-def test_workload_cuts_prompts_with_the_hf_tokenizer(word_tokenizer):
+def test_workload_cuts_prompts_with_the_hf_tokenizer(word_tokenizer: str) -> None:
     # One token per word for the word tokenizer; the built-in one splits long words into
     # pieces of at most 8 letters, so its 100-token prompts hold fewer words.
     docs = [" ".join(["internationalisation"] * 300) for _ in range(4)]
@@ -47,7 +49,7 @@ def test_workload_cuts_prompts_with_the_hf_tokenizer(word_tokenizer):
     assert all(len(p.text.split()) < 100 for p in builtin.prompts)
 
 
-def test_bad_tokenizer_file(tmp_path):
+def test_bad_tokenizer_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(ConfigError, match="bad.json"):

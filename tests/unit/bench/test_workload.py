@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -22,15 +24,15 @@ class KeywordLabeller:
 
     n_clusters = 3
 
-    def labels(self, texts):
+    def labels(self, texts: Sequence[str]) -> list[int]:
         return [0 if "apple" in t else 1 if "river" in t else 2 for t in texts]
 
 
-def _docs(n=20, words=420):
+def _docs(n: int = 20, words: int = 420) -> list[str]:
     return [" ".join([("apple" if i % 2 == 0 else "river")] * words) for i in range(n)]
 
 
-def test_base_prompts_hit_token_targets_and_labels():
+def test_base_prompts_hit_token_targets_and_labels() -> None:
     cfg = WorkloadConfig(base_tokens=100, jitter=10)
     wl = Workload(_docs(words=150), KeywordLabeller(), cfg)
     assert len(wl.prompts) == 20
@@ -42,7 +44,7 @@ def test_base_prompts_hit_token_targets_and_labels():
     assert len(short.prompts) == 3
 
 
-def test_distribution_controls_the_mix():
+def test_distribution_controls_the_mix() -> None:
     wl = Workload(_docs(), KeywordLabeller(), WorkloadConfig(distribution="weights:0,1,0"))
     plans = wl.plan(50, seed=1)
     assert {p.cluster for p in plans} == {1}
@@ -56,7 +58,7 @@ def test_distribution_controls_the_mix():
         Workload(_docs(), KeywordLabeller(), WorkloadConfig(distribution="weights:0,0,1"))
 
 
-def test_plans_are_reproducible_and_followups_reach_the_target():
+def test_plans_are_reproducible_and_followups_reach_the_target() -> None:
     cfg = WorkloadConfig(base_tokens=100, continuation_tokens=400, jitter=10)
     wl = Workload(_docs(), KeywordLabeller(), cfg)
     a, b = wl.plan(5, seed=7), wl.plan(5, seed=7)
@@ -70,12 +72,12 @@ def test_plans_are_reproducible_and_followups_reach_the_target():
     assert count_tokens(p.followup(10_000, 16)) >= 15
 
 
-def test_without_labeller_every_prompt_is_unlabelled():
+def test_without_labeller_every_prompt_is_unlabelled() -> None:
     wl = Workload(_docs(), None, WorkloadConfig())
     assert {p.cluster for p in wl.plan(3, seed=0)} == {None}
 
 
-def test_load_documents(tmp_path):
+def test_load_documents(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.write(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"prompt": "two"}) + "\n")
@@ -93,14 +95,14 @@ def test_load_documents(tmp_path):
         Workload(["too short"], None, WorkloadConfig())
 
 
-def test_builtin_dataset_is_small_and_long_enough():
+def test_builtin_dataset_is_small_and_long_enough() -> None:
     assert builtin_dataset().stat().st_size < 1_000_000
     docs = load_documents()
     assert len(docs) == 600
     assert all(count_tokens(d) >= 400 for d in docs)
 
 
-def test_builtin_workload_is_labelled_by_the_bundled_router():
+def test_builtin_workload_is_labelled_by_the_bundled_router() -> None:
     from expert_router.bench.workload import ClassifierLabeller
 
     wl = Workload(load_documents(), ClassifierLabeller(), WorkloadConfig())

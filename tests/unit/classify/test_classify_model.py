@@ -27,7 +27,8 @@ def bundled() -> Classifier:
 def sklearn_distances(fitted: Fitted, texts: list[str]) -> np.ndarray:
     """Squared distances from the scikit-learn pipeline: tfidf -> svd -> scaler -> centroids."""
     z = fitted.scaler.transform(fitted.svd.transform(fitted.vectorizer.transform(texts)))
-    return ((z[:, None, :] - fitted.centroids[None, :, :]) ** 2).sum(axis=2)
+    d: np.ndarray = ((z[:, None, :] - fitted.centroids[None, :, :]) ** 2).sum(axis=2)
+    return d
 
 
 def check_same_clusters(model: Model, texts: list[str], tol: float) -> None:
@@ -176,11 +177,11 @@ def test_compiled_step_refuses_bad_arguments() -> None:
     with pytest.raises(OverflowError):
         _folded(rows, [1 << 70], 2, (1.0, 2.0))
     with pytest.raises(TypeError):
-        _folded(rows, ["a"], 2, (1.0, 2.0))
+        _folded(rows, ["a"], 2, (1.0, 2.0))  # type: ignore[list-item]  # a wrong type
     with pytest.raises(TypeError):
-        _folded(rows, (1,), 2, (1.0, 2.0))
+        _folded(rows, (1,), 2, (1.0, 2.0))  # type: ignore[arg-type]  # a wrong type
     with pytest.raises(TypeError):
-        _folded(rows, [1], 2, (1.0, "x"))
+        _folded(rows, [1], 2, (1.0, "x"))  # type: ignore[arg-type]  # a wrong type
     for bad_rows, dims in [
         (rows.astype(np.int32), 2),  # not floats
         (rows[:, ::2], 0),  # not contiguous

@@ -130,11 +130,11 @@ def render(kdir: Path) -> list[Obj]:
                 raise ValueError(f"{kdir}: patch {p['path']} matches {len(hits)} objects")
             objs[hits[0]] = _merge(objs[hits[0]], patch)
     for rule in spec.get("replicas", []):  # kustomize sets spec.replicas of objects by name
-        hits = [o for o in objs if o["metadata"]["name"] == rule["name"] and "replicas" in
-                o.get("spec", {})]  # fmt: skip
-        if not hits:
+        named = [o for o in objs if o["metadata"]["name"] == rule["name"] and "replicas" in
+                 o.get("spec", {})]  # fmt: skip
+        if not named:
             raise ValueError(f"{kdir}: replicas for {rule['name']} match no object")
-        for o in hits:
+        for o in named:
             o["spec"]["replicas"] = rule["count"]
     for obj in objs:
         _images(obj, spec.get("images", []))

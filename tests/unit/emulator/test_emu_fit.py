@@ -121,7 +121,7 @@ def test_folds_hold_out_models_batches_contexts_and_prompts() -> None:
         ('{"kind": "device", "name": "x"}', "no decode, prefill or mixed points"),
     ],
 )
-def test_bad_measurement_files_are_one_line_errors(tmp_path: Path, line: str, message: str):
+def test_bad_measurement_files_are_one_line_errors(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(line + "\n")
     with pytest.raises(ConfigError, match=message) as exc:

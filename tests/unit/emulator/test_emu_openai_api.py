@@ -10,6 +10,7 @@ import pytest
 from expert_router.emulator.openai_api import (
     ChunkEncoder,
     ContextLengthError,
+    Plan,
     error_body,
     parse_request,
 )
@@ -17,7 +18,7 @@ from expert_router.errors import RequestError
 from expert_router.tokenizer import TokenGenerator, count_tokens
 
 
-def plan(body: dict[str, Any], chat: bool = False, context: int = 4096):  # type: ignore[no-untyped-def]
+def plan(body: dict[str, Any], chat: bool = False, context: int = 4096) -> Plan:
     return parse_request(body, chat=chat, context=context, eos_mean_tokens=20)[0]
 
 

@@ -21,6 +21,7 @@ def test_one_user_sees_the_model_timings() -> None:
     recs = simulate(p, SimWorkload(users=1, **SMALL))  # type: ignore[arg-type]
     assert [r.turn for r in recs] == [0, 1]
     base, cont = recs
+    assert base.first_token is not None
     assert base.first_token - base.start == pytest.approx(0.07)
     gaps = [b - a for a, b in zip(base.token_times, base.token_times[1:], strict=False)]
     assert gaps == pytest.approx([0.02] * 19)
@@ -35,6 +36,7 @@ def test_step_model_batch_one_matches_decode_and_prefill_time() -> None:
     p = get_preset("C")
     base = simulate(p, SimWorkload(users=1, turns=1, **SMALL))[0]  # type: ignore[arg-type]
     model = p.step_model()
+    assert base.first_token is not None
     assert base.first_token - base.start == pytest.approx(model.prefill_time(base.prompt_tokens))
     tpot = (base.token_times[-1] - base.token_times[0]) / 19
     assert tpot == pytest.approx(model.decode_time(1, base.prompt_tokens + 10), rel=0.01)
@@ -43,7 +45,8 @@ def test_step_model_batch_one_matches_decode_and_prefill_time() -> None:
 def test_queueing_beyond_max_batch() -> None:
     p = get_preset("cpu-tiny", tpot_ms=10, ttft_ms=10, max_batch=2)
     recs = simulate(p, SimWorkload(users=4, turns=1, **SMALL), n_engines=1)  # type: ignore[arg-type]
-    firsts = sorted(r.first_token for r in recs)
+    firsts = sorted(r.first_token for r in recs if r.first_token is not None)
+    assert len(firsts) == len(recs)  # every request had its first token
     assert firsts[1] == pytest.approx(0.01)  # two admitted at once
     assert firsts[2] > min(r.end for r in recs)  # the rest waited for a free slot
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ TINY = ["--users", "1,6", "--repeat", "2", "--output-tokens", "24", "--base-toke
         "--continuation-tokens", "70", "--jitter", "4", "--window", "1"]  # fmt: skip
 
 
-def test_the_paper_protocol_is_the_default():
+def test_the_paper_protocol_is_the_default() -> None:
     p = Protocol()
     assert p.users == (1, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000) == PAPER_USERS
     assert (p.repeat, p.output_tokens, p.base_tokens, p.continuation_tokens, p.jitter) == (
@@ -33,7 +34,7 @@ def test_the_paper_protocol_is_the_default():
     assert args.configs == "A,B,C,D" and args.distribution == "uniform,normal"
 
 
-def test_parse_list():
+def test_parse_list() -> None:
     assert parse_list("a, d,B,a", CONFIGS, "--configs") == ["A", "D", "B"]
     assert parse_list("NORMAL", DISTRIBUTIONS, "--distribution") == ["normal"]
     with pytest.raises(ConfigError, match="unknown 'E'"):
@@ -42,7 +43,7 @@ def test_parse_list():
         parse_list(" , ", CONFIGS, "--configs")
 
 
-def test_protocol_rejects_bad_values():
+def test_protocol_rejects_bad_values() -> None:
     with pytest.raises(ConfigError):
         Protocol(users=())
     with pytest.raises(ConfigError):
@@ -65,8 +66,11 @@ def test_protocol_rejects_bad_values():
         (["--live", "--ttft-ms", "3"], "needs --tpot-ms"),
     ],
 )
-def test_user_errors_are_one_clean_line(tmp_path, capsys, argv, message):
+def test_user_errors_are_one_clean_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     out = tmp_path / "out"
+    status: int | str | None
     try:  # a usage error: exit status 2, from argparse or from the command
         status = main(["experiment", "paper", *argv, "--out", str(out)])
     except SystemExit as exc:
@@ -77,14 +81,16 @@ def test_user_errors_are_one_clean_line(tmp_path, capsys, argv, message):
     assert "\n" not in err and not out.exists()
 
 
-def test_live_and_simulate_are_exclusive(tmp_path, capsys):
+def test_live_and_simulate_are_exclusive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["experiment", "paper", "--live", "--simulate", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
 
 
-def test_tiny_simulated_study(tmp_path, capsys):
+def test_tiny_simulated_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "study"
     argv = ["experiment", "paper", "--simulate", "--configs", "A,D", *TINY, "--out", str(out)]
     assert main([*argv, "--distribution", "uniform,normal"]) == 0

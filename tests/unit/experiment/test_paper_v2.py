@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,8 +90,11 @@ def test_the_paper_gateway_delays_routed_requests_only(tmp_path: Path) -> None:
     assert main([*argv, "--out", str(plain)]) == 0
     assert main([*argv, "--paper-gateway", "--out", str(slow)]) == 0
 
-    def summary(root: Path, cfg: str) -> dict:  # type: ignore[type-arg]
-        return json.loads((root / "uniform" / cfg / "users-9" / "summary.json").read_text())
+    def summary(root: Path, cfg: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            (root / "uniform" / cfg / "users-9" / "summary.json").read_text()
+        )
+        return data
 
     d0, d1 = summary(plain, "D"), summary(slow, "D")
     a0, a1 = summary(plain, "A"), summary(slow, "A")
@@ -109,8 +113,11 @@ def test_the_paper_gateway_delays_routed_requests_only(tmp_path: Path) -> None:
         (["--normal-sd", "0"], "--normal-sd"),
     ],
 )
-def test_user_errors_are_one_clean_line(tmp_path, capsys, argv, message):  # type: ignore[no-untyped-def]
+def test_user_errors_are_one_clean_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     out = tmp_path / "out"
+    code: int | str | None
     try:
         code = main(["experiment", "paper-v2", *argv, "--out", str(out)])
     except SystemExit as exc:  # argparse's own checks exit while parsing

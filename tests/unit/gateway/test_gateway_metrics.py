@@ -14,8 +14,11 @@ FAST = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
 VALUES = [0.0, 0.00005, 0.00007, 0.0001, 0.0005, 0.00051, 0.1, 0.2, 5.0, -1.0, 0.002]
 
 
-def samples(registry: CollectorRegistry, family: str) -> dict[tuple[str, tuple[str, ...]], float]:
-    out = {}
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # (name, sorted label pairs)
+
+
+def samples(registry: CollectorRegistry, family: str) -> dict[Sample, float]:
+    out: dict[Sample, float] = {}
     for metric in registry.collect():
         if metric.name == family:
             for s in metric.samples:

@@ -95,8 +95,11 @@ class Conn(H2Connection):
         super().__init__(limits)
         self.opened: list[tuple[int, list[tuple[bytes, bytes]], bool]] = []
 
-    def on_new_stream(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+    def on_new_stream(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> H2Stream | None:
         self.opened.append((sid, [(bytes(k), bytes(v)) for k, v in headers], end))
+        return None
 
 
 class ClientConn(Conn):

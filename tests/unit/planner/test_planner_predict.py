@@ -97,6 +97,7 @@ def test_attainment_counts_requests_within_every_threshold() -> None:
     assert predict([[pool]]).attainment is None
     # TTFT and TPOT bounds combine with the response bound
     both = predict([[pool]], thresholds={"response": cut, "ttft": float(np.min(q.ttft))})
+    assert joined.attainment is not None
     assert both.attainment is not None and both.attainment <= joined.attainment
 
 
