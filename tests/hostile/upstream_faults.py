@@ -40,7 +40,7 @@ class Exchange:
     path: str
     stream: bool
     record: Record
-    released: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event
     """Set by ``GET /release?rid=``: the client has the whole answer (``idle_bytes``)."""
 
     async def send(self, data: bytes) -> None:

@@ -48,8 +48,8 @@ class PendingHistogram:
     @staticmethod
     def fits(child: Any) -> bool:
         """Whether ``child`` keeps the private fields ``flush`` adds to (its bucket bounds,
-        bucket values and sum, as prometheus_client has since 0.4); a release without them
-        gets its observations at once instead."""
+        bucket values and sum, as prometheus_client's histogram does today); a release
+        without them gets its observations at once instead."""
         bounds, buckets = getattr(child, "_upper_bounds", None), getattr(child, "_buckets", None)
         return (
             isinstance(bounds, list)
